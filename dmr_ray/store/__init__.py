@@ -1,0 +1,25 @@
+"""Zarr stores: ``sequences.zarr`` (input tokens) and ``effects.zarr`` (ISM output)."""
+
+from dmr_ray.store.effects import EffectsStore
+from dmr_ray.store.sequences import (
+    Coordinates,
+    SequenceStore,
+    build_from_arrays,
+    build_from_fasta_bed,
+    default_chunk_size,
+    open_sequence_store,
+    store_info,
+    write_sequence_store,
+)
+
+__all__ = [
+    "Coordinates",
+    "EffectsStore",
+    "SequenceStore",
+    "build_from_arrays",
+    "build_from_fasta_bed",
+    "default_chunk_size",
+    "open_sequence_store",
+    "store_info",
+    "write_sequence_store",
+]

@@ -1,0 +1,287 @@
+"""Zarr plumbing shared by the sequence and effects stores.
+
+Locations are local paths or fsspec URLs (``s3://``, ``gs://``, ``memory://`` ...);
+``file://`` URLs are turned into local paths so that Zarr's ``LocalStore`` (atomic
+per-object writes) is used. Stores are built in a hidden temporary sibling and published
+only when complete (:func:`staged`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import fsspec
+import numpy as np
+import zarr
+
+from dmr_ray.errors import InputError
+
+StorageOptions = Mapping[str, Any] | None
+
+
+def normalise(location: str | os.PathLike[str]) -> str:
+    """Return ``location`` as an absolute local path, or unchanged if it is a non-file URL."""
+    text = os.fspath(location)
+    if text.startswith("file://"):
+        text = text[len("file://") :]
+    if "://" in text:
+        return text.rstrip("/")
+    return os.path.abspath(text)
+
+
+def is_url(location: str) -> bool:
+    """Whether a normalised location is a (non-local) fsspec URL."""
+    return "://" in location
+
+
+def _fs(location: str, storage_options: StorageOptions) -> tuple[fsspec.AbstractFileSystem, str]:
+    return fsspec.core.url_to_fs(location, **dict(storage_options or {}))
+
+
+def exists(location: str, storage_options: StorageOptions = None) -> bool:
+    """Whether anything (file or folder) is at a normalised location."""
+    if not is_url(location):
+        return os.path.lexists(location)
+    fs, path = _fs(location, storage_options)
+    return fs.exists(path)
+
+
+def remove(location: str, storage_options: StorageOptions = None) -> None:
+    """Delete whatever is at a normalised location (no error if there is nothing)."""
+    if not is_url(location):
+        if os.path.isdir(location) and not os.path.islink(location):
+            shutil.rmtree(location, ignore_errors=True)
+        elif os.path.lexists(location):
+            os.remove(location)
+        return
+    fs, path = _fs(location, storage_options)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
+def open_group(location: str, mode: str, storage_options: StorageOptions = None) -> zarr.Group:
+    """Open the Zarr group at a normalised location; a missing or unreadable one is an :class:`InputError`."""
+    kwargs = {"storage_options": dict(storage_options)} if storage_options and is_url(location) else {}
+    try:
+        return zarr.open_group(location, mode=mode, **kwargs)
+    except (OSError, ValueError, KeyError) as err:
+        raise InputError(f"{location}: not a readable Zarr group ({type(err).__name__}: {err})") from err
+
+
+def positive_int(value: Any, name: str) -> int:
+    """``value`` as an ``int``; anything but a positive integer is an :class:`InputError` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise InputError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def read_header(group: zarr.Group, location: str, fmt: str, version: int) -> dict[str, Any]:
+    """The group's attributes, after checking its ``format`` and ``format_version``."""
+    attrs = dict(group.attrs)
+    if attrs.get("format") != fmt:
+        raise InputError(f"{location}: not a {fmt} store (attribute 'format' is {attrs.get('format')!r})")
+    if attrs.get("format_version") != version:
+        raise InputError(f"{location}: unsupported format_version {attrs.get('format_version')!r} (expected {version})")
+    return attrs
+
+
+def chunk_size_of(attrs: Mapping[str, Any], array: zarr.Array, location: str) -> int:
+    """The ``chunk_size`` attribute, checked against the first-axis chunking of ``array``."""
+    if attrs.get("chunk_size") != array.chunks[0]:
+        raise InputError(
+            f"{location}: attribute 'chunk_size' is {attrs.get('chunk_size')!r} but array "
+            f"{array.basename!r} is chunked by {array.chunks[0]}"
+        )
+    return int(array.chunks[0])
+
+
+def require_array(group: zarr.Group, name: str, location: str, shape: tuple[int | None, ...]) -> zarr.Array:
+    """Return array ``name`` of ``group``, checking it exists and matches ``shape`` (``None`` = any size)."""
+    try:
+        array = group[name]
+    except KeyError:
+        raise InputError(f"{location}: array {name!r} is missing") from None
+    if not isinstance(array, zarr.Array):
+        raise InputError(f"{location}: {name!r} is a group, expected an array")
+    got = tuple(array.shape)
+    if len(got) != len(shape) or any(want not in (None, size) for want, size in zip(shape, got, strict=False)):
+        expected = tuple("any" if want is None else want for want in shape)
+        raise InputError(f"{location}: array {name!r} has shape {got}, expected {expected}")
+    return array
+
+
+def require_dtype(array: zarr.Array, location: str, allowed: tuple[str, ...]) -> None:
+    """Check that ``array`` has a dtype in ``allowed`` (``"string"`` stands for any string dtype)."""
+    dtype = np.dtype(array.dtype)
+    name = "string" if dtype.kind in "TUO" else dtype.name
+    if name not in allowed:
+        raise InputError(
+            f"{location}: array {array.basename!r} has dtype {dtype}, expected one of {', '.join(allowed)}"
+        )
+
+
+def create_vector(group: zarr.Group, name: str, values: np.ndarray, chunk: int) -> None:
+    """Write a 1-D array of strings or ``int64`` (identifiers, labels, coordinates)."""
+    data = values if values.dtype.kind == "i" else values.astype(object)
+    dtype = np.int64 if values.dtype.kind == "i" else str
+    array = group.create_array(name, shape=values.shape, dtype=dtype, chunks=(max(1, chunk),))
+    if values.size:
+        array[:] = data
+
+
+def read_vector(array: zarr.Array, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Read a 1-D array written by :func:`create_vector` as ``int64`` or fixed-width unicode."""
+    values = array[start:stop]
+    if np.dtype(values.dtype).kind == "i":
+        return np.asarray(values, dtype=np.int64)
+    return np.array(values.tolist(), dtype=str)
+
+
+def _sibling(location: str, tag: str) -> str:
+    head, sep, name = location.rpartition("/")
+    return f"{head}{sep}.{name}.{tag}-{uuid.uuid4().hex[:12]}"
+
+
+def _publish_local(tmp: str, out: str) -> None:
+    old = None
+    if os.path.lexists(out):
+        old = _sibling(out, "old")
+        os.rename(out, old)
+    os.rename(tmp, out)
+    if old is not None:
+        remove(old)
+
+
+def _publish_remote(tmp: str, out: str, storage_options: StorageOptions) -> None:
+    # Object stores have no atomic rename: copy every object but the root zarr.json, then
+    # that one, so the target opens as a group only once everything else is in place.
+    fs, tmp_path = _fs(tmp, storage_options)
+    _, out_path = _fs(out, storage_options)
+    if fs.exists(out_path):
+        fs.rm(out_path, recursive=True)
+    root_meta = f"{tmp_path}/zarr.json"
+    files = sorted(fs.find(tmp_path), key=lambda f: f == root_meta)
+    for src in files:
+        fs.copy(src, out_path + src[len(tmp_path) :])
+    fs.rm(tmp_path, recursive=True)
+
+
+@contextmanager
+def staged(out: str, *, overwrite: bool, storage_options: StorageOptions = None, what: str = "store") -> Iterator[str]:
+    """Yield a temporary sibling of ``out`` to build into; publish it at ``out`` on success.
+
+    Parameters
+    ----------
+    out
+        Normalised target location.
+    overwrite
+        Replace an existing ``out``; otherwise an existing ``out`` is an :class:`InputError`.
+    storage_options
+        fsspec options for URLs.
+    what
+        Name of the thing being built, for the error message.
+
+    Yields
+    ------
+    str
+        The temporary location. On any exception it is removed and ``out`` is untouched.
+    """
+    if exists(out, storage_options) and not overwrite:
+        raise InputError(f"{out}: {what} already exists; pass --overwrite (overwrite=True) to replace it")
+    tmp = _sibling(out, "tmp")
+    try:
+        yield tmp
+        if is_url(out):
+            _publish_remote(tmp, out, storage_options)
+        else:
+            _publish_local(tmp, out)
+    except BaseException:
+        remove(tmp, storage_options)
+        raise
+
+
+class LazyGroup:
+    """A Zarr group location that opens on first use; pickles as its location only.
+
+    Parameters
+    ----------
+    location
+        Normalised local path or URL.
+    mode
+        Zarr open mode (``"r"`` or ``"r+"``).
+    storage_options
+        fsspec options for URLs.
+    """
+
+    def __init__(self, location: str, mode: str, storage_options: StorageOptions = None) -> None:
+        self.location = location
+        self.mode = mode
+        self.storage_options = dict(storage_options) if storage_options else None
+        self._group: zarr.Group | None = None
+
+    @property
+    def group(self) -> zarr.Group:
+        """The open group (opened on first access in each process)."""
+        if self._group is None:
+            self._group = open_group(self.location, self.mode, self.storage_options)
+        return self._group
+
+    def __getitem__(self, name: str) -> zarr.Array:
+        return self.group[name]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"location": self.location, "mode": self.mode, "storage_options": self.storage_options}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["location"], state["mode"], state["storage_options"])
+
+
+class RowStore:
+    """Base of the stores: a lazily opened group whose arrays are chunked along rows (sequences).
+
+    Subclasses set ``_root`` (:class:`LazyGroup`), ``_attrs``, ``n_seq`` and ``chunk_size``,
+    and store identifiers in a ``seq_id`` array.
+    """
+
+    _root: LazyGroup
+    _attrs: dict[str, Any]
+    n_seq: int
+    chunk_size: int
+
+    @property
+    def location(self) -> str:
+        """The normalised local path or URL."""
+        return self._root.location
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """A copy of the group attributes."""
+        return dict(self._attrs)
+
+    @property
+    def n_chunks(self) -> int:
+        """Number of row chunks (the last one may be short)."""
+        return -(-self.n_seq // self.chunk_size)
+
+    def chunk_bounds(self, i: int) -> tuple[int, int]:
+        """``(start, stop)`` rows of chunk ``i``."""
+        if not 0 <= i < self.n_chunks:
+            raise IndexError(f"chunk index {i} out of range 0..{self.n_chunks - 1}")
+        start = i * self.chunk_size
+        return start, min(start + self.chunk_size, self.n_seq)
+
+    def seq_ids(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Identifiers of rows ``start:stop`` (``int64`` or unicode)."""
+        start, stop = self._span(start, stop)
+        return read_vector(self._root["seq_id"], start, stop)
+
+    def _span(self, start: int, stop: int | None) -> tuple[int, int]:
+        stop = self.n_seq if stop is None else stop
+        if not 0 <= start <= stop <= self.n_seq:
+            raise IndexError(f"row range {start}..{stop} is not within 0..{self.n_seq}")
+        return start, stop
