@@ -1,0 +1,28 @@
+"""Replicate predictors (deep ensembles, MC dropout with locked masks) and calibration.
+
+* :class:`ReplicatePredictor`: ``predict(onehot, r)`` / ``predict_all(onehot)``.
+* :class:`EnsemblePredictor`, :class:`MCDropoutPredictor`, :class:`SinglePredictor`.
+* :func:`build_predictor` (from a :class:`~dmr_ray.models.ModelSpec`), :func:`as_predictor`.
+"""
+
+from dmr_ray.uncertainty.dropout import LockedDropout, lock_dropout, mask_seed
+from dmr_ray.uncertainty.predictors import (
+    EnsemblePredictor,
+    MCDropoutPredictor,
+    ReplicatePredictor,
+    SinglePredictor,
+    as_predictor,
+    build_predictor,
+)
+
+__all__ = [
+    "EnsemblePredictor",
+    "LockedDropout",
+    "MCDropoutPredictor",
+    "ReplicatePredictor",
+    "SinglePredictor",
+    "as_predictor",
+    "build_predictor",
+    "lock_dropout",
+    "mask_seed",
+]
