@@ -1,0 +1,226 @@
+"""Local causal effects: MR of outcome effects on exposure effects, per sequence region.
+
+One call handles one chunk of ``effects.zarr``: every region of every sequence, every
+exposure -> outcome pair and every estimator, vectorised with the batched estimators of
+:mod:`dmr_ray.stats.batched` (no Python loop over regions). The result is a long Arrow table,
+one row per (seq_id, region, exposure, outcome, method), with the DESIGN schema.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from dmr_ray.deepmr.instruments import passes_filter, usable
+from dmr_ray.stats import batched
+from dmr_ray.stats.batched import Reason
+
+ROBUST_ABOVE = 10
+"""The original fits robust Egger to regions with more than this many instruments."""
+
+_MR_FIELDS = ("estimate", "se", "ci_low", "ci_high", "p_value", "intercept", "intercept_se",
+              "intercept_p", "i2_gx", "rse", "q", "q_p")
+
+SCHEMA = pa.schema(
+    [("seq_id", pa.string()), ("region", pa.int32()), ("region_start", pa.int32()),
+     ("region_end", pa.int32()), ("exposure", pa.string()), ("outcome", pa.string()),
+     ("method", pa.string()), ("estimator", pa.string())]
+    + [(name, pa.float64()) for name in _MR_FIELDS]
+    + [("direction", pa.int8()), ("n_instruments", pa.int32()), ("n_unusable", pa.int32()),
+       ("reason", pa.string())]
+)
+"""Columns of ``local_effects.parquet``."""
+
+
+@dataclass(frozen=True)
+class LocalMROptions:
+    """How local effects are computed (everything that changes the numbers).
+
+    Parameters
+    ----------
+    tasks
+        Task names in effects-store order.
+    pairs
+        Ordered (exposure, outcome) task names.
+    estimators
+        Per-region estimators (see :data:`dmr_ray.config.MR_METHODS`).
+    filter, threshold
+        Instrument filter (see :func:`dmr_ray.deepmr.instruments.passes_filter`).
+    moments_mean, moments_sd
+        Pooled per-task effect moments for the z-score filter (empty for ``wald``).
+    region_width
+        Region width in bp; the whole window when equal to the sequence length.
+    alpha, iterations, seed
+        Confidence level and bootstrap settings of the estimators.
+    """
+
+    tasks: tuple[str, ...]
+    pairs: tuple[tuple[str, str], ...]
+    estimators: tuple[str, ...]
+    filter: str
+    threshold: float
+    moments_mean: tuple[float, ...]
+    moments_sd: tuple[float, ...]
+    region_width: int
+    alpha: float = 0.05
+    iterations: int = 10_000
+    seed: int = 314159265
+
+
+@dataclass(frozen=True)
+class RegionRows:
+    """Instruments of one exposure -> outcome pair, one padded row per (sequence, region)."""
+
+    bx: np.ndarray
+    bxse: np.ndarray
+    by: np.ndarray
+    byse: np.ndarray
+    mask: np.ndarray
+    n_unusable: np.ndarray
+
+
+def _tile(a: np.ndarray, width: int, fill: float) -> np.ndarray:
+    """[n, L, 3] -> [n * n_regions, width * 3], padding the last region with ``fill``."""
+    n, length, alts = a.shape
+    n_regions = -(-length // width)
+    padded = np.full((n, n_regions * width, alts), fill, dtype=a.dtype)
+    padded[:, :length] = a
+    return padded.reshape(n * n_regions, width * alts)
+
+
+def region_rows(beta: np.ndarray, se: np.ndarray, exposure: int, outcome: int,
+                options: LocalMROptions) -> RegionRows:
+    """Gather the instruments of one pair into padded region rows (kept ones first)."""
+    bx, sx = beta[..., exposure], se[..., exposure]
+    by, sy = beta[..., outcome], se[..., outcome]
+    ok = usable(bx, sx, by, sy)
+    mean = options.moments_mean[exposure] if options.moments_mean else None
+    sd = options.moments_sd[exposure] if options.moments_sd else None
+    keep = ok & passes_filter(bx, sx, kind=options.filter, threshold=options.threshold,
+                              mean=mean, sd=sd)
+    width = options.region_width
+    exists = _tile(np.isfinite(bx), width, False)
+    keep_rows = _tile(keep, width, False)
+    n_unusable = (exists & ~_tile(ok, width, False)).sum(axis=1)
+    order = np.argsort(~keep_rows, axis=1, kind="stable")
+    n_kept = keep_rows.sum(axis=1)
+    width_j = max(int(n_kept.max(initial=0)), 1)
+    order = order[:, :width_j]
+
+    def take(a: np.ndarray, fill: float) -> np.ndarray:
+        return np.take_along_axis(_tile(a, width, fill), order, axis=1).astype(np.float64)
+
+    mask = np.take_along_axis(keep_rows, order, axis=1)
+    # Padding must hold valid numbers for the estimators' input checks; the mask hides it.
+    return RegionRows(
+        bx=np.where(mask, take(bx, 1.0), 1.0), bxse=np.where(mask, take(sx, 1.0), 1.0),
+        by=np.where(mask, take(by, 0.0), 0.0), byse=np.where(mask, take(sy, 1.0), 1.0),
+        mask=mask, n_unusable=n_unusable,
+    )
+
+
+def _run_estimator(name: str, rows: RegionRows, options: LocalMROptions) -> tuple[dict, np.ndarray]:
+    """Columns of one estimator over all rows, and the per-row estimator actually used."""
+    args = (rows.bx, rows.bxse, rows.by, rows.byse, rows.mask)
+    boot = {"iterations": options.iterations, "seed": options.seed}
+    n_rows = rows.mask.shape[0]
+    if name == "steiger":
+        res = batched.steiger(*args, alpha=options.alpha)
+        cols = {"estimate": res.mean_difference, "se": res.se, "ci_low": res.ci_low,
+                "ci_high": res.ci_high, "p_value": res.p_value, "direction": res.direction,
+                "n_instruments": res.n_instruments, "reason": res.reason}
+        return cols, np.full(n_rows, "steiger", dtype=object)
+    if name == "deepmr":
+        return _deepmr_rows(rows, options)
+    if name == "egger_robust":
+        res = batched.egger(*args, alpha=options.alpha, robust=True, seed=options.seed)
+    elif name in ("weighted_median", "mbe"):
+        res = getattr(batched, name)(*args, alpha=options.alpha, **boot)
+    else:
+        res = getattr(batched, name)(*args, alpha=options.alpha)
+    return _mr_columns(res), np.full(n_rows, name, dtype=object)
+
+
+def _mr_columns(res: batched.BatchedMRResult) -> dict:
+    cols = {f: getattr(res, f) for f in _MR_FIELDS if getattr(res, f) is not None}
+    cols["n_instruments"] = res.n_instruments
+    cols["reason"] = res.reason
+    return cols
+
+
+def _deepmr_rows(rows: RegionRows, options: LocalMROptions) -> tuple[dict, np.ndarray]:
+    """The original's rule: robust Egger above 10 instruments, plain Egger for 3-10."""
+    args = (rows.bx, rows.bxse, rows.by, rows.byse, rows.mask)
+    cols = _mr_columns(batched.egger(*args, alpha=options.alpha))
+    n = rows.mask.sum(axis=1)
+    estimator = np.where(n > ROBUST_ABOVE, "egger_robust", "egger").astype(object)
+    estimator[n < batched.MIN_INSTRUMENTS["egger"]] = ""
+    big = np.flatnonzero(n > ROBUST_ABOVE)
+    if big.size:
+        robust = _mr_columns(batched.egger(*(a[big] for a in args), alpha=options.alpha,
+                                           robust=True, seed=options.seed))
+        for key, values in robust.items():
+            column = np.asarray(cols.get(key, np.full(n.shape, np.nan)), dtype=np.result_type(values))
+            column[big] = values
+            cols[key] = column
+    return cols, estimator
+
+
+def local_effects_table(beta: np.ndarray, se: np.ndarray, seq_ids: np.ndarray,
+                        options: LocalMROptions) -> pa.Table:
+    """Local causal effects of one chunk of ``effects.zarr``.
+
+    Parameters
+    ----------
+    beta, se
+        ``[n, L, 3, T]`` effects and standard errors of one chunk.
+    seq_ids
+        ``[n]`` identifiers; every row of the output carries its sequence's id.
+    options
+        What to compute.
+
+    Returns
+    -------
+    pyarrow.Table
+        One row per (seq_id, region, exposure, outcome, method), schema :data:`SCHEMA`.
+    """
+    n, length = beta.shape[:2]
+    width = options.region_width
+    n_regions = -(-length // width)
+    region = np.tile(np.arange(n_regions, dtype=np.int32), n)
+    index = {name: i for i, name in enumerate(options.tasks)}
+    parts = []
+    for exposure, outcome in options.pairs:
+        rows = region_rows(beta, se, index[exposure], index[outcome], options)
+        for method in options.estimators:
+            cols, estimator = _run_estimator(method, rows, options)
+            parts.append(_part(cols, estimator, seq_ids, region, width, length, exposure, outcome,
+                               method, rows.n_unusable))
+    return pa.concat_tables(parts) if parts else SCHEMA.empty_table()
+
+
+def _part(cols: dict, estimator: np.ndarray, seq_ids: np.ndarray, region: np.ndarray, width: int,
+          length: int, exposure: str, outcome: str, method: str, n_unusable: np.ndarray) -> pa.Table:
+    n_rows = region.shape[0]
+    n_regions = n_rows // len(seq_ids)
+    reason = np.asarray(cols["reason"])
+    data = {
+        "seq_id": np.repeat(np.asarray(seq_ids).astype(str), n_regions),
+        "region": region,
+        "region_start": region * width,
+        "region_end": np.minimum((region + 1) * width, length),
+        "exposure": np.full(n_rows, exposure, dtype=object),
+        "outcome": np.full(n_rows, outcome, dtype=object),
+        "method": np.full(n_rows, method, dtype=object),
+        "estimator": estimator,
+        "direction": cols.get("direction", np.zeros(n_rows, dtype=np.int8)),
+        "n_instruments": cols["n_instruments"],
+        "n_unusable": n_unusable,
+        "reason": np.array([Reason(int(r)).name.lower() for r in reason], dtype=object),
+    }
+    for name in _MR_FIELDS:
+        data[name] = cols.get(name, np.full(n_rows, np.nan))
+    return pa.Table.from_pydict({f.name: pa.array(data[f.name], type=f.type) for f in SCHEMA},
+                                schema=SCHEMA)

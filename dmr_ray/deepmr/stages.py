@@ -1,0 +1,226 @@
+"""The resumable MR stages of a Deep MR audit.
+
+``local_effects.parquet`` is a directory of Parquet parts, one per chunk of ``effects.zarr``,
+each written by a Ray CPU task to a temporary name and renamed into place, so a part either
+exists whole or not at all. A rerun computes only the missing parts; a rerun with different
+options is refused (``_stage.json`` records them). ``global_effects.parquet`` pools the local
+effects per (exposure, outcome, method) with a random-effects meta-analysis.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from dmr_ray.deepmr.local import LocalMROptions, local_effects_table
+from dmr_ray.engine.progress import Progress
+from dmr_ray.errors import ChunkFailedError, ResumeConflictError
+from dmr_ray.stats.meta import meta_analysis_batched
+
+log = logging.getLogger(__name__)
+
+STAGE_FILE = "_stage.json"
+
+
+def write_atomic(table: pa.Table, path: Path) -> None:
+    """Write a Parquet file under a temporary name and rename it into place."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def part_path(directory: Path, index: int) -> Path:
+    """The Parquet part of effects chunk ``index``."""
+    return directory / f"part-{index:06d}.parquet"
+
+
+def claim_directory(directory: Path, identity: dict, *, overwrite: bool = False) -> None:
+    """Create ``directory`` for a stage, or check that its recorded identity matches.
+
+    Raises
+    ------
+    ResumeConflictError
+        When the directory holds results computed with a different ``identity``.
+    """
+    stage_file = directory / STAGE_FILE
+    if overwrite and directory.exists():
+        for child in directory.iterdir():
+            child.unlink()
+    if stage_file.exists():
+        recorded = json.loads(stage_file.read_text())
+        if recorded != identity:
+            keys = sorted(k for k in set(recorded) | set(identity) if recorded.get(k) != identity.get(k))
+            raise ResumeConflictError(
+                f"{directory} holds results computed with different settings ({', '.join(keys)}); "
+                "rerun with --overwrite to start fresh, or choose another output directory")
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = stage_file.with_name(f".{STAGE_FILE}.tmp")
+    tmp.write_text(json.dumps(identity, indent=1, sort_keys=True))
+    os.replace(tmp, stage_file)
+
+
+def _local_chunk(effects_path: str, index: int, options: LocalMROptions, out: str) -> int:
+    from dmr_ray.store import EffectsStore
+
+    chunk = EffectsStore.open(effects_path, mode="r").read_chunk(index)
+    table = local_effects_table(chunk["beta"], chunk["se"], chunk["seq_id"], options)
+    write_atomic(table, Path(out))
+    return table.num_rows
+
+
+def run_local_stage(effects_path: str, directory: Path, options: LocalMROptions, *,
+                    overwrite: bool = False, max_in_flight: int | None = None,
+                    stall_timeout_s: float = 1800.0) -> int:
+    """Compute the missing parts of ``local_effects.parquet`` as Ray CPU tasks.
+
+    Parameters
+    ----------
+    effects_path
+        A complete ``effects.zarr``.
+    directory
+        The ``local_effects.parquet`` dataset directory.
+    options
+        What to compute; recorded and compared on resume.
+    overwrite
+        Discard existing parts first.
+    max_in_flight
+        Tasks submitted at once (default: twice the cluster's CPUs).
+    stall_timeout_s
+        Fail with a clear error when no task finishes for this long.
+
+    Returns
+    -------
+    int
+        The number of parts computed by this call (existing parts are skipped).
+
+    Raises
+    ------
+    ChunkFailedError
+        Naming every chunk whose task failed, after all other parts are written.
+    """
+    import ray
+
+    from dmr_ray.store import EffectsStore
+
+    effects = EffectsStore.open(effects_path, mode="r")
+    claim_directory(directory, {"effects": str(effects_path), **_jsonable(asdict(options))},
+                    overwrite=overwrite)
+    todo = [i for i in range(effects.n_chunks) if not part_path(directory, i).exists()]
+    task = ray.remote(num_cpus=1, max_retries=2)(_local_chunk)
+    limit = max_in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+    progress = Progress(len(todo), "local MR", mutants_per_sequence=0)
+    pending: dict = {}
+    failures: list[str] = []
+    queue = list(todo)
+    try:
+        while queue or pending:
+            while queue and len(pending) < limit:
+                index = queue.pop(0)
+                ref = task.remote(str(effects_path), index, options, str(part_path(directory, index)))
+                pending[ref] = index
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=stall_timeout_s)
+            if not done:
+                raise ChunkFailedError(
+                    f"local MR stalled: no chunk finished within {stall_timeout_s:.0f} s "
+                    f"(chunks in flight: {sorted(pending.values())}); check the Ray cluster's CPUs")
+            for ref in done:
+                index = pending.pop(ref)
+                try:
+                    ray.get(ref)
+                except Exception as exc:  # noqa: BLE001 - reported with the chunk below
+                    start, stop = effects.chunk_bounds(index)
+                    ids = effects.seq_ids(start, stop)
+                    failures.append(f"chunk {index} (seq_ids {ids[0]}..{ids[-1]}): {_cause(exc)}")
+                progress.advance(0)
+    finally:
+        progress.close()
+    if failures:
+        raise ChunkFailedError("local MR failed for " + "; ".join(failures)
+                               + "; the other chunks are written and a rerun retries only these")
+    return len(todo)
+
+
+def _cause(exc: Exception) -> str:
+    cause = getattr(exc, "cause", None) or exc
+    return f"{type(cause).__name__}: {cause}"
+
+
+def _jsonable(data: dict) -> dict:
+    return json.loads(json.dumps(data, default=list))
+
+
+def read_local_effects(directory: Path) -> pa.Table:
+    """All parts of a ``local_effects.parquet`` directory as one table."""
+    return ds.dataset(directory, format="parquet").to_table()
+
+
+GLOBAL_FIELDS = ("estimate", "se", "ci_low", "ci_high", "p_value", "tau2", "tau", "q", "q_p",
+                 "i2", "h2", "pi_low", "pi_high")
+
+
+def global_effects_table(local: pa.Table, *, method: str = "DL", test: str = "z",
+                         alpha: float = 0.05) -> pa.Table:
+    """Pool local effects per (exposure, outcome, method) by meta-analysis.
+
+    Only regions with a finite estimate and a positive SE enter (failed or skipped regions
+    stay visible in ``local_effects.parquet`` with their reason). ``n_regions`` counts every
+    region of the group, ``k`` those pooled.
+    """
+    frame = {name: local.column(name).to_numpy(zero_copy_only=False)
+             for name in ("exposure", "outcome", "method", "estimate", "se")}
+    keys = np.array([f"{e}\x1f{o}\x1f{m}" for e, o, m in
+                     zip(frame["exposure"], frame["outcome"], frame["method"])], dtype=object)
+    groups, inverse = np.unique(keys, return_inverse=True)
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(frame["estimate"]) & np.isfinite(frame["se"]) & (frame["se"] > 0)
+    n_regions = np.bincount(inverse, minlength=len(groups))
+    k = np.bincount(inverse[ok], minlength=len(groups))
+    width = max(int(k.max(initial=0)), 1)
+    y = np.zeros((len(groups), width))
+    se = np.ones((len(groups), width))
+    mask = np.zeros((len(groups), width), dtype=bool)
+    rows = inverse[ok]
+    slot = _rank_within(rows)
+    y[rows, slot] = frame["estimate"][ok]
+    se[rows, slot] = frame["se"][ok]
+    mask[rows, slot] = True
+    result = meta_analysis_batched(y, se, mask, method=method, test=test, alpha=alpha)
+    exposure, outcome, mr_method = zip(*(g.split("\x1f") for g in groups)) if len(groups) else ((), (), ())
+    columns = {"exposure": list(exposure), "outcome": list(outcome), "method": list(mr_method),
+               "meta_method": [method] * len(groups), "test": [test] * len(groups)}
+    columns.update({name: getattr(result, name) for name in GLOBAL_FIELDS})
+    columns["k"] = k
+    columns["n_regions"] = n_regions
+    return pa.table(columns)
+
+
+def _rank_within(groups: np.ndarray) -> np.ndarray:
+    """Position of each element among the earlier elements of the same group."""
+    order = np.argsort(groups, kind="stable")
+    sorted_groups = groups[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_groups)) + 1]
+    run_start = np.repeat(starts, np.diff(np.r_[starts, len(groups)]))
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(groups)) - run_start
+    return rank
+
+
+def run_global_stage(local_dir: Path, out: Path, *, method: str, test: str,
+                     alpha: float = 0.05) -> pa.Table:
+    """Meta-analyse ``local_effects.parquet`` into ``global_effects.parquet`` (atomically)."""
+    started = time.monotonic()
+    table = global_effects_table(read_local_effects(local_dir), method=method, test=test, alpha=alpha)
+    write_atomic(table, out)
+    log.info("global effects: %d (exposure, outcome, method) groups in %.1f s", table.num_rows,
+             time.monotonic() - started)
+    return table

@@ -1,0 +1,61 @@
+"""Instrument filters and pooled exposure moments."""
+
+import numpy as np
+import pytest
+
+from dmr_ray.deepmr.instruments import exposure_moments, passes_filter, usable
+from dmr_ray.errors import InputError
+from dmr_ray.store import EffectsStore
+
+EFFECTS_ATTRS = {"model_digest": "test", "replicate_kind": "ensemble", "replicate_count": 2,
+                 "calibration": "none", "ddof": 0, "code_version": "test", "sequence_store": "none"}
+
+
+def test_zscore_filter_matches_the_original_formula() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(5, 20, 3))
+    z = np.abs(x - x.mean()) / x.std()  # np.std: ddof 0, as the original
+    got = passes_filter(x, np.ones_like(x), kind="zscore", threshold=1.0, mean=x.mean(), sd=x.std())
+    np.testing.assert_array_equal(got, z >= 1.0)
+
+
+def test_wald_filter_uses_beta_over_se() -> None:
+    beta = np.array([0.5, -3.0, 2.0])
+    se = np.array([1.0, 1.0, 0.5])
+    np.testing.assert_array_equal(passes_filter(beta, se, kind="wald", threshold=2.0),
+                                  [False, True, True])
+
+
+def test_filter_errors() -> None:
+    with pytest.raises(InputError, match="moments"):
+        passes_filter(np.ones(3), np.ones(3), kind="zscore", threshold=1.0)
+    with pytest.raises(InputError, match="unknown instrument filter"):
+        passes_filter(np.ones(3), np.ones(3), kind="nope", threshold=1.0)
+    flat = passes_filter(np.ones(3), np.ones(3), kind="zscore", threshold=1.0, mean=1.0, sd=0.0)
+    assert not flat.any()
+
+
+def test_unusable_substitutions_are_excluded() -> None:
+    bx = np.array([1.0, 0.0, 1.0, np.nan, 1.0])
+    sx = np.array([1.0, 1.0, 0.0, 1.0, 1.0])
+    by = np.array([1.0, 1.0, 1.0, 1.0, np.inf])
+    np.testing.assert_array_equal(usable(bx, sx, by, np.ones(5)), [True, False, False, False, False])
+
+
+def test_exposure_moments_stream_equals_pooled(tmp_path) -> None:
+    rng = np.random.default_rng(2)
+    n, length, tasks = 11, 7, 2
+    beta = rng.normal(3.0, 2.0, size=(n, length, 3, tasks)).astype(np.float32)
+    beta[0, 0, 0, 0] = np.nan  # an N position
+    effects = EffectsStore.create(tmp_path / "e.zarr", seq_ids=[f"s{i}" for i in range(n)],
+                                  length=length, tasks=["a", "b"], chunk_size=4, attrs=EFFECTS_ATTRS)
+    for i in range(effects.n_chunks):
+        start, stop = effects.chunk_bounds(i)
+        part = beta[start:stop]
+        effects.write_chunk(i, part, np.ones_like(part), np.zeros((stop - start, tasks), np.float32),
+                            np.zeros((stop - start, tasks), np.float32))
+    moments = exposure_moments(effects)
+    flat = beta.reshape(-1, tasks).astype(np.float64)
+    np.testing.assert_allclose(moments.mean, np.nanmean(flat, axis=0), rtol=1e-12)
+    np.testing.assert_allclose(moments.sd, np.nanstd(flat, axis=0), rtol=1e-10)
+    assert moments.count.tolist() == [flat.shape[0] - 1, flat.shape[0]]
