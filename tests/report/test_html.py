@@ -1,0 +1,121 @@
+"""The HTML report: files, links, headline summary, escaping, empty inputs, atomic rewrite."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from dmr_ray.errors import InputError
+from dmr_ray.report import write_report
+
+EVIL = "<b>x</b>"
+
+
+def _section(page: str, anchor: str) -> str:
+    match = re.search(rf'<section id="{anchor}">(.*?)</section>', page, re.S)
+    assert match, f"no section {anchor}"
+    return match.group(1)
+
+
+def _linked(page: str) -> list[str]:
+    return re.findall(r'<img src="([^"]+)"', page)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory, global_table, global_row, local_table, scatter_data,
+           calibration_curves) -> tuple[Path, str]:
+    """One full report over two methods, three tasks (one named with markup), with all sections."""
+    rows = [global_row("GATA", "TAL1", "deepmr", 0.8, 1e-6), global_row("TAL1", "GATA", "deepmr", -0.05, 0.6),
+            global_row("GATA", EVIL, "deepmr", -0.4, 0.02), global_row(EVIL, "GATA", "deepmr", np.nan, np.nan, k=0),
+            global_row("GATA", "TAL1", "ivw", 0.7, 0.0)]
+    rng = np.random.default_rng(1)
+    local = pa.concat_tables(
+        [local_table(r["exposure"], r["outcome"], r["method"], rng.normal(r["estimate"], 0.2, 6), np.full(6, 0.1))
+         for r in rows if np.isfinite(r["estimate"])]
+        + [local_table(EVIL, "GATA", "deepmr", [np.nan] * 4, [np.nan] * 4, n_instruments=[0, 1, 2, 2]),
+           local_table("GATA", "TAL1", "deepmr", [np.nan], [np.nan], reason=["degenerate"], n_instruments=[5])])
+    out = tmp_path_factory.mktemp("audit")
+    index = write_report(out, global_table=global_table(rows), local_table=local,
+                         scatter=[scatter_data], calibration=calibration_curves,
+                         run_info={"config": {"store": "s.zarr", "pairs": [("GATA", "TAL1")], EVIL: EVIL},
+                                   "timings (s)": {"ism": 12.3456789}, "instruments kept": 1234})
+    return index, index.read_text(encoding="utf-8")
+
+
+def test_files_exist_and_every_figure_is_linked(report):
+    index, page = report
+    assert index == index.parent.parent / "report" / "index.html"
+    on_disk = sorted(p.name for p in (index.parent / "figures").iterdir())
+    linked = _linked(page)
+    assert sorted(Path(src).name for src in linked) == on_disk
+    assert all(src.startswith("figures/") for src in linked)  # relative: the folder can move
+    # 2 heatmaps + 4 forest plots (primary method) + 1 scatter + 1 calibration
+    assert len(on_disk) == 8
+    assert all((index.parent / src).stat().st_size > 1000 for src in linked)
+
+
+def test_summary_lists_significant_and_other_pairs(report):
+    summary = _section(report[1], "summary")
+    assert "<b>2</b> of 4 exposure → outcome pairs" in summary
+    significant, rest = summary.split("Not significant")
+    assert "GATA → TAL1" in significant and "0.8***" in significant and "1e-06" in significant
+    assert "GATA → &lt;b&gt;x&lt;/b&gt;" in significant and "decreases" in significant
+    assert "TAL1 → GATA (-0.05, p = 0.6)" in rest
+    assert "Not estimable" in rest and "&lt;b&gt;x&lt;/b&gt; → GATA" in rest
+    assert significant.index("GATA → TAL1") < significant.index("GATA → &lt;b&gt;x")  # by p
+
+
+def test_task_names_are_escaped(report):
+    page = report[1]
+    assert EVIL not in page
+    assert "&lt;b&gt;x&lt;/b&gt;" in page
+    assert "&lt;1e-300" in _section(page, "global-table")  # p = 0 of the ivw row
+    assert not re.search(r"<(?!/?(?:[a-z][a-z0-9]*)[\s>/])", page.split("<body>")[1])  # every "<" opens a tag
+    assert all(re.fullmatch(r"figures/[A-Za-z0-9_.-]+\.png", src) for src in _linked(page))
+
+
+def test_sections_and_run_information(report):
+    page = report[1]
+    for anchor in ("summary", "how-to-read", "heatmaps", "forest", "scatter", "global-table",
+                   "calibration", "run-info"):
+        _section(page, anchor)
+    table = _section(page, "global-table")
+    assert table.count("<tr>") == 6  # header + 5 rows
+    run = _section(page, "run-info")
+    assert "s.zarr" in run and "GATA, TAL1" in run and "12.35" in run and "1234" in run
+    # deepmr: 16 ok fits, 4 + 1 skipped; instrument counts from the local table
+    assert re.search(r"<td>deepmr</td><td>too_few_instruments</td><td class=\"num\">4</td>"
+                     r"<td class=\"num\">0–2, 1.25</td>", run)
+    assert re.search(r"<td>deepmr</td><td>degenerate</td><td class=\"num\">1</td>", run)
+    assert re.search(r"<td>deepmr</td><td>ok</td><td class=\"num\">18</td>", run)
+    assert "<script" not in page and "http" not in page
+
+
+def test_rewrite_removes_stale_figures_and_temporaries(tmp_path, global_table, global_row, local_table):
+    local = local_table("A", "B", "ivw", [0.1, 0.3], [0.1, 0.1])
+    first = [global_row("A", "B", "ivw", 0.2, 0.5), global_row("A", "B", "egger", 0.2, 0.5)]
+    write_report(tmp_path, global_table=global_table(first), local_table=local)
+    index = write_report(tmp_path, global_table=global_table(first[:1]), local_table=local)
+    page = index.read_text(encoding="utf-8")
+    figures = sorted(p.name for p in (index.parent / "figures").iterdir())
+    assert len(figures) == 2 and sorted(Path(s).name for s in _linked(page)) == figures
+    assert not [p for p in index.parent.rglob(".*")]  # no temporary left
+    assert "<b>0</b> of 1" in _section(page, "summary")
+
+
+def test_empty_tables_give_a_report(tmp_path, global_table, local_table):
+    index = write_report(tmp_path, global_table=global_table([]), local_table=local_table("A", "B", "x", [], []))
+    page = index.read_text(encoding="utf-8")
+    assert "No global causal effects were estimated" in page
+    assert "No local effects" in page
+    assert _linked(page) == []
+
+
+def test_unknown_primary_method_is_refused(tmp_path, global_table, global_row, local_table):
+    with pytest.raises(InputError, match="'mbe'.*methods: ivw"):
+        write_report(tmp_path, global_table=global_table([global_row("A", "B", "ivw", 0.2, 0.5)]),
+                     local_table=local_table("A", "B", "ivw", [], []), primary_method="mbe")
