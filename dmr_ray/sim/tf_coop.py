@@ -1,0 +1,393 @@
+"""The Deep MR transcription-factor cooperativity simulation (GATA → TAL1) and its ground truth.
+
+Generative process (deep_mr.md §8, with the §13 fixes):
+
+* i.i.d. background (``A .27, C .23, G .23, T .27``);
+* with probability ``motif_prob`` exactly one of {exposure-only, outcome-only, pair} is
+  embedded, chosen uniformly (≈ 25 % of each class and ≈ 25 % with no motif). Instances are
+  sampled from the stand-in matrices of :mod:`dmr_ray.sim.motifs`, forward strand, at uniform
+  positions. In a pair the exposure motif comes first and the gap between the motifs is
+  uniform on ``[max motif length, L − Σ motif lengths]`` (the confounder length counts when
+  the confounder motif is on, as in the original);
+* with ``confounder_motif`` the SOX2-like motif is embedded with probability
+  ``confounder_motif_prob`` (default 0.5, the code's value; §13 #16) at a uniform position
+  that does not overlap the other motifs;
+* occupancies ``q_exp``, ``q_out``, ``q_conf`` (``q_conf = 0`` without the confounder motif);
+  ``b ~ Bernoulli(confounder_prob)`` per sequence;
+* ``c_exp = 1 + α q_exp + η q_conf + τ₁ b`` and ``c_out = 1 + β q_exp q_out + ν q_conf + τ₂ b``
+  (τ₁ and τ₂ separate; §13 #15); labels are the Anscombe transform ``2√(y + 3/8)`` of
+  ``y ~ Poisson(max(c, 0))``.
+
+Every random draw is made whatever the flags, so for one seed the four scenarios share their
+backgrounds and motif instances as far as the layout allows: switching ``confounder_prob``
+changes nothing but ``b`` and the counts.
+
+The ground truth (deep_mr.md §9) runs the noiseless oracle (no confounders) on every
+substitution inside the exposure-motif span of each pair sequence and takes the slope through
+the origin of Δ Anscombe(expected outcome count) on Δ Anscombe(expected exposure count).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from numbers import Integral, Real
+
+import numpy as np
+
+from dmr_ray.errors import ConfigError, InputError
+from dmr_ray.sim.motifs import BACKGROUND, GATA, SOX2, TAL1, Motif, occupancy
+
+EXPOSURE_MOTIF: Motif = GATA
+OUTCOME_MOTIF: Motif = TAL1
+CONFOUNDER_MOTIF: Motif = SOX2
+
+_EXPOSURE_ONLY, _OUTCOME_ONLY, _PAIR, _NONE = 0, 1, 2, -1
+_TRUTH_CHUNK = 512
+
+
+@dataclass(frozen=True)
+class TFCoopParams:
+    """Parameters of one simulation round; validated on construction.
+
+    Attributes
+    ----------
+    length
+        Sequence length L.
+    alpha, beta
+        Exposure strength α and causal strength β (β = α · effect in the original rounds).
+    eta, nu
+        Effect of the sequence confounder's occupancy on the exposure (η) and outcome (ν).
+    tau1, tau2
+        Effect of the sequence-independent confounder b on the exposure (τ₁) and outcome (τ₂).
+    confounder_motif
+        Whether the SOX2-like confounder motif is embedded and scored.
+    confounder_motif_prob
+        Probability of embedding the confounder motif when ``confounder_motif`` is on.
+    confounder_prob
+        Probability of ``b = 1`` per sequence.
+    motif_prob
+        Probability that a sequence receives one of the three exposure/outcome layouts.
+
+    Raises
+    ------
+    ConfigError
+        Naming the parameter, if a value is non-finite, a probability lies outside [0, 1] or
+        ``length`` is too short for the motif layout.
+    """
+
+    length: int = 100
+    alpha: float = 100.0
+    beta: float = 100.0
+    eta: float = 20.0
+    nu: float = 30.0
+    tau1: float = 25.0
+    tau2: float = 25.0
+    confounder_motif: bool = False
+    confounder_motif_prob: float = 0.5
+    confounder_prob: float = 0.0
+    motif_prob: float = 0.75
+
+    def __post_init__(self) -> None:
+        for name in ("alpha", "beta", "eta", "nu", "tau1", "tau2"):
+            value = getattr(self, name)
+            if not isinstance(value, Real) or not math.isfinite(value):
+                raise ConfigError(f"{name} must be a finite number, got {value!r}")
+        for name in ("confounder_motif_prob", "confounder_prob", "motif_prob"):
+            value = getattr(self, name)
+            if not isinstance(value, Real) or not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{name} must be a probability in [0, 1], got {value!r}")
+        if not isinstance(self.confounder_motif, bool):
+            raise ConfigError(f"confounder_motif must be True or False, got {self.confounder_motif!r}")
+        lengths = self.motif_lengths
+        minimum = sum(lengths) + max(lengths)
+        if not _is_int(self.length) or self.length < minimum:
+            raise ConfigError(
+                f"length must be an integer >= {minimum} (motif lengths {lengths} plus the "
+                f"minimum pair gap), got {self.length!r}"
+            )
+
+    @property
+    def motif_lengths(self) -> tuple[int, ...]:
+        """Lengths of the motifs in play (exposure, outcome and, if on, confounder)."""
+        motifs = [EXPOSURE_MOTIF, OUTCOME_MOTIF] + ([CONFOUNDER_MOTIF] if self.confounder_motif else [])
+        return tuple(m.length for m in motifs)
+
+
+@dataclass(frozen=True)
+class TFCoopData:
+    """One simulated data set.
+
+    Attributes
+    ----------
+    tokens
+        ``uint8 [n, L]`` sequences (A=0 C=1 G=2 T=3).
+    labels
+        ``float32 [n, 2]`` Anscombe-transformed Poisson counts (exposure, outcome).
+    expected_counts
+        ``float64 [n, 2]`` noiseless counts ``c_exp``, ``c_out`` including confounders.
+    occupancy
+        ``float64 [n, 3]`` ``q_exp``, ``q_out``, ``q_conf``.
+    has_exposure, has_outcome, has_confounder
+        ``bool [n]``: an exposure (GATA) / outcome (TAL1) / confounder (SOX2) motif was embedded.
+    random_confounder
+        ``bool [n]``: the sequence-independent confounder draw b.
+    exposure_start, outcome_start, confounder_start
+        ``int64 [n]`` 0-based start of the embedded motif, −1 where absent.
+    params
+        The parameters used.
+    """
+
+    tokens: np.ndarray
+    labels: np.ndarray
+    expected_counts: np.ndarray
+    occupancy: np.ndarray
+    has_exposure: np.ndarray
+    has_outcome: np.ndarray
+    has_confounder: np.ndarray
+    random_confounder: np.ndarray
+    exposure_start: np.ndarray
+    outcome_start: np.ndarray
+    confounder_start: np.ndarray
+    params: TFCoopParams
+
+    @property
+    def is_pair(self) -> np.ndarray:
+        """``bool [n]``: sequences holding both the exposure and the outcome motif."""
+        return self.has_exposure & self.has_outcome
+
+
+def anscombe(counts: np.ndarray) -> np.ndarray:
+    """Variance-stabilising Anscombe transform ``2√(c + 3/8)`` of (expected) Poisson counts."""
+    return 2.0 * np.sqrt(np.asarray(counts, dtype=np.float64) + 0.375)
+
+
+def simulate_tf_coop(
+    n: int,
+    *,
+    length: int = 100,
+    alpha: float = 100.0,
+    beta: float | None = None,
+    effect: float | None = None,
+    confounder_motif: bool = False,
+    confounder_motif_prob: float = 0.5,
+    confounder_prob: float = 0.0,
+    eta: float = 20.0,
+    nu: float = 30.0,
+    tau1: float = 25.0,
+    tau2: float = 25.0,
+    motif_prob: float = 0.75,
+    seed: int | np.random.Generator,
+) -> TFCoopData:
+    """Simulate ``n`` GATA → TAL1 cooperativity sequences with counts.
+
+    Parameters
+    ----------
+    n
+        Number of sequences (≥ 1).
+    length
+        Sequence length L.
+    alpha
+        Exposure strength α.
+    beta, effect
+        Causal strength: give β directly, or ``effect`` so that β = α · effect (the
+        original's rounds); at most one of them. With neither, β = α (effect 1).
+    confounder_motif
+        Embed and score the SOX2-like sequence confounder.
+    confounder_motif_prob
+        Embedding probability of the confounder motif (default 0.5, as in the code).
+    confounder_prob
+        Probability of the sequence-independent confounder b = 1.
+    eta, nu, tau1, tau2
+        Confounder strengths η, ν, τ₁, τ₂.
+    motif_prob
+        Probability of embedding one of the three exposure/outcome layouts.
+    seed
+        Seed or generator; the result is a deterministic function of it.
+
+    Returns
+    -------
+    TFCoopData
+
+    Raises
+    ------
+    ConfigError
+        Naming the parameter, for an invalid value or for both ``beta`` and ``effect``.
+    """
+    if not _is_int(n) or n < 1:
+        raise ConfigError(f"n must be a positive integer, got {n!r}")
+    if beta is not None and effect is not None:
+        raise ConfigError("give at most one of beta and effect (beta = alpha * effect)")
+    if effect is not None and (not isinstance(effect, Real) or not math.isfinite(effect)):
+        raise ConfigError(f"effect must be a finite number, got {effect!r}")
+    if beta is None:
+        beta = alpha * (1.0 if effect is None else effect)
+    params = TFCoopParams(
+        length=length, alpha=alpha, beta=beta, eta=eta, nu=nu, tau1=tau1, tau2=tau2,
+        confounder_motif=confounder_motif, confounder_motif_prob=confounder_motif_prob,
+        confounder_prob=confounder_prob, motif_prob=motif_prob,
+    )  # fmt: skip
+    rng = np.random.default_rng(seed)
+    tokens = rng.choice(4, size=(n, length), p=BACKGROUND).astype(np.uint8)
+    exposure_start, outcome_start = _layout(n, params, rng)
+    _embed(tokens, EXPOSURE_MOTIF, exposure_start, rng)
+    _embed(tokens, OUTCOME_MOTIF, outcome_start, rng)
+    confounder_start = _confounder_positions(exposure_start, outcome_start, params, rng)
+    _embed(tokens, CONFOUNDER_MOTIF, confounder_start, rng)
+    random_confounder = rng.random(n) < params.confounder_prob
+
+    q_exp = occupancy(tokens, EXPOSURE_MOTIF)
+    q_out = occupancy(tokens, OUTCOME_MOTIF)
+    q_conf = occupancy(tokens, CONFOUNDER_MOTIF) if confounder_motif else np.zeros(n)
+    expected = _expected_counts(q_exp, q_out, q_conf, random_confounder.astype(np.float64), params)
+    labels = anscombe(rng.poisson(np.maximum(expected, 0.0))).astype(np.float32)
+    return TFCoopData(
+        tokens=tokens,
+        labels=labels,
+        expected_counts=expected,
+        occupancy=np.stack([q_exp, q_out, q_conf], axis=1),
+        has_exposure=exposure_start >= 0,
+        has_outcome=outcome_start >= 0,
+        has_confounder=confounder_start >= 0,
+        random_confounder=random_confounder,
+        exposure_start=exposure_start,
+        outcome_start=outcome_start,
+        confounder_start=confounder_start,
+        params=params,
+    )
+
+
+def oracle_counts(tokens: np.ndarray, params: TFCoopParams) -> np.ndarray:
+    """Noiseless expected counts without confounders.
+
+    Parameters
+    ----------
+    tokens
+        ``[n, L]`` tokens in 0..3.
+    params
+        Supplies α and β; confounder settings are ignored (η q_conf and τ b are 0).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``float64 [n, 2]``: ``1 + α q_exp`` and ``1 + β q_exp q_out``.
+
+    Raises
+    ------
+    InputError
+        If ``tokens`` is not ``[n, L]`` with values in 0..3.
+    """
+    q_exp = occupancy(tokens, EXPOSURE_MOTIF)
+    q_out = occupancy(tokens, OUTCOME_MOTIF)
+    return _expected_counts(q_exp, q_out, 0.0, 0.0, params)
+
+
+def local_true_effects(data: TFCoopData, params: TFCoopParams | None = None) -> np.ndarray:
+    """Per-sequence true local causal effect (deep_mr.md §9).
+
+    For each pair sequence every position of the exposure-motif span is substituted by each
+    other base (the reference base gives Δ = 0 and so does not change the slope), the oracle
+    (:func:`oracle_counts`) is run on reference and mutants, and the effect is the OLS slope
+    through the origin ``Σ Δ_exp Δ_out / Σ Δ_exp²`` of the Anscombe-transformed expected counts.
+
+    Parameters
+    ----------
+    data
+        A simulated data set.
+    params
+        α and β for the oracle; defaults to ``data.params`` (use the round's values).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``float64 [n]`` indexed like ``data.tokens``; NaN for sequences that are not pairs.
+    """
+    params = data.params if params is None else params
+    truth = np.full(data.tokens.shape[0], np.nan)
+    pairs = np.flatnonzero(data.is_pair)
+    for start in range(0, pairs.size, _TRUTH_CHUNK):
+        chunk = pairs[start : start + _TRUTH_CHUNK]
+        truth[chunk] = _span_slopes(data.tokens[chunk], data.exposure_start[chunk], params)
+    return truth
+
+
+def global_true_effect(data: TFCoopData, params: TFCoopParams | None = None) -> float:
+    """Global true causal effect: the mean of :func:`local_true_effects` over pair sequences.
+
+    Raises
+    ------
+    InputError
+        If the data set holds no pair sequence.
+    """
+    truth = local_true_effects(data, params)
+    if not np.isfinite(truth).any():
+        raise InputError("the data set holds no pair sequence, so the global true effect is undefined")
+    return float(np.nanmean(truth))
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+def _expected_counts(q_exp, q_out, q_conf, b, params: TFCoopParams) -> np.ndarray:
+    c_exp = 1.0 + params.alpha * q_exp + params.eta * q_conf + params.tau1 * b
+    c_out = 1.0 + params.beta * q_exp * q_out + params.nu * q_conf + params.tau2 * b
+    return np.stack([c_exp, c_out], axis=1)
+
+
+def _layout(n: int, params: TFCoopParams, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Choose each sequence's class and the exposure/outcome motif starts (−1 = absent)."""
+    k_exp, k_out = EXPOSURE_MOTIF.length, OUTCOME_MOTIF.length
+    lengths = params.motif_lengths
+    embedded = rng.random(n) < params.motif_prob
+    kind = np.where(embedded, rng.integers(0, 3, n), _NONE)
+    gap = rng.integers(max(lengths), params.length - sum(lengths) + 1, n)
+    width = np.select([kind == _EXPOSURE_ONLY, kind == _OUTCOME_ONLY], [k_exp, k_out], k_exp + gap + k_out)
+    start = np.floor(rng.random(n) * (params.length - width + 1)).astype(np.int64)  # uniform on 0..L − width
+    exposure_start = np.where((kind == _EXPOSURE_ONLY) | (kind == _PAIR), start, -1)
+    outcome_start = np.select([kind == _OUTCOME_ONLY, kind == _PAIR], [start, start + k_exp + gap], -1)
+    return exposure_start, outcome_start
+
+
+def _confounder_positions(
+    exposure_start: np.ndarray, outcome_start: np.ndarray, params: TFCoopParams, rng: np.random.Generator
+) -> np.ndarray:
+    """Uniform non-overlapping starts for the confounder motif (−1 = not embedded or no room)."""
+    n, length, k_conf = exposure_start.size, params.length, CONFOUNDER_MOTIF.length
+    present = (rng.random(n) < params.confounder_motif_prob) & params.confounder_motif
+    scores = rng.random((n, length - k_conf + 1))
+    pos = np.arange(length)
+    occupied = np.zeros((n, length), dtype=bool)
+    for start, k in ((exposure_start, EXPOSURE_MOTIF.length), (outcome_start, OUTCOME_MOTIF.length)):
+        occupied |= (start[:, None] >= 0) & (pos >= start[:, None]) & (pos < start[:, None] + k)
+    covered = np.concatenate([np.zeros((n, 1), np.int64), np.cumsum(occupied, axis=1)], axis=1)
+    free = covered[:, k_conf:] == covered[:, :-k_conf]
+    scores[~free] = -1.0
+    choice = scores.argmax(axis=1)
+    return np.where(present & free.any(axis=1), choice, -1).astype(np.int64)
+
+
+def _embed(tokens: np.ndarray, motif: Motif, start: np.ndarray, rng: np.random.Generator) -> None:
+    """Write a sampled instance of ``motif`` at ``start`` in place (rows with start −1 untouched)."""
+    instances = motif.sample(tokens.shape[0], rng)
+    rows = np.flatnonzero(start >= 0)
+    tokens[rows[:, None], start[rows, None] + np.arange(motif.length)] = instances[rows]
+
+
+def _span_slopes(tokens: np.ndarray, exposure_start: np.ndarray, params: TFCoopParams) -> np.ndarray:
+    """Oracle slope of Δ outcome on Δ exposure over all substitutions in the exposure-motif span."""
+    m, length = tokens.shape
+    k = EXPOSURE_MOTIF.length
+    positions = np.repeat(exposure_start[:, None] + np.arange(k), 3, axis=1)  # [m, 3k]
+    shifts = np.tile(np.arange(1, 4), k)  # the 3 other bases at each position
+    rows = np.arange(m)[:, None]
+    mutants = np.repeat(tokens[:, None, :], 3 * k, axis=1)  # [m, 3k, L]
+    alt = (tokens[rows, positions] + shifts) % 4
+    mutants[rows, np.arange(3 * k)[None, :], positions] = alt
+    ref = anscombe(oracle_counts(tokens, params))
+    mut = anscombe(oracle_counts(mutants.reshape(-1, length), params)).reshape(m, 3 * k, 2)
+    delta = mut - ref[:, None, :]
+    sxx = np.einsum("ij,ij->i", delta[..., 0], delta[..., 0])
+    sxy = np.einsum("ij,ij->i", delta[..., 0], delta[..., 1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(sxx > 0, sxy / sxx, np.nan)

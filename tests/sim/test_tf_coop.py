@@ -1,0 +1,141 @@
+"""The sim.GATA → sim.TAL1 cooperativity simulation and its ground truth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import dmr_ray.sim as sim
+from dmr_ray.errors import ConfigError, InputError
+
+
+@pytest.fixture(scope="module")
+def data():
+    return sim.simulate_tf_coop(8000, seed=7, confounder_motif=True, confounder_prob=0.5)
+
+
+def test_shapes_and_dtypes(data):
+    n, length = 8000, 100
+    assert data.tokens.shape == (n, length) and data.tokens.dtype == np.uint8
+    assert data.tokens.max() <= 3
+    assert data.labels.shape == (n, 2) and data.labels.dtype == np.float32
+    assert data.expected_counts.shape == (n, 2) and data.occupancy.shape == (n, 3)
+    for flag in (data.has_exposure, data.has_outcome, data.has_confounder, data.random_confounder):
+        assert flag.shape == (n,) and flag.dtype == bool
+    counts = (data.labels.astype(np.float64) / 2) ** 2 - 0.375
+    np.testing.assert_allclose(counts, np.round(counts), atol=1e-3)  # Anscombe of integer counts
+
+
+def test_reproducible_with_seed():
+    a, b, c = (sim.simulate_tf_coop(300, seed=s) for s in (1, 1, 2))
+    for field in ("tokens", "labels", "expected_counts", "exposure_start", "outcome_start"):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+    assert not np.array_equal(a.tokens, c.tokens)
+
+
+def test_class_frequencies_match_the_design(data):
+    exposure_only = data.has_exposure & ~data.has_outcome
+    outcome_only = data.has_outcome & ~data.has_exposure
+    neither = ~data.has_exposure & ~data.has_outcome
+    for share in (exposure_only, outcome_only, data.is_pair, neither):
+        assert share.mean() == pytest.approx(0.25, abs=0.02)
+    assert data.has_confounder.mean() == pytest.approx(0.5, abs=0.03)
+    assert data.random_confounder.mean() == pytest.approx(0.5, abs=0.03)
+
+
+def test_layout_pairs_are_ordered_spaced_and_confounder_does_not_overlap(data):
+    pair = data.is_pair
+    gap = data.outcome_start[pair] - (data.exposure_start[pair] + sim.GATA.length)
+    assert gap.min() >= max(data.params.motif_lengths)
+    assert (data.outcome_start[pair] + sim.TAL1.length).max() <= 100
+    conf = data.has_confounder
+    for start, k in ((data.exposure_start, sim.GATA.length), (data.outcome_start, sim.TAL1.length)):
+        both = conf & (start >= 0)
+        apart = (data.confounder_start[both] + 10 <= start[both]) | (start[both] + k <= data.confounder_start[both])
+        assert apart.all()
+    q_exp = data.occupancy[:, 0]
+    assert np.median(q_exp[data.has_exposure]) > 0.99
+    assert np.median(q_exp[~data.has_exposure]) < 0.01
+
+
+def test_expected_counts_follow_the_formula_with_separate_taus():
+    d = sim.simulate_tf_coop(500, seed=3, beta=40.0, confounder_motif=True, confounder_prob=0.5, tau1=5.0, tau2=60.0)
+    q_exp, q_out, q_conf = d.occupancy.T
+    b = d.random_confounder.astype(float)
+    np.testing.assert_allclose(d.expected_counts[:, 0], 1 + 100.0 * q_exp + 20.0 * q_conf + 5.0 * b)
+    np.testing.assert_allclose(d.expected_counts[:, 1], 1 + 40.0 * q_exp * q_out + 30.0 * q_conf + 60.0 * b)
+    np.testing.assert_allclose(d.occupancy[:, 1], sim.occupancy(d.tokens, sim.TAL1))
+
+
+def test_random_confounder_changes_only_counts():
+    plain = sim.simulate_tf_coop(400, seed=5)
+    confounded = sim.simulate_tf_coop(400, seed=5, confounder_prob=0.5)
+    np.testing.assert_array_equal(plain.tokens, confounded.tokens)
+    np.testing.assert_allclose(sim.oracle_counts(plain.tokens, plain.params), plain.expected_counts)
+    shift = confounded.expected_counts - plain.expected_counts
+    np.testing.assert_allclose(shift, 25.0 * confounded.random_confounder[:, None] * np.ones((1, 2)))
+
+
+def test_beta_and_effect():
+    assert sim.simulate_tf_coop(5, seed=0).params.beta == 100.0
+    assert sim.simulate_tf_coop(5, seed=0, alpha=80.0, effect=2.5).params.beta == 200.0
+    assert sim.simulate_tf_coop(5, seed=0, beta=7.0).params.beta == 7.0
+
+
+def test_planted_effect_sets_the_local_truths():
+    null = sim.simulate_tf_coop(600, seed=11, effect=0.0)
+    truth = sim.local_true_effects(null)
+    assert np.array_equal(np.isfinite(truth), null.is_pair)
+    np.testing.assert_allclose(truth[null.is_pair], 0.0, atol=1e-12)
+
+    strong = sim.simulate_tf_coop(600, seed=11, effect=5.0)
+    truth = sim.local_true_effects(strong)
+    assert np.all(truth[strong.is_pair] > 0)
+    # First-order derivation (deep_mr.md §9): slope ≈ (β q_out/α) √(c_exp + 3/8) / √(c_out + 3/8).
+    p, c, q = strong.params, strong.expected_counts, strong.occupancy
+    approx = (p.beta * q[:, 1] / p.alpha) * sim.anscombe(c[:, 0]) / sim.anscombe(c[:, 1])
+    assert np.median(truth[strong.is_pair] / approx[strong.is_pair]) == pytest.approx(1.0, abs=0.02)
+    weak = sim.simulate_tf_coop(600, seed=11, effect=1.0)
+    assert sim.global_true_effect(strong) > sim.global_true_effect(weak) > 0
+
+
+def test_truth_ignores_confounders_and_can_use_other_params(data):
+    truth = sim.local_true_effects(data)
+    assert np.isfinite(truth[data.is_pair]).all() and np.isnan(truth[~data.is_pair]).all()
+    doubled = sim.TFCoopParams(alpha=100.0, beta=200.0)
+    assert sim.global_true_effect(data, doubled) > sim.global_true_effect(data)
+
+
+def test_global_truth_needs_pairs():
+    with pytest.raises(InputError, match="no pair"):
+        sim.global_true_effect(sim.simulate_tf_coop(50, seed=0, motif_prob=0.0))
+
+
+def test_oracle_rejects_n_tokens():
+    with pytest.raises(InputError):
+        sim.oracle_counts(np.full((1, 100), 4, dtype=np.uint8), sim.TFCoopParams())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"motif_prob": 1.5}, "motif_prob"),
+        ({"confounder_prob": -0.1}, "confounder_prob"),
+        ({"confounder_motif_prob": 2}, "confounder_motif_prob"),
+        ({"alpha": float("nan")}, "alpha"),
+        ({"tau2": float("inf")}, "tau2"),
+        ({"length": 25}, "length"),
+        ({"length": 35, "confounder_motif": True}, "length"),
+        ({"beta": 1.0, "effect": 1.0}, "beta"),
+        ({"effect": float("nan")}, "effect"),
+    ],
+)
+def test_bad_parameters_name_the_parameter(kwargs, name):
+    with pytest.raises(ConfigError, match=name):
+        sim.simulate_tf_coop(10, seed=0, **kwargs)
+
+
+@pytest.mark.parametrize("n", [0, -3, 2.5, True])
+def test_bad_n(n):
+    with pytest.raises(ConfigError, match="n must"):
+        sim.simulate_tf_coop(n, seed=0)
