@@ -8,6 +8,8 @@ Layout (Zarr v3 group), ``T`` = number of tasks:
 - ``seq_id`` ``[n_seq]`` and ``tasks`` ``[T]`` (names);
 - ``complete`` ``bool [n_chunks]`` with chunks of 1: the completion manifest. Chunk ``i`` is
   present only when ``complete[i]`` is set, which :meth:`EffectsStore.write_chunk` does last;
+- ``committed_by`` string ``[n_chunks]`` with chunks of 1: the identifier of the run that
+  committed each chunk (empty if none), so a resumed run can be audited;
 - attributes ``format``, ``format_version``, ``chunk_size``, the caller's identity
   attributes (compared on resume; their names are listed in ``identity_keys``) and
   informational ones (recorded, not compared). :data:`REQUIRED_ATTRS` must be among them.
@@ -43,6 +45,7 @@ REQUIRED_ATTRS = (
 )
 _RESERVED = ("format", "format_version", "chunk_size", "identity_keys")
 _DATA = ("beta", "se", "ref_mean", "ref_se")
+_MANIFEST = ("complete", "committed_by")
 _N_ALT = 3
 _ABSENT = "<absent>"
 
@@ -100,8 +103,10 @@ class EffectsStore(zio.RowStore):
         self.n_seq, self.length, self.chunk_size = n_seq, length, zio.chunk_size_of(attrs, beta, where)
         complete = zio.require_array(group, "complete", where, (self.n_chunks,))
         zio.require_dtype(complete, where, ("bool",))
-        if complete.chunks != (1,):
-            raise InputError(f"{where}: array 'complete' must have chunks (1,), got {complete.chunks}")
+        zio.require_dtype(zio.require_array(group, "committed_by", where, (self.n_chunks,)), where, ("string",))
+        for name in _MANIFEST:
+            if group[name].chunks != (1,):
+                raise InputError(f"{where}: array {name!r} must have chunks (1,), got {group[name].chunks}")
         self.tasks: list[str] = zio.read_vector(tasks).tolist()
         self._attrs = attrs
 
@@ -255,9 +260,16 @@ class EffectsStore(zio.RowStore):
         return len(self.tasks)
 
     def write_chunk(
-        self, i: int, beta: np.ndarray, se: np.ndarray, ref_mean: np.ndarray, ref_se: np.ndarray
+        self,
+        i: int,
+        beta: np.ndarray,
+        se: np.ndarray,
+        ref_mean: np.ndarray,
+        ref_se: np.ndarray,
+        *,
+        run_id: str = "",
     ) -> None:
-        """Write chunk ``i`` whole, then mark it complete.
+        """Write chunk ``i`` whole, record ``run_id`` as its committer, then mark it complete.
 
         The flag is cleared first and set only after every array is written, so a crash
         mid-write leaves the chunk absent. Rewriting a chunk is harmless (idempotent).
@@ -283,11 +295,21 @@ class EffectsStore(zio.RowStore):
         complete[i] = False
         for name, value in values.items():
             self._root[name][start:stop] = value
+        self._root["committed_by"][i] = run_id
         complete[i] = True
 
     def completed_chunks(self) -> set[int]:
         """Indices of chunks whose completion flag is set."""
         return set(np.flatnonzero(self._root["complete"][:]).tolist())
+
+    def is_chunk_complete(self, i: int) -> bool:
+        """Whether chunk ``i``'s completion flag is set (reads one flag only)."""
+        self.chunk_bounds(i)
+        return bool(self._root["complete"][i])
+
+    def committed_by(self) -> np.ndarray:
+        """Per chunk, the ``run_id`` of the run that committed it (``""`` where none did)."""
+        return np.array(self._root["committed_by"][:].tolist(), dtype=str)
 
     def missing_chunks(self) -> list[int]:
         """Indices of chunks not yet complete, ascending."""
@@ -351,4 +373,5 @@ def _create_arrays(
     zio.create_vector(group, "tasks", tasks, n_tasks)
     n_chunks = -(-n_seq // chunk_size)
     group.create_array("complete", shape=(n_chunks,), dtype=bool, chunks=(1,), fill_value=False)
+    group.create_array("committed_by", shape=(n_chunks,), dtype=str, chunks=(1,), fill_value="")
     return group

@@ -1,7 +1,8 @@
 """Replicate predictors (deep ensembles, MC dropout with locked masks) and calibration.
 
 * :class:`ReplicatePredictor`: ``predict(onehot, r)`` / ``predict_all(onehot)``.
-* :class:`EnsemblePredictor`, :class:`MCDropoutPredictor`, :class:`SinglePredictor`.
+* :class:`EnsemblePredictor`, :class:`MCDropoutPredictor`, :class:`SinglePredictor`;
+  :class:`ReplicateSubset` (some replicates of another predictor).
 * :func:`build_predictor` (from a :class:`~dmr_ray.models.ModelSpec`), :func:`as_predictor`.
 """
 
@@ -10,6 +11,7 @@ from dmr_ray.uncertainty.predictors import (
     EnsemblePredictor,
     MCDropoutPredictor,
     ReplicatePredictor,
+    ReplicateSubset,
     SinglePredictor,
     as_predictor,
     build_predictor,
@@ -20,6 +22,7 @@ __all__ = [
     "LockedDropout",
     "MCDropoutPredictor",
     "ReplicatePredictor",
+    "ReplicateSubset",
     "SinglePredictor",
     "as_predictor",
     "build_predictor",

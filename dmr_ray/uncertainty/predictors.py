@@ -240,8 +240,47 @@ class SinglePredictor(ReplicatePredictor):
         yield self.networks[0]
 
 
-def build_predictor(spec: ModelSpec, device: str | torch.device | None = None) -> ReplicatePredictor:
-    """The replicate predictor a model spec describes.
+class ReplicateSubset(ReplicatePredictor):
+    """Some replicates of another predictor: replicate ``r`` here is ``indices[r]`` there.
+
+    Used to spread one model's replicates over workers, e.g. MC-dropout passes by index
+    range: a pass's masks depend only on ``(seed, pass, layer)``, so it predicts the same
+    whichever worker runs it. The subset shares the base predictor's networks.
+
+    Parameters
+    ----------
+    base
+        The predictor holding every replicate.
+    indices
+        Distinct ascending replicate indices of ``base``.
+    """
+
+    def __init__(self, base: ReplicatePredictor, indices: Sequence[int]):
+        self.base = base
+        self.indices = _replicate_indices(base.n_replicates, indices)
+        self.kind = base.kind
+        super().__init__(base.networks, base.selector, base.input_length, base.device)
+
+    @property
+    def n_replicates(self) -> int:
+        """Number of selected replicates."""
+        return len(self.indices)
+
+    def to(self, device: str | torch.device) -> ReplicateSubset:
+        """Move the shared networks (and the base predictor) to ``device``; returns ``self``."""
+        self.base.to(device)
+        self.device = self.base.device
+        return self
+
+    def replicate_network(self, replicate: int) -> contextlib.AbstractContextManager[nn.Module]:
+        """Replicate ``indices[replicate]`` of the base predictor."""
+        return self.base.replicate_network(self.indices[replicate])
+
+
+def build_predictor(
+    spec: ModelSpec, device: str | torch.device | None = None, replicates: Sequence[int] | None = None
+) -> ReplicatePredictor:
+    """The replicate predictor a model spec describes, or a subset of its replicates.
 
     Parameters
     ----------
@@ -249,17 +288,43 @@ def build_predictor(spec: ModelSpec, device: str | torch.device | None = None) -
         A validated spec.
     device
         Torch device; ``None`` picks CUDA when available, else CPU.
+    replicates
+        Build only these replicate indices (distinct, ascending): replicate ``r`` of the
+        result is replicate ``replicates[r]`` of the spec. Ensemble members outside the subset
+        are not loaded, and a subset of one member is a :class:`SinglePredictor`; MC-dropout
+        passes are selected with a :class:`ReplicateSubset`. ``None`` builds all.
+
+    Raises
+    ------
+    InputError
+        ``replicates`` is empty, unsorted, repeats an index or is out of range.
     """
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    indices = _replicate_indices(spec.n_replicates, replicates)
+    kind = spec.replicates.kind
+    if kind == "ensemble" and len(indices) < spec.n_replicates:
+        spec = spec.model_copy(update={"weights": tuple(spec.weights[i] for i in indices)})
     members = spec.build_members()
     selector = spec.output_selector()
     options = {"input_length": spec.input_length, "device": device}
-    if spec.replicates.kind == "ensemble":
+    if kind == "ensemble" and len(members) > 1:
         return EnsemblePredictor(members, selector, **options)
-    if spec.replicates.kind == "mc_dropout":
-        return MCDropoutPredictor(members[0], selector, spec.replicates.passes, spec.replicates.seed, **options)
+    if kind == "mc_dropout":
+        predictor = MCDropoutPredictor(members[0], selector, spec.replicates.passes, spec.replicates.seed, **options)
+        return predictor if len(indices) == spec.n_replicates else ReplicateSubset(predictor, indices)
     return SinglePredictor(members[0], selector, **options)
+
+
+def _replicate_indices(n_replicates: int, replicates: Sequence[int] | None) -> tuple[int, ...]:
+    if replicates is None:
+        return tuple(range(n_replicates))
+    indices = tuple(int(r) for r in replicates)
+    if not indices or list(indices) != sorted(set(indices)) or not 0 <= indices[0] <= indices[-1] < n_replicates:
+        raise InputError(
+            f"replicates: expected distinct ascending indices in [0, {n_replicates}), got {list(replicates)}"
+        )
+    return indices
 
 
 def as_predictor(model: ReplicatePredictor | nn.Module) -> ReplicatePredictor:

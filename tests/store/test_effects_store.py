@@ -100,7 +100,9 @@ def test_flag_set_only_after_data(store: EffectsStore, monkeypatch: pytest.Monke
         store.write_chunk(0, *chunk_data(store, 0, 1.0))
     assert store.completed_chunks() == set()
     store.write_chunk(0, *chunk_data(store, 0, 1.0))
-    assert [name for name, _ in writes[5:]] == ["complete", "beta", "se", "ref_mean", "ref_se", "complete"]
+    assert [name for name, _ in writes[5:]] == [
+        "complete", "beta", "se", "ref_mean", "ref_se", "committed_by", "complete"
+    ]
     assert writes[-1] == ("complete", [True]) and store.completed_chunks() == {0}
 
 

@@ -1,0 +1,35 @@
+"""The in-process path (``--actors 0``): same chunk functions, failures and resume as on Ray."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from engine_support import N_SEQ, make_tokens, write_spec
+
+from dmr_ray.cli import main
+from dmr_ray.engine import IsmJob, run_in_process
+from dmr_ray.errors import ChunkFailedError
+from dmr_ray.store import EffectsStore, write_sequence_store
+
+
+def test_nan_chunk_fails_after_the_others_are_committed_and_names_the_sequence(tmp_path: Path) -> None:
+    tokens = make_tokens()
+    tokens[13, :4] = 3
+    store = write_sequence_store(tmp_path / "seqs.zarr", tokens, [f"s{i}" for i in range(N_SEQ)], chunk_size=4)
+    spec = write_spec(tmp_path / "nan", entrypoint="faulty_models:faulty_cnn", nan_marker=4, members=2)
+    out = tmp_path / "effects.zarr"
+    with pytest.raises(ChunkFailedError, match=r"chunk 3 \(rows 12\.\.16, seq_ids \['s12', 's13'.*'s13' \(row 13\)"):
+        run_in_process(IsmJob(store.location, str(spec), str(out)))
+    assert EffectsStore.open(out, mode="r").missing_chunks() == [3]
+
+
+def test_cli_runs_in_process_and_resumes(store: Path, workdir: Path, capsys: pytest.CaptureFixture) -> None:
+    spec = write_spec(workdir / "cli", members=2)
+    argv = ["ism", "--store", str(store), "--model", str(spec), "--out", str(workdir / "e.zarr"), "--actors", "0"]
+    assert main(argv) == 0
+    assert "6 chunks computed, 0 already complete" in capsys.readouterr().out
+    assert main(argv) == 0
+    assert "0 chunks computed, 6 already complete" in capsys.readouterr().out
+    assert main([*argv, "--ddof", "1"]) == 2
+    assert "ddof: 0 (existing) vs 1 (now)" in capsys.readouterr().err
