@@ -1,19 +1,25 @@
 """Saturation mutagenesis on the model's device.
 
 * :func:`saturation_mutagenesis` -> :class:`ISMResult` (``beta``, ``se`` ``[n, L, 3, T]``;
-  ``ref_mean``, ``ref_se`` ``[n, T]``).
+  ``ref_mean``, ``ref_se`` ``[n, T]``); ``fast=True``/``"auto"`` recomputes only the
+  receptive field of each substitution (:mod:`dmr_ray.ism.fast`).
+* :func:`fast_ism_eligibility`: whether (and why not) the fast path can run a model.
 * :func:`alt_alleles`: the alternative allele of each substitution slot.
 """
 
-from dmr_ray.ism.exact import DEFAULT_MEMORY_BUDGET, NonFinitePredictionError, auto_batch_size, saturation_mutagenesis
+from dmr_ray.ism.effects import NonFinitePredictionError
+from dmr_ray.ism.eligibility import Eligibility, fast_ism_eligibility
+from dmr_ray.ism.exact import DEFAULT_MEMORY_BUDGET, auto_batch_size, saturation_mutagenesis
 from dmr_ray.ism.mutants import alt_alleles
 from dmr_ray.ism.result import ISMResult
 
 __all__ = [
     "DEFAULT_MEMORY_BUDGET",
+    "Eligibility",
     "ISMResult",
     "NonFinitePredictionError",
     "alt_alleles",
     "auto_batch_size",
+    "fast_ism_eligibility",
     "saturation_mutagenesis",
 ]

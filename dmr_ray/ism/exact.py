@@ -1,4 +1,8 @@
-"""Exact saturation mutagenesis: every substitution is a full forward pass of every replicate.
+"""Saturation mutagenesis entry point, and the exact path: every substitution is a full
+forward pass of every replicate.
+
+:func:`saturation_mutagenesis` validates its arguments and runs the fast path
+(:mod:`dmr_ray.ism.fast`) when asked and possible, else the exact path below.
 
 For each sub-batch of mutants (built on the device from the reference one-hots) every
 replicate ``r`` predicts the mutants and the paired difference ``f_r(mut) - f_r(ref)`` is
@@ -26,7 +30,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from dmr_ray.errors import ChunkFailedError, InputError
+from dmr_ray.errors import InputError
+from dmr_ray.ism.effects import EffectTable, check_references
+from dmr_ray.ism.fast import PRECISIONS, fast_path
 from dmr_ray.ism.mutants import MutantPlan, as_token_tensor, build_mutants, reference_onehot
 from dmr_ray.ism.result import ISMResult
 from dmr_ray.uncertainty.predictors import ReplicatePredictor, as_predictor
@@ -40,10 +46,6 @@ _FLOAT32 = 4
 _DIFF_BYTES = 4 + 8
 
 
-class NonFinitePredictionError(ChunkFailedError, InputError):
-    """A replicate predicted NaN or infinity for a reference or a mutant (names the sequence)."""
-
-
 def saturation_mutagenesis(
     predictor: ReplicatePredictor | nn.Module,
     tokens: np.ndarray | torch.Tensor,
@@ -52,6 +54,7 @@ def saturation_mutagenesis(
     fast: bool | Literal["auto"] = False,
     ddof: int = 0,
     memory_budget: int | None = None,
+    precision: Literal["float32", "bfloat16", "float16"] = "float32",
 ) -> ISMResult:
     """Effects of all ``3 L`` single-base substitutions of each reference, over replicates.
 
@@ -68,14 +71,19 @@ def saturation_mutagenesis(
     device
         Where to compute; the predictor is moved there (in place). ``None`` keeps its device.
     fast
-        ``False``: exact path. ``True``/``"auto"``: the receptive-field fast path; until it
-        exists, ``True`` logs one line and ``"auto"`` silently use the exact path.
+        ``False``: exact path. ``True``: the receptive-field fast path
+        (:mod:`dmr_ray.ism.fast`) when the model is eligible, else the exact path with one
+        logged warning saying why. ``"auto"``: the fast path when it is eligible and its
+        estimated work per mutant is well below a full forward's, silently otherwise.
     ddof
         Delta degrees of freedom of the replicate standard deviations (0 as the original
         Deep MR: ``se`` is the SD of the paired differences, no ``1/sqrt(R)``).
     memory_budget
         Bytes per sub-batch for the automatic ``batch_size``; default
         :data:`DEFAULT_MEMORY_BUDGET`.
+    precision
+        ``"bfloat16"``/``"float16"``: the fast path runs its linear layers on differences
+        under autocast, accumulating in float32 (meant for CUDA); needs ``fast`` set.
 
     Returns
     -------
@@ -94,8 +102,10 @@ def saturation_mutagenesis(
         predictor.to(device)
     if fast not in (True, False, "auto"):
         raise InputError(f"fast: must be True, False or 'auto', got {fast!r}")
-    if fast is True:
-        log.warning("fast ISM is not available yet; using the exact path")
+    if precision not in PRECISIONS:
+        raise InputError(f"precision: must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    if fast is False and precision != "float32":
+        raise InputError(f"precision: {precision!r} needs the fast path (fast=True or 'auto')")
     n_rep = predictor.n_replicates
     if isinstance(ddof, bool) or not isinstance(ddof, int) or not 0 <= ddof < n_rep:
         raise InputError(f"ddof: must be an integer in [0, {n_rep}) for {n_rep} replicates, got {ddof!r}")
@@ -103,8 +113,12 @@ def saturation_mutagenesis(
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise InputError(f"{name}: must be a positive integer or None, got {value!r}")
     tokens = as_token_tensor(tokens, predictor.input_length).to(predictor.device)
+    memory_budget = memory_budget or DEFAULT_MEMORY_BUDGET
     with torch.inference_mode():
-        return _exact(predictor, tokens, batch_size, ddof, memory_budget or DEFAULT_MEMORY_BUDGET)
+        path = fast_path(predictor, tokens, fast, PRECISIONS[precision]) if fast is not False else None
+        if path is not None:
+            return path.run(tokens, batch_size, ddof, memory_budget)
+        return _exact(predictor, tokens, batch_size, ddof, memory_budget)
 
 
 def auto_batch_size(
@@ -144,10 +158,8 @@ def _exact(
         torch.cat([predictor.predict(reference[i:i + batch_size], r) for i in range(0, n, batch_size)])
         for r in range(predictor.n_replicates)
     ])
-    _check_references(ref_pred, predictor.task_names)
-    n_tasks = ref_pred.shape[2]
-    beta = torch.full((n, length, 3, n_tasks), float("nan"), device=tokens.device)
-    se = torch.full_like(beta, float("nan"))
+    check_references(ref_pred, predictor.task_names)
+    table = EffectTable(n, length, ref_pred.shape[2], tokens.device)
     for start in range(0, plan.n_mutants, batch_size):
         sites = plan.sites(start, min(start + batch_size, plan.n_mutants))
         mutants = build_mutants(reference, sites)
@@ -156,36 +168,5 @@ def _exact(
             for r in range(predictor.n_replicates)
         ])
         sd, mean = torch.std_mean(diffs.double(), dim=0, correction=ddof)
-        beta[sites.seq, sites.pos, sites.slot] = mean.float()
-        se[sites.seq, sites.pos, sites.slot] = sd.float()
-    _check_mutants(beta, se, plan.valid)
-    ref_sd, ref_mean = torch.std_mean(ref_pred.double(), dim=0, correction=ddof)
-    return ISMResult(
-        beta=beta.cpu().numpy(),
-        se=se.cpu().numpy(),
-        ref_mean=ref_mean.float().cpu().numpy(),
-        ref_se=ref_sd.float().cpu().numpy(),
-        task_names=predictor.task_names,
-        n_replicates=predictor.n_replicates,
-        replicate_kind=predictor.kind,
-        ddof=ddof,
-    )
-
-
-def _check_references(ref_pred: torch.Tensor, task_names: tuple[str, ...] | None) -> None:
-    bad = ~torch.isfinite(ref_pred)
-    if bad.any():
-        replicate, seq, task = (int(v[0]) for v in torch.nonzero(bad).T)
-        name = f" ({task_names[task]!r})" if task_names else ""
-        raise NonFinitePredictionError(
-            f"sequence {seq}: non-finite prediction for the reference (replicate {replicate}, task {task}{name})"
-        )
-
-
-def _check_mutants(beta: torch.Tensor, se: torch.Tensor, valid: torch.Tensor) -> None:
-    bad = ~(torch.isfinite(beta) & torch.isfinite(se)).all(dim=3).all(dim=2) & valid
-    if bad.any():
-        seq, pos = (int(v[0]) for v in torch.nonzero(bad).T)
-        raise NonFinitePredictionError(
-            f"sequence {seq}: non-finite prediction for a mutant at position {pos} (0-based)"
-        )
+        table.put(sites, mean, sd)
+    return table.result(ref_pred, plan.valid, predictor, ddof)

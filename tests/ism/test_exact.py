@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 
 import numpy as np
 import pytest
@@ -196,14 +195,3 @@ def test_options_are_checked():
         saturation_mutagenesis(model, tokens, batch_size=0)
     with pytest.raises(InputError, match="length 11 does not match the model's input_length 12"):
         saturation_mutagenesis(model, tokens[:, 1:])
-
-
-def test_fast_falls_back_to_exact_with_one_log_line(caplog):
-    model, tokens = _cnn(0), _tokens(1)
-    exact = saturation_mutagenesis(model, tokens)
-    with caplog.at_level(logging.INFO, logger="dmr_ray.ism"):
-        fast = saturation_mutagenesis(model, tokens, fast=True)
-        auto = saturation_mutagenesis(model, tokens, fast="auto")
-    assert len(caplog.records) == 1 and "exact path" in caplog.records[0].getMessage()
-    np.testing.assert_array_equal(fast.beta, exact.beta)
-    np.testing.assert_array_equal(auto.beta, exact.beta)

@@ -1,0 +1,131 @@
+"""Where the effects of a saturation-mutagenesis call are collected, checked and returned.
+
+Both paths (exact and fast) write the per-mutant mean and standard deviation over replicates
+into an :class:`EffectTable` and finish with :meth:`EffectTable.result`. The fast path, which
+runs one replicate at a time, reduces with :class:`ReplicateMoments` (Welford, float64).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from dmr_ray.errors import ChunkFailedError, InputError
+from dmr_ray.ism.mutants import MutantSites
+from dmr_ray.ism.result import ISMResult
+from dmr_ray.uncertainty.predictors import ReplicatePredictor
+
+
+class NonFinitePredictionError(ChunkFailedError, InputError):
+    """A replicate predicted NaN or infinity for a reference or a mutant (names the sequence)."""
+
+
+def check_references(ref_pred: torch.Tensor, task_names: tuple[str, ...] | None, first_seq: int = 0) -> None:
+    """Raise :class:`NonFinitePredictionError` if a reference prediction ``[R, n, T]`` is not finite.
+
+    ``first_seq`` is the index of row 0 in the caller's numbering (for the message).
+    """
+    bad = ~torch.isfinite(ref_pred)
+    if bad.any():
+        replicate, seq, task = (int(v[0]) for v in torch.nonzero(bad).T)
+        name = f" ({task_names[task]!r})" if task_names else ""
+        raise NonFinitePredictionError(
+            f"sequence {first_seq + seq}: non-finite prediction for the reference "
+            f"(replicate {replicate}, task {task}{name})"
+        )
+
+
+class EffectTable:
+    """``beta`` and ``se`` ``float32 [n, L, 3, T]`` on the compute device, NaN until written.
+
+    Parameters
+    ----------
+    n, length, n_tasks
+        Sequences, positions and tasks.
+    device
+        Where the table lives.
+    """
+
+    def __init__(self, n: int, length: int, n_tasks: int, device: torch.device):
+        self.beta = torch.full((n, length, 3, n_tasks), float("nan"), device=device)
+        self.se = torch.full_like(self.beta, float("nan"))
+
+    def put(self, sites: MutantSites, mean: torch.Tensor, sd: torch.Tensor) -> None:
+        """Write the ``[B, T]`` replicate mean and SD of the mutants ``sites``."""
+        self.beta[sites.seq, sites.pos, sites.slot] = mean.float()
+        self.se[sites.seq, sites.pos, sites.slot] = sd.float()
+
+    def put_rows(self, start: int, mean: torch.Tensor, sd: torch.Tensor, valid: torch.Tensor) -> None:
+        """Write the ``[g, L, 3, T]`` mean and SD of sequences ``start .. start+g-1`` at their
+        ``valid`` ``[g, L]`` positions."""
+        rows = slice(start, start + mean.shape[0])
+        keep = valid[:, :, None, None]
+        self.beta[rows] = torch.where(keep, mean.float(), self.beta[rows])
+        self.se[rows] = torch.where(keep, sd.float(), self.se[rows])
+
+    def result(
+        self, ref_pred: torch.Tensor, valid: torch.Tensor, predictor: ReplicatePredictor, ddof: int
+    ) -> ISMResult:
+        """Check every mutated position and return the :class:`ISMResult`.
+
+        Parameters
+        ----------
+        ref_pred
+            ``[R, n, T]`` reference predictions.
+        valid
+            ``bool [n, L]``: the mutated (non-N) positions.
+        predictor
+            The predictor (task names, replicate count and kind).
+        ddof
+            Delta degrees of freedom of the SDs.
+
+        Raises
+        ------
+        NonFinitePredictionError
+            A mutant's effect or SD is not finite; names the sequence and position.
+        """
+        bad = ~(torch.isfinite(self.beta) & torch.isfinite(self.se)).all(dim=3).all(dim=2) & valid
+        if bad.any():
+            seq, pos = (int(v[0]) for v in torch.nonzero(bad).T)
+            raise NonFinitePredictionError(
+                f"sequence {seq}: non-finite prediction for a mutant at position {pos} (0-based)"
+            )
+        ref_sd, ref_mean = torch.std_mean(ref_pred.double(), dim=0, correction=ddof)
+        return ISMResult(
+            beta=self.beta.cpu().numpy(),
+            se=self.se.cpu().numpy(),
+            ref_mean=ref_mean.float().cpu().numpy(),
+            ref_se=ref_sd.float().cpu().numpy(),
+            task_names=predictor.task_names,
+            n_replicates=predictor.n_replicates,
+            replicate_kind=predictor.kind,
+            ddof=ddof,
+        )
+
+
+class ReplicateMoments:
+    """Running mean and sum of squared deviations over replicates (Welford, float64).
+
+    Parameters
+    ----------
+    shape
+        Shape of one replicate's values.
+    device
+        Where the moments live.
+    """
+
+    def __init__(self, shape: tuple[int, ...], device: torch.device):
+        self.count = 0
+        self.mean = torch.zeros(shape, dtype=torch.float64, device=device)
+        self.m2 = torch.zeros_like(self.mean)
+
+    def add(self, values: torch.Tensor) -> None:
+        """Fold in one replicate's values."""
+        values = values.double()
+        self.count += 1
+        step = values - self.mean
+        self.mean += step / self.count
+        self.m2 += step * (values - self.mean)
+
+    def std_mean(self, ddof: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(sd, mean)`` with ``ddof`` delta degrees of freedom (as ``torch.std_mean``)."""
+        return (self.m2 / (self.count - ddof)).sqrt(), self.mean

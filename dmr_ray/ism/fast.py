@@ -1,0 +1,301 @@
+"""Fast saturation mutagenesis: recompute only what each substitution can change.
+
+For every replicate (ensemble member or MC-dropout pass) and group of references:
+
+1. **Reference pass.** The network runs once on the references, node by node
+   (:mod:`dmr_ray.ism.graph`), and the reference activations the rules read are kept
+   (:attr:`~dmr_ray.ism.eligibility.NetworkPlan.caches`). With MC dropout the pass's masks
+   apply here as in any forward pass.
+2. **Mutant passes.** Runs of consecutive sites of one reference (a site: one position and
+   its three substitutions) go through the plan's steps: local layers compute their
+   difference windows from their inputs' (:mod:`dmr_ray.ism.rules`), boundaries add the
+   windows' contribution to the cached reference value, and the rest runs in full on whole
+   activations (a local activation read there is spliced back into its reference). The
+   selector (or the bare output) turns the raw outputs into tasks, whose paired differences
+   from the same replicate's reference tasks are folded into a running mean and SD over
+   replicates. When the tasks are linear in a local frontier, the network's tail is folded
+   into weights instead (:mod:`dmr_ray.ism.tail`) and never runs for mutants.
+
+Precision
+---------
+``precision="bfloat16"``/``"float16"`` runs the linear layers on *differences*
+(convolutions, the flatten + linear boundary, the folded tail) under autocast and casts their outputs back to
+float32 before they meet the float32 reference activations, so rounding is relative to the
+change, not to the activation. References, nonlinear layers and the layers run in full stay
+float32. It is meant for CUDA; CPU autocast runs it too (slower than float32 on most CPUs).
+
+Choosing the path
+-----------------
+``fast=True`` runs any eligible model (:mod:`dmr_ray.ism.eligibility`); ``"auto"`` runs it
+when the plan's estimated work per mutant is below :data:`AUTO_MAX_WORK_RATIO` of a full
+forward's. Models that do not declare a layout are first checked against full forward passes
+on the substitutions of the first and last mutated positions of the first reference.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import fx
+
+from dmr_ray.alphabet import N_TOKEN
+from dmr_ray.ism.effects import EffectTable, ReplicateMoments, check_references
+from dmr_ray.ism.eligibility import BOUNDARY, FOLDED, LOCAL, SHAPE, NetworkPlan, NotEligible, Step, plan_network
+from dmr_ray.ism.graph import run_node
+from dmr_ray.ism.mutants import N_ALT, MutantSites, build_mutants, reference_onehot
+from dmr_ray.ism.result import ISMResult
+from dmr_ray.ism.rules import CacheKey, splice
+from dmr_ray.ism.tail import FoldedTail, tasks_are_linear
+from dmr_ray.ism.windows import Batch
+from dmr_ray.models.heads import OutputSelector
+from dmr_ray.uncertainty.predictors import ReplicatePredictor, _plain_output
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+"""Accepted ``precision`` names and the autocast dtype of each (``None``: plain float32)."""
+
+AUTO_MAX_WORK_RATIO = 0.5
+"""``fast="auto"`` takes the fast path when its work per mutant is below this fraction of a
+full forward's (the fast path's gathers and small kernels cost more per operation)."""
+
+VERIFY_TOLERANCE = {None: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}
+"""Largest fast-vs-exact difference the check of undeclared models accepts, relative to the
+largest output, by precision (tangermeme's tolerances)."""
+
+
+class NetworkRunner:
+    """Runs one :class:`~dmr_ray.ism.eligibility.NetworkPlan` and turns its outputs into tasks.
+
+    Parameters
+    ----------
+    plan
+        The network's plan.
+    selector
+        The predictor's output selector (``None``: the network returns ``[batch, tasks]``).
+
+    Attributes
+    ----------
+    tail : FoldedTail or None
+        The network's linear tail folded into weights, when the tasks are linear and that is
+        cheaper than running the tail for mutants.
+    """
+
+    def __init__(self, plan: NetworkPlan, selector: OutputSelector | None):
+        self.plan = plan
+        self.to_tasks = selector if selector is not None else _plain_output
+        self.keys: dict[str, list[CacheKey]] = {}
+        for key in plan.caches:
+            self.keys.setdefault(key.node, []).append(key)
+        self.output = plan.steps[-1].node
+        for step in plan.steps:
+            if step.rule is not None:
+                step.rule.prepare()
+        self.tail: FoldedTail | None = None
+        if plan.tail is not None and tasks_are_linear(selector) and (selector or plan.output_width):
+            tail = FoldedTail(plan, selector)
+            self.tail = tail if tail.flops() < plan.tail.work else None
+        skipped = plan.tail.nodes | {self.output} if self.tail is not None else frozenset()
+        self.mutant_steps = [s for s in plan.steps if s.node not in skipped]
+        ends = self.tail.frontier if self.tail is not None else ()
+        self._ref_frees = _frees(plan.steps, lambda s: s.node.all_input_nodes)
+        self._mut_frees = _frees(self.mutant_steps, _mutant_reads, ends)
+
+    def reference(self, onehot: torch.Tensor) -> tuple[torch.Tensor, dict[CacheKey, torch.Tensor]]:
+        """Run the network on ``onehot`` ``[n, 4, L]``; returns its tasks ``[n, T]`` and the cache."""
+        env: dict[fx.Node, Any] = {}
+        cache: dict[CacheKey, torch.Tensor] = {}
+        for i, step in enumerate(self.plan.steps):
+            node = step.node
+            env[node] = onehot if node.op == "placeholder" else run_node(node, env.__getitem__, self.plan.network)
+            for key in self.keys.get(node.name, ()):
+                cache[key] = key.take(env[node])
+            _free(env, self._ref_frees[i])
+        return self.to_tasks(env[self.output]), cache
+
+    def effects(self, batch: Batch, cache: dict[CacheKey, torch.Tensor], reference: torch.Tensor) -> torch.Tensor:
+        """``[B, T]``: the task changes of every mutant of ``batch`` (``reference``: its reference's tasks)."""
+        env: dict[fx.Node, Any] = {}
+        whole: dict[fx.Node, torch.Tensor] = {}
+        windows = self.plan.windows
+
+        def value(n: fx.Node) -> Any:
+            if n not in windows:
+                return env[n]
+            if n not in whole:
+                whole[n] = splice(env[n], windows[n], cache[CacheKey.padded(n.name, windows[n])][batch.row], batch)
+            return whole[n]
+
+        def shape_only(n: fx.Node) -> Any:
+            if n not in windows:
+                return env[n]
+            return torch.empty((batch.mutants, *windows[n].lead, windows[n].length), device="meta")
+
+        for i, step in enumerate(self.mutant_steps):
+            node = step.node
+            if step.kind in (LOCAL, BOUNDARY):
+                env[node] = step.rule([env[n] for n in step.inputs], batch, cache)
+            elif step.kind == SHAPE:
+                env[node] = run_node(node, shape_only, self.plan.network)
+            elif step.kind != FOLDED:
+                env[node] = run_node(node, value, self.plan.network)
+            _free(env, self._mut_frees[i])
+            _free(whole, self._mut_frees[i])
+        if self.tail is not None:
+            return self.tail(env, batch)
+        return self.to_tasks(env[self.output]) - reference
+
+
+class FastISM:
+    """The fast path for one predictor and input length.
+
+    Parameters
+    ----------
+    predictor
+        The replicate predictor.
+    runners
+        ``id(network) -> NetworkRunner`` for every network of the predictor.
+    precision
+        Autocast dtype of the linear layers on differences, ``None`` for float32.
+    """
+
+    def __init__(self, predictor: ReplicatePredictor, runners: dict[int, NetworkRunner],
+                 precision: torch.dtype | None):
+        self.predictor = predictor
+        self.runners = runners
+        self.precision = precision
+
+    def run(self, tokens: torch.Tensor, batch_size: int | None, ddof: int, memory_budget: int) -> ISMResult:
+        """Saturation mutagenesis of ``tokens`` ``uint8 [n, L]`` (on the predictor's device).
+
+        References are processed in groups of whole sequences (as many as ``memory_budget``
+        holds) and each group's mutants in runs of consecutive mutated positions of one
+        sequence, at most ``batch_size`` mutants each (default: as many as the budget holds).
+        """
+        predictor = self.predictor
+        n, length = tokens.shape
+        reference = reference_onehot(tokens)
+        valid = tokens != N_TOKEN
+        valid_host = valid.cpu().numpy()
+        plans = [r.plan for r in self.runners.values()]
+        sites_per_batch = self.sites_per_batch(batch_size, memory_budget)
+        group = max(1, memory_budget // max(p.sequence_bytes for p in plans))
+        ref_pred: torch.Tensor | None = None
+        table: EffectTable | None = None
+        for start in range(0, n, group):
+            stop = min(n, start + group)
+            runs = [(row, first, sites) for row in range(stop - start)
+                    for first, sites in _runs(valid_host[start + row], sites_per_batch)]
+            moments: ReplicateMoments | None = None
+            for r in range(predictor.n_replicates):
+                with predictor.replicate_network(r) as network:
+                    runner = self.runners[id(network)]
+                    ref_tasks, cache = runner.reference(reference[start:stop])
+                    check_references(ref_tasks[None], predictor.task_names, start)
+                    diffs = torch.zeros(stop - start, length, N_ALT, ref_tasks.shape[1], device=tokens.device)
+                    for row, first, sites in runs:
+                        batch = Batch(row, first, sites, tokens[start + row], self.precision)
+                        diffs[row, first:first + sites] = batch.by_site(runner.effects(batch, cache, ref_tasks[row]))
+                if ref_pred is None:
+                    ref_pred = torch.empty(predictor.n_replicates, n, ref_tasks.shape[1], device=tokens.device)
+                    table = EffectTable(n, length, ref_tasks.shape[1], tokens.device)
+                ref_pred[r, start:stop] = ref_tasks
+                if moments is None:
+                    moments = ReplicateMoments(tuple(diffs.shape), tokens.device)
+                moments.add(diffs)
+            sd, mean = moments.std_mean(ddof)
+            table.put_rows(start, mean, sd, valid[start:stop])
+        return table.result(ref_pred, valid, predictor, ddof)
+
+    def matches_exact(self, tokens: torch.Tensor) -> str | None:
+        """Compare with full forward passes (replicate 0) on the substitutions of the first and
+        last mutated positions of the first reference; returns why they differ, or ``None``."""
+        mutated = torch.nonzero(tokens[0] != N_TOKEN).flatten().tolist()
+        if not mutated:
+            return None
+        reference = reference_onehot(tokens[:1])
+        batches = [Batch(0, p, 1, tokens[0], self.precision) for p in {mutated[0], mutated[-1]}]
+        with self.predictor.replicate_network(0) as network:
+            runner = self.runners[id(network)]
+            ref_tasks, cache = runner.reference(reference)
+            fast = torch.cat([runner.effects(b, cache, ref_tasks[0]) for b in batches])
+        sites = [MutantSites(torch.zeros_like(b.alt), b.mutant_pos, b.slot, b.alt) for b in batches]
+        mutants = torch.cat([self.predictor.predict(build_mutants(reference, s), 0) for s in sites])
+        error = (fast - (mutants - self.predictor.predict(reference, 0))).abs().max().item()
+        scale = max(1.0, mutants.abs().max().item())
+        if error <= VERIFY_TOLERANCE[self.precision] * scale:
+            return None
+        return f"it differs from full forward passes by up to {error:.3g} at the sequence ends"
+
+    def sites_per_batch(self, batch_size: int | None, memory_budget: int) -> int:
+        """Sites per mutant pass: ``batch_size`` mutants, or as many as the budget holds."""
+        if batch_size is not None:
+            return max(1, -(-batch_size // N_ALT))
+        return max(1, memory_budget // max(r.plan.site_bytes for r in self.runners.values()))
+
+
+def fast_path(
+    predictor: ReplicatePredictor, tokens: torch.Tensor, fast: bool | Literal["auto"], precision: torch.dtype | None
+) -> FastISM | None:
+    """The fast path for ``predictor`` on ``tokens``, or ``None`` to use the exact path.
+
+    ``fast=True`` logs one warning saying why it falls back; ``"auto"`` logs at debug level.
+    """
+    report = log.warning if fast is True else log.debug
+    networks = {id(net): net for net in predictor.networks}
+    try:
+        plans = {key: plan_network(net, tokens.shape[1], predictor.device) for key, net in networks.items()}
+    except NotEligible as err:
+        report("fast ISM: the model is not eligible (%s); using the exact path", err)
+        return None
+    plan = next(iter(plans.values()))
+    if fast == "auto" and plan.fast_flops >= AUTO_MAX_WORK_RATIO * plan.exact_flops:
+        report("fast ISM: ~%.3g of a full forward's work per mutant; using the exact path",
+               plan.fast_flops / plan.exact_flops)
+        return None
+    runners = {key: NetworkRunner(p, predictor.selector) for key, p in plans.items()}
+    path = FastISM(predictor, runners, precision)
+    if not plan.declared:
+        reason = path.matches_exact(tokens)
+        if reason is not None:
+            report("fast ISM: the traced model failed its check (%s); using the exact path", reason)
+            return None
+    return path
+
+
+def _runs(valid: np.ndarray, per_batch: int) -> list[tuple[int, int]]:
+    """``(first, sites)`` of the runs of consecutive ``valid`` positions, split into runs of at
+    most ``per_batch`` positions."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], valid.astype(np.int8), [0]])))
+    return [(first, min(first + per_batch, stop) - first)
+            for begin, stop in zip(edges[::2], edges[1::2], strict=True)
+            for first in range(begin, stop, per_batch)]
+
+
+def _frees(steps: list[Step], reads: Callable, ends: Sequence[fx.Node] = ()) -> list[list[fx.Node]]:
+    """For each step, the values no later step reads (the output and ``ends`` are kept)."""
+    last: dict[fx.Node, int] = {}
+    for i, step in enumerate(steps):
+        for n in reads(step):
+            last[n] = i
+    for n in ends:
+        last.pop(n, None)
+    frees: list[list[fx.Node]] = [[] for _ in steps]
+    for n, i in last.items():
+        frees[i].append(n)
+    return frees
+
+
+def _mutant_reads(step: Step) -> Sequence[fx.Node]:
+    """The nodes a step reads in a mutant pass (a rule reads its local inputs' windows)."""
+    return step.inputs if step.rule is not None else step.node.all_input_nodes
+
+
+def _free(env: dict, nodes: Sequence[fx.Node]) -> None:
+    for n in nodes:
+        env.pop(n, None)
+

@@ -1,0 +1,455 @@
+"""Per-layer rules of the fast ISM path: each computes a layer's change under a point mutation.
+
+Every activation the fast path keeps *local* is held as its difference from the reference
+activation, ``diff = f(mutant) - f(reference)``, over a :class:`~dmr_ray.ism.windows.Window`
+(``[B, F, W]``; zero outside the window and outside ``[0, L)``). A batch is a run of
+consecutive sites (one position, its :data:`N_ALT` substitutions), which share their window
+and every reference slice they read.
+
+Local rules (difference windows in, difference window out)
+    * :class:`Conv` (``nn.Conv1d``, any dilation/stride/zero padding): linear, so the
+      output difference is the convolution (without bias) of the input difference over the
+      range the output window reads (zeros beyond the input window are unchanged or padding
+      positions).
+    * :class:`ChannelScale` (``nn.BatchNorm1d`` in eval mode): ``diff * weight / sqrt(var + eps)``.
+    * :class:`Pointwise` (activations): ``f(ref + diff) - f(ref)`` on the reference slice.
+    * :class:`MaxPool`: ``pool(ref + diff) - pool(ref)`` over the range the window reads
+      (the reference padded with ``-inf``), with the pool's own stride alignment.
+    * :class:`AvgPool`: linear, the pooled difference.
+    * :class:`Mask` (MC-dropout :class:`~dmr_ray.uncertainty.dropout.LockedDropout`): the
+      difference times the window's slice of the pass's mask (the reference pass used the
+      whole mask, so reference and mutants share it).
+    * :class:`Crop`, :class:`Sum` (residual additions), :class:`Scale`, :class:`Relabel`
+      (identity, eval-mode dropout, reshapes of the non-length axes).
+
+Boundary rules (difference window in, whole global value out)
+    * :class:`FlattenLinear` (flatten then ``nn.Linear``): reference output plus the weight
+      columns of the window times the difference (one ``bmm`` per batch; for a run of sites
+      the columns are a strided view of the weight, never copied).
+    * :class:`LengthReduce` (mean or sum over the length): reference plus the window's sum.
+
+Anything else that reads a local activation gets it whole from :func:`splice`.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dmr_ray.ism.mutants import N_ALT
+from dmr_ray.ism.windows import Batch, Region, Shift, Window
+from dmr_ray.uncertainty.dropout import LockedDropout
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    """A reference tensor a rule reads: (a part of) the value of graph node ``node``.
+
+    Local values are cached as ``[n, F, left + L + right]`` (padded with ``fill``); with
+    ``flat=False`` the value is cached as it is (a global value). ``part`` ``"neg"`` keeps
+    ``min(value, 0)`` and ``"-pos"`` keeps ``-max(value, 0)``.
+    """
+
+    node: str
+    left: int = 0
+    right: int = 0
+    fill: float = 0.0
+    flat: bool = True
+    part: str = ""
+
+    @classmethod
+    def padded(cls, node: str, window: Window, fill: float = 0.0, part: str = "") -> CacheKey:
+        """Node ``node`` padded by ``window``'s margins."""
+        return cls(node, window.left, window.right, fill, True, part)
+
+    def take(self, value: torch.Tensor) -> torch.Tensor:
+        """What to cache of the node's reference ``value`` (always a copy: later in-place
+        layers must not change it)."""
+        if not self.flat:
+            return value.clone()
+        flat = value.reshape(value.shape[0], -1, value.shape[-1])
+        if self.part == "neg":
+            flat = flat.clamp(max=0.0)
+        elif self.part == "-pos":
+            flat = -flat.clamp(min=0.0)
+        if self.left or self.right:
+            return F.pad(flat, (self.left, self.right), value=self.fill)
+        return flat if self.part else flat.clone()
+
+
+Cache = Mapping[CacheKey, torch.Tensor]
+
+
+class Rule(abc.ABC):
+    """How one graph node's value is computed for a batch of mutants."""
+
+    def caches(self) -> tuple[CacheKey, ...]:
+        """Reference tensors this rule reads (recorded by the reference pass)."""
+        return ()
+
+    def prepare(self) -> None:
+        """Derive per-call constants from the current weights (once per ISM call)."""
+
+    @abc.abstractmethod
+    def flops(self) -> float:
+        """Approximate floating-point operations per mutant (for the ``"auto"`` cost model)."""
+
+    @abc.abstractmethod
+    def __call__(self, diffs: Sequence[torch.Tensor], batch: Batch, cache: Cache) -> torch.Tensor:
+        """The node's value for ``batch`` from the difference windows of its local inputs."""
+
+
+class LocalRule(Rule):
+    """A rule whose output is again a difference window (:attr:`window`)."""
+
+    window: Window
+
+    def flops(self) -> float:
+        """Elementwise work: one operation per window element."""
+        return float(self.window.features * self.window.width)
+
+
+class Input(LocalRule):
+    """The one-hot input: ``+1`` at the substituted base, ``-1`` at the reference base."""
+
+    def __init__(self, length: int, alphabet: int, device: torch.device):
+        self.window = Window.of(Region.point(length), (alphabet,), device)
+
+    def __call__(self, diffs, batch, cache):
+        diff = torch.zeros(batch.mutants, self.window.features, self.window.width, device=batch.pos.device)
+        rows = torch.arange(batch.mutants, device=diff.device)
+        at = batch.mutant_pos - self.window.device_starts[batch.mutant_pos]
+        diff[rows, batch.alt, at] = 1.0
+        diff[rows, batch.base, at] = -1.0
+        return diff
+
+
+class _Sliding(LocalRule):
+    """A layer whose output ``j`` reads inputs ``j*stride - pad + [0, span)``."""
+
+    def __init__(self, source: Window, span: int, stride: int, pad: int, out_length: int, lead: tuple[int, ...],
+                 device: torch.device):
+        self.window = Window.of(source.region.sliding(span, stride, pad, out_length), lead, device)
+        self.read = Window.span(source.lead, source.length, self.window.starts * stride - pad,
+                                (self.window.width - 1) * stride + span, device)
+        self.shift = Shift(source, self.read.starts, self.read.width, device)
+
+
+class Conv(_Sliding):
+    """``nn.Conv1d`` (zero padding) on differences: the convolution without its bias."""
+
+    def __init__(self, module: nn.Conv1d, source: Window, out_length: int, device: torch.device):
+        (kernel,), (dilation,), (stride,) = module.kernel_size, module.dilation, module.stride
+        span = dilation * (kernel - 1) + 1
+        if module.padding == "same":
+            pad = (span - 1) // 2
+        else:
+            pad = 0 if module.padding == "valid" else module.padding[0]
+        super().__init__(source, span, stride, pad, out_length, (module.out_channels,), device)
+        self.module = module
+        self.norm: nn.BatchNorm1d | None = None
+
+    def fold(self, norm: nn.BatchNorm1d) -> None:
+        """Also apply the eval-mode batch norm that alone reads this convolution's output."""
+        self.norm = norm
+
+    def prepare(self) -> None:
+        weight = self.module.weight.detach()
+        self.weight = weight if self.norm is None else weight * channel_scale(self.norm)[:, :, None]
+
+    def flops(self) -> float:
+        m = self.module
+        return 2.0 * m.in_channels // m.groups * m.out_channels * m.kernel_size[0] * self.window.width
+
+    def __call__(self, diffs, batch, cache):
+        m = self.module
+        if self.shift.padding is None:
+            x, padding = self.shift(diffs[0], batch), 0
+        else:
+            x, padding = diffs[0], self.shift.padding
+        with batch.low_precision():
+            y = F.conv1d(x, self.weight, None, m.stride, padding, m.dilation, m.groups)
+        return self.window.clear_outside(y.float(), batch)
+
+
+class MaxPool(_Sliding):
+    """``nn.MaxPool1d``: ``pool(ref + diff) - pool(ref)`` over the range the window reads."""
+
+    def __init__(self, module: nn.MaxPool1d, node: str, source: Window, out_length: int, device: torch.device):
+        kernel, stride, pad, dilation = (_one(v) for v in (module.kernel_size, module.stride, module.padding,
+                                                            module.dilation))
+        super().__init__(source, dilation * (kernel - 1) + 1, stride, pad, out_length, source.lead, device)
+        self.params = (kernel, stride, 0, dilation)
+        self.key = CacheKey.padded(node, self.read, float("-inf"))
+
+    def caches(self):
+        return (self.key,)
+
+    def __call__(self, diffs, batch, cache):
+        ref = self.read.slices(cache[self.key][batch.row], batch)
+        x = batch.by_site(self.shift(diffs[0], batch)) + ref[:, None]
+        new = F.max_pool1d(x.flatten(0, 1), *self.params)
+        diff = (batch.by_site(new) - F.max_pool1d(ref, *self.params)[:, None]).flatten(0, 1)
+        return self.window.clear_outside(diff, batch)
+
+
+class AvgPool(_Sliding):
+    """``nn.AvgPool1d`` (padding counted, no ceil mode): the pooled difference."""
+
+    def __init__(self, module: nn.AvgPool1d, source: Window, out_length: int, device: torch.device):
+        kernel, stride, pad = (_one(v) for v in (module.kernel_size, module.stride, module.padding))
+        super().__init__(source, kernel, stride, pad, out_length, source.lead, device)
+        self.params = (kernel, stride)
+
+    def __call__(self, diffs, batch, cache):
+        return self.window.clear_outside(F.avg_pool1d(self.shift(diffs[0], batch), *self.params), batch)
+
+
+class ChannelScale(LocalRule):
+    """``nn.BatchNorm1d`` in eval mode: the difference times ``weight / sqrt(var + eps)``."""
+
+    def __init__(self, module: nn.BatchNorm1d, source: Window):
+        self.module = module
+        self.window = source
+
+    def prepare(self) -> None:
+        self.scale = channel_scale(self.module)
+
+    def __call__(self, diffs, batch, cache):
+        return diffs[0] * self.scale
+
+
+def channel_scale(norm: nn.BatchNorm1d) -> torch.Tensor:
+    """``[C, 1]``: the factor an eval-mode batch norm multiplies differences by."""
+    scale = torch.rsqrt(norm.running_var + norm.eps)
+    return (scale if norm.weight is None else scale * norm.weight.detach())[:, None]
+
+
+class Relu(LocalRule):
+    """ReLU: ``relu(ref + diff) - relu(ref) = clamp(diff + min(ref, 0), min=-max(ref, 0))``,
+    two passes over the mutants with both reference parts cached."""
+
+    def __init__(self, node: str, source: Window):
+        self.window = source
+        self.keys = (CacheKey.padded(node, source, part="neg"), CacheKey.padded(node, source, part="-pos"))
+
+    def caches(self):
+        return self.keys
+
+    def __call__(self, diffs, batch, cache):
+        negative, bound = (self.window.slices(cache[key][batch.row], batch)[:, None] for key in self.keys)
+        return (batch.by_site(diffs[0]) + negative).clamp_(min=bound).flatten(0, 1)
+
+
+class Pointwise(LocalRule):
+    """An elementwise function ``f``: ``f(ref + diff) - f(ref)`` on the window's reference slice."""
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], node: str, source: Window):
+        self.fn = fn
+        self.window = source
+        self.key = CacheKey.padded(node, source)
+
+    def caches(self):
+        return (self.key,)
+
+    def __call__(self, diffs, batch, cache):
+        w = self.window
+        ref = w.slices(cache[self.key][batch.row], batch)
+        new = self.fn((batch.by_site(diffs[0]) + ref[:, None]).view(batch.mutants, *w.lead, w.width))
+        old = self.fn(ref.reshape(ref.shape[0], *w.lead, w.width))
+        return (batch.by_site(new.view(batch.mutants, -1, w.width)) - old.view(ref.shape[0], 1, -1, w.width)
+                ).flatten(0, 1)
+
+
+class Mask(LocalRule):
+    """MC-dropout :class:`LockedDropout`: the difference times the pass's mask on the window."""
+
+    def __init__(self, module: LockedDropout, source: Window):
+        self.module = module
+        self.window = source
+
+    def __call__(self, diffs, batch, cache):
+        m, w = self.module, self.window
+        if m.replicate is None:
+            return diffs[0]
+        like = torch.empty((1, *w.lead, w.length), device=diffs[0].device)
+        mask = m.mask(m.replicate, like).reshape(w.features, -1)
+        if mask.shape[1] == 1:
+            return diffs[0] * mask
+        return (batch.by_site(diffs[0]) * w.slices(w.pad(mask), batch)[:, None]).flatten(0, 1)
+
+
+class Crop(LocalRule):
+    """Slicing the length axis: output ``j`` is input ``j + offset``."""
+
+    def __init__(self, offset: int, source: Window, out_length: int, device: torch.device):
+        self.window = Window.of(source.region.shifted(offset, out_length), source.lead, device)
+        self.shift = Shift(source, self.window.starts + offset, self.window.width, device)
+
+    def __call__(self, diffs, batch, cache):
+        return self.window.clear_outside(self.shift(diffs[0], batch), batch)
+
+
+class Sum(LocalRule):
+    """``a + b`` or ``a - b`` of two local activations of one shape (residual additions).
+
+    With :attr:`base` set (by the planner, when that operand's window is the sum's and no
+    other node reads it), the other operand is added into it in place.
+    """
+
+    def __init__(self, subtract: bool, sources: tuple[Window, Window], device: torch.device):
+        a, b = sources
+        self.window = Window.of(a.region.union(b.region), a.lead, device)
+        self.subtract = subtract
+        self.shifts = tuple(Shift(s, self.window.starts, self.window.width, device) for s in sources)
+        self.base: int | None = None
+
+    def in_place_candidates(self) -> list[int]:
+        """Operands that could hold the sum (their window is the sum's, the other's fits in it)."""
+        if self.subtract:
+            return []
+        return [k for k in (0, 1) if self.shifts[k].identity and self.shifts[1 - k].embed is not None]
+
+    def __call__(self, diffs, batch, cache):
+        if self.base is not None:
+            base, other = diffs[self.base], diffs[1 - self.base]
+            base.narrow(2, self.shifts[1 - self.base].embed, other.shape[2]).add_(other)
+            return base
+        a, b = (shift(d, batch) for shift, d in zip(self.shifts, diffs, strict=True))
+        return a - b if self.subtract else a + b
+
+
+class Scale(LocalRule):
+    """Multiplication (or division) by a constant number."""
+
+    def __init__(self, factor: float, divide: bool, source: Window):
+        self.factor, self.divide = factor, divide
+        self.window = source
+
+    def __call__(self, diffs, batch, cache):
+        return diffs[0] / self.factor if self.divide else diffs[0] * self.factor
+
+
+class Relabel(LocalRule):
+    """Identity on the differences: eval-mode dropout, ``nn.Identity``, copies, and reshapes of
+    the non-length axes (``lead`` is the output's)."""
+
+    def __init__(self, source: Window, lead: tuple[int, ...]):
+        self.window = source.relead(lead)
+
+    def flops(self) -> float:
+        return 0.0
+
+    def __call__(self, diffs, batch, cache):
+        return diffs[0]
+
+
+class WindowWeights:
+    """Weights over every position of an activation, contracted with difference windows:
+    ``out[b, h] = sum_{f, w} weights[h, f, start_b + w] * diff[b, f, w]``.
+
+    Parameters
+    ----------
+    window
+        The windows the differences are held in.
+    weights
+        ``[H, F, L]``.
+    """
+
+    def __init__(self, window: Window, weights: torch.Tensor):
+        self.window = window
+        self.columns = window.pad(weights.detach().permute(1, 0, 2)).permute(2, 0, 1).contiguous()
+
+    @property
+    def outputs(self) -> int:
+        """``H``."""
+        return self.columns.shape[2]
+
+    def __call__(self, diff: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """``[B, H]`` float32 for ``diff`` ``[B, F, W]`` (the product under ``batch``'s precision)."""
+        columns = self._columns(batch)
+        diff = batch.by_site(diff).transpose(2, 3).reshape(batch.sites, N_ALT, -1)
+        with batch.low_precision():
+            out = torch.bmm(diff, columns) if columns.shape[0] > 1 else diff @ columns[0]
+        return out.float().flatten(0, 1)
+
+    def _columns(self, batch: Batch) -> torch.Tensor:
+        """``[S or 1, W*F, H]``: the weight columns of each site's window (a view for runs)."""
+        w, c = self.window, self.columns
+        first = int(w.starts[batch.first]) + w.left
+        rows = c.shape[1] * c.shape[2]
+        if w.slope == 1:
+            return c.as_strided((batch.sites, w.width * w.features, c.shape[2]), (rows, c.shape[2], 1), first * rows)
+        if w.slope == 0:
+            return c[first:first + w.width].view(1, -1, c.shape[2])
+        index = w.device_starts[batch.pos, None] + w.left + torch.arange(w.width, device=c.device)
+        return c[index].view(batch.sites, -1, c.shape[2])
+
+
+class FlattenLinear(Rule):
+    """Flatten then ``nn.Linear``: reference output + the window's weight columns @ difference."""
+
+    def __init__(self, module: nn.Linear, node: str, source: Window):
+        self.module = module
+        self.source = source
+        self.key = CacheKey(node, flat=False)
+
+    def caches(self):
+        return (self.key,)
+
+    def prepare(self) -> None:
+        w = self.source
+        self.weights = WindowWeights(w, self.module.weight.view(-1, w.features, w.length))
+
+    def flops(self) -> float:
+        w = self.source
+        return 2.0 * w.width * w.features * self.module.out_features
+
+    def __call__(self, diffs, batch, cache):
+        change = self.weights(diffs[0], batch)
+        return (batch.by_site(change) + cache[self.key][batch.row]).flatten(0, 1)
+
+
+class LengthReduce(Rule):
+    """Mean or sum over the length axis: the reference's plus the window's sum of differences."""
+
+    def __init__(self, mean: bool, keepdim: bool, node: str, source: Window):
+        self.mean, self.keepdim = mean, keepdim
+        self.source = source
+        self.key = CacheKey(node, flat=False)
+
+    def caches(self):
+        return (self.key,)
+
+    def flops(self) -> float:
+        return float(self.source.features * self.source.width)
+
+    def __call__(self, diffs, batch, cache):
+        w = self.source
+        change = diffs[0].sum(dim=2)
+        if self.mean:
+            change = change / w.length
+        change = change.view(batch.mutants, *w.lead, *((1,) if self.keepdim else ()))
+        return change + cache[self.key][batch.row]
+
+
+def splice(diff: torch.Tensor, window: Window, reference: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """The whole mutant activation ``[B, *lead, L]``: the reference plus the difference window.
+
+    ``reference`` is the cached reference activation of ``batch``'s row, ``[F, left + L + right]``
+    (key :meth:`CacheKey.padded`).
+    """
+    full = reference.expand(batch.mutants, *reference.shape).clone()
+    index = window.device_starts[batch.mutant_pos, None, None] + window.left
+    full.scatter_add_(2, (index + torch.arange(window.width, device=diff.device)).expand_as(diff), diff)
+    return full.narrow(2, window.left, window.length).reshape(batch.mutants, *window.lead, window.length)
+
+
+def _one(value: int | Sequence[int]) -> int:
+    """A pooling parameter given as an int or a one-element tuple."""
+    return value if isinstance(value, int) else value[0]
