@@ -6,6 +6,9 @@ estimators (one region) and the batched ones share one implementation.
 
 from __future__ import annotations
 
+import math
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -22,6 +25,7 @@ __all__ = [
     "masked_sd",
     "r_rnorm",
     "require_instruments",
+    "scratch",
     "take_last",
     "wald_inference",
 ]
@@ -32,6 +36,7 @@ MAD_CONSTANT = 1.4826
 _MT_N = 624
 _I2_32M1 = 2.328306437080797e-10  # 1 / (2^32 - 1), R's fixup value for a zero uniform
 _BIG = 134217728.0  # 2^27, R's INVERSION normal generator
+_RNORM_BLOCK = 1 << 15
 
 
 # --------------------------------------------------------------------------- validation
@@ -173,6 +178,26 @@ def take_last(a: np.ndarray, index: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a).reshape(-1)[lead + index]
 
 
+_scratch = threading.local()
+
+
+def scratch(name: str, shape: tuple[int, ...], dtype: type = np.float64) -> np.ndarray:
+    """A per-thread scratch array for hot loops, reused from call to call (contents undefined).
+
+    Fresh multi-megabyte temporaries are page-faulted in on every call once glibc has handed
+    them back to the system; in the bootstrap kernels that cost as much as the arithmetic.
+    Each name keeps its largest request per thread.
+    """
+    pool = getattr(_scratch, "pool", None)
+    if pool is None:
+        pool = _scratch.pool = {}
+    size = math.prod(shape)
+    buf = pool.get(name)
+    if buf is None or buf.size < size or buf.dtype != dtype:
+        buf = pool[name] = np.empty(size, dtype=dtype)
+    return buf[:size].reshape(shape)
+
+
 # --------------------------------------------------------------------------- inference
 
 
@@ -219,22 +244,62 @@ def _r_mt_key(seed: int) -> np.ndarray:
     return key
 
 
+_STREAM_CACHE_BYTES = 64 << 20
+"""Memory the cache of R normal streams may hold (see :func:`r_rnorm`)."""
+
+_streams: OrderedDict[int, np.ndarray] = OrderedDict()
+_streams_lock = threading.Lock()
+
+
 def r_rnorm(seed: int, n: int) -> np.ndarray:
-    """The first ``n`` values of R's ``set.seed(seed); rnorm(n)``.
+    """The first ``n`` values of R's ``set.seed(seed); rnorm(n)``, read-only.
 
     R's defaults are reproduced: Mersenne-Twister, ``normal.kind = "Inversion"`` (two
     uniforms per normal, ``qnorm((floor(2^27 u1) + u2) / 2^27)``). ``rnorm(n, mean, sd)``
     with vector arguments is ``mean + sd * r_rnorm(seed, n)`` element by element. The
     quantile function is scipy's ``ndtri`` (R uses AS241); both are accurate to about one
     ulp, so draws agree with R's to ~1e-16 relative.
+
+    Streams are cached: every bootstrap with the same ``int`` seed (MendelianRandomization's
+    default 314159265 on every call) replays the same draws, and the inverse normal costs
+    ~15 ns a draw, more than the bootstrap itself. The longest stream drawn per seed is kept
+    (a shorter request is its prefix), least recently used first out once the streams
+    exceed :data:`_STREAM_CACHE_BYTES`. The cache is thread-safe; the returned array is a
+    read-only view into it.
     """
+    seed, n = int(seed), int(n)
+    with _streams_lock:
+        cached = _streams.get(seed)
+        if cached is not None and cached.size >= n:
+            _streams.move_to_end(seed)
+            return cached[:n]
+    values = _r_rnorm(seed, n)
+    values.setflags(write=False)
+    if values.nbytes <= _STREAM_CACHE_BYTES:
+        with _streams_lock:
+            cached = _streams.get(seed)
+            if cached is None or cached.size < n:
+                _streams[seed] = values
+            _streams.move_to_end(seed)
+            while sum(a.nbytes for a in _streams.values()) > _STREAM_CACHE_BYTES:
+                _streams.popitem(last=False)
+    return values
+
+
+def _r_rnorm(seed: int, n: int) -> np.ndarray:
+    """:func:`r_rnorm` without the cache (in blocks that stay in cache)."""
     gen = np.random.MT19937()
-    gen.state = {"bit_generator": "MT19937", "state": {"key": _r_mt_key(int(seed)), "pos": _MT_N}}
-    raw = gen.random_raw(2 * n).astype(np.float64).reshape(n, 2)
-    high = np.floor(raw[:, 0] * 0.03125)  # (int)(2^27 * u1), exact: u1 = raw * 2^-32
-    low = raw[:, 1]
-    low *= 2.3283064365386963e-10  # u2 = raw * 2^-32
-    low[low == 0.0] = 0.5 * _I2_32M1  # R's fixup keeps uniforms inside (0, 1)
-    high += low
-    high /= _BIG
-    return special.ndtri(high)
+    gen.state = {"bit_generator": "MT19937", "state": {"key": _r_mt_key(seed), "pos": _MT_N}}
+    out = np.empty(n)
+    for start in range(0, n, _RNORM_BLOCK):
+        stop = min(n, start + _RNORM_BLOCK)
+        raw = gen.random_raw(2 * (stop - start)).reshape(-1, 2)
+        high = out[start:stop]
+        np.multiply(raw[:, 0], 0.03125, out=high)
+        np.floor(high, out=high)  # (int)(2^27 * u1), exact: u1 = raw * 2^-32
+        low = raw[:, 1] * 2.3283064365386963e-10  # u2 = raw * 2^-32
+        low[low == 0.0] = 0.5 * _I2_32M1  # R's fixup keeps uniforms inside (0, 1)
+        high += low
+        high /= _BIG
+        special.ndtri(high, out=high)
+    return out

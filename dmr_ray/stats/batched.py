@@ -25,6 +25,7 @@ import numpy as np
 from scipy import special
 
 from dmr_ray.errors import InputError
+from dmr_ray.stats import density as _density
 from dmr_ray.stats._common import (
     MAD_CONSTANT,
     Padded,
@@ -33,10 +34,11 @@ from dmr_ray.stats._common import (
     masked_median,
     masked_sd,
     r_rnorm,
+    scratch,
     take_last,
     wald_inference,
 )
-from dmr_ray.stats.density import density_mode
+from dmr_ray.stats.density import _density_modes, _parallel, density_mode
 
 T = TypeVar("T")
 
@@ -455,6 +457,9 @@ class _Normals:
         shape = (n.size, self.iterations, self.width, width_j)
         if self.stream is None:
             return self.gen.standard_normal(shape)
+        if n.size and (n == width_j).all():  # no padding: every region reads the same prefix
+            size = self.iterations * self.width * width_j
+            return np.broadcast_to(self.stream[:size].reshape(shape[1:]), shape)
         b = np.arange(self.iterations)[None, :, None, None]
         c = np.arange(self.width)[None, None, :, None]
         j = np.arange(width_j)[None, None, None, :]
@@ -521,6 +526,37 @@ def _weighted_median_rows(
     return t0 + (t1 - t0) * (0.5 - c0) / (c1 - c0)
 
 
+def _weighted_median_draws(theta: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """:func:`_weighted_median_rows` of bootstrap draws ``theta [draws, J]`` without padding.
+
+    ``w [J]`` is fixed across draws. One quicksort ``argsort``, then, in a ``[J, draws]``
+    layout where running sums are vector additions, one gather of the sorted weights, a
+    ``cumsum`` and a count. The arithmetic is R's: ``(cumsum(w) - w / 2) / sum(w)`` in sorted
+    order.
+    """
+    draws, width = theta.shape
+    order = np.argsort(theta, axis=1)
+    ws = np.take(w, order.T, out=scratch("wm_weights", (width, draws)))
+    cs = scratch("wm_cumsum", (width, draws))
+    cs[0] = ws[0]
+    for j in range(1, width):  # cumsum along the short axis, one vector addition per instrument
+        np.add(cs[j - 1], ws[j], out=cs[j])
+    total = cs[-1].copy()  # sum(weights.order), accumulated in sorted order as R does
+    ws *= 0.5
+    cs -= ws
+    cs /= total
+    k = np.count_nonzero(cs < 0.5, axis=0)
+    index = np.arange(draws)
+    lo = np.clip(k - 1, 0, width - 1)
+    hi = np.clip(k, 0, width - 1)
+    t0, t1 = theta[index, order[index, lo]], theta[index, order[index, hi]]
+    c0, c1 = cs[lo, index], cs[hi, index]
+    return t0 + (t1 - t0) * (0.5 - c0) / (c1 - c0)
+
+
+_DRAW_CHUNK = 2048
+"""Bootstrap draws per pass of the weighted median: its arrays then stay in cache."""
+
 
 def _bootstrapped(
     method: str,
@@ -560,18 +596,69 @@ def _weighted_median(rows: Padded, *, weighting: str = "weighted", **bootstrap: 
     reason = _reason(rows, "weighted_median")
 
     def replicate(block: np.ndarray, z: np.ndarray) -> np.ndarray:
-        bx = rows.bx[block, None, :] + rows.bxse[block, None, :] * z[:, :, 0]
-        by = rows.by[block, None, :] + rows.byse[block, None, :] * z[:, :, 1]
-        return _weighted_median_rows(by / bx, w[block, None, :], rows.valid[block, None, :], "quicksort")
+        if not rows.valid[block].all():
+            bx = rows.bxse[block, None, :] * z[:, :, 0]
+            bx += rows.bx[block, None, :]
+            ratio = rows.byse[block, None, :] * z[:, :, 1]
+            ratio += rows.by[block, None, :]
+            ratio /= bx
+            return _weighted_median_rows(ratio, w[block, None, :], rows.valid[block, None, :], "quicksort")
+        out = np.empty(z.shape[:2])
+        # One thread: the chunks take ~1 ms each, and on a shared machine a second thread that
+        # waits for a core costs more than it saves.
+        for i, region in enumerate(block):  # R: bx* ~ N(bx, bxse), by* ~ N(by, byse), by* / bx*
+            for start in range(0, z.shape[1], _DRAW_CHUNK):
+                zc = z[i, start : start + _DRAW_CHUNK]
+                bx = np.multiply(rows.bxse[region], zc[:, 0], out=scratch("wm_bx", zc[:, 0].shape))
+                bx += rows.bx[region]
+                ratio = np.multiply(rows.byse[region], zc[:, 1], out=scratch("wm_ratio", bx.shape))
+                ratio += rows.by[region]
+                ratio /= bx
+                out[i, start : start + _DRAW_CHUNK] = _weighted_median_draws(ratio, w[region])
+        return out
 
     return _bootstrapped("weighted_median", rows, reason, est, 2, replicate, _sd, **bootstrap)
 
 
-def _bandwidth(theta: np.ndarray, valid: np.ndarray, phi: float) -> np.ndarray:
-    """``phi * 0.9 * min(sd, mad) / J^(1/5)`` along the last axis (``mbe_est``)."""
+def _bandwidth(theta: np.ndarray, valid: np.ndarray | None, phi: float) -> np.ndarray:
+    """``phi * 0.9 * min(sd, mad) / J^(1/5)`` along the last axis (``mbe_est``).
+
+    ``valid`` None means every entry is data: see :func:`_dense_bandwidth`.
+    """
+    if valid is None:
+        return _dense_bandwidth(theta, phi)[0]
     n = valid.sum(axis=-1)
     spread = np.minimum(masked_sd(theta, valid), masked_mad(theta, valid))
     return 0.9 * spread / n ** (1.0 / 5.0) * phi
+
+
+def _dense_bandwidth(theta: np.ndarray, phi: float) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """:func:`_bandwidth` of rows without padding, and the rows' ``(min, max)``.
+
+    One sort per median, with the arithmetic of :func:`masked_sd` and :func:`masked_mad`.
+    """
+    n = theta.shape[-1]
+    lo, hi = (n - 1) // 2, n // 2
+    ordered = scratch("bandwidth", theta.shape)
+    np.copyto(ordered, theta)
+    ordered.sort(axis=-1)
+    extremes = (ordered[..., 0].copy(), ordered[..., -1].copy())
+    centre = (ordered[..., lo] + ordered[..., hi]) / 2.0
+    dev = np.subtract(theta, centre[..., None], out=ordered)
+    np.abs(dev, out=dev)
+    dev.sort(axis=-1)
+    mad = MAD_CONSTANT * ((dev[..., lo] + dev[..., hi]) / 2.0)
+    mean = theta.sum(axis=-1) / n
+    dev = np.subtract(theta, mean[..., None], out=dev)
+    dev *= dev
+    sd = np.sqrt(dev.sum(axis=-1) / (n - 1))
+    root = np.full(sd.shape, float(n)) ** (1.0 / 5.0)  # numpy's power loop, as for an array of n
+    return 0.9 * np.minimum(sd, mad) / root * phi, extremes
+
+
+def _mbe_chunk(width: int) -> int:
+    """Bootstrap draws per task of the MBE: one chunk of :func:`density_mode`."""
+    return max(1, min(_density._CHUNK_ROWS, _density._CHUNK_VALUES // max(1, width)))
 
 
 @_quiet
@@ -604,16 +691,29 @@ def _mbe(
     est[ok] = density_mode(theta[ok], h[ok], w[ok], rows.valid[ok])
 
     def replicate(block: np.ndarray, z: np.ndarray) -> np.ndarray:
-        draws = theta[block, None, :] + se[block, None, :] * z[:, :, 0]
-        valid = np.broadcast_to(rows.valid[block, None, :], draws.shape)
-        flat = (-1, draws.shape[-1])
-        modes = density_mode(
-            draws.reshape(flat),
-            _bandwidth(draws, valid, phi).reshape(-1),
-            np.broadcast_to(w[block, None, :], draws.shape).reshape(flat),
-            valid.reshape(flat),
-        )
-        return modes.reshape(draws.shape[:2])
+        if not rows.valid[block].all():
+            draws = se[block, None, :] * z[:, :, 0]
+            draws += theta[block, None, :]
+            flat = draws.reshape(-1, draws.shape[-1])
+            valid = np.broadcast_to(rows.valid[block, None, :], draws.shape).reshape(flat.shape)
+            weights = np.broadcast_to(w[block, None, :], draws.shape).reshape(flat.shape)
+            return density_mode(flat, _bandwidth(flat, valid, phi), weights, valid).reshape(draws.shape[:2])
+        out = np.empty(z.shape[:2])
+        size = _mbe_chunk(z.shape[-1])
+
+        def run(task: tuple[int, int]) -> None:  # draws, bandwidths and modes of one chunk
+            i, start = task
+            region, zc = block[i], z[i, start : start + size, 0]
+            with np.errstate(divide="ignore", invalid="ignore"):  # as _quiet, in a pool thread
+                draws = np.multiply(se[region], zc, out=scratch("mbe_draws", zc.shape))
+                draws += theta[region]
+                bandwidth, extremes = _dense_bandwidth(draws, phi)
+                weights = np.broadcast_to(w[region], draws.shape)
+                modes = _density_modes(draws, bandwidth, weights, None, extremes, parallel=False)
+                out[i, start : start + size] = modes
+
+        _parallel(run, [(i, start) for i in range(block.size) for start in range(0, z.shape[1], size)])
+        return out
 
     return _bootstrapped("mbe", rows, reason, est, 1, replicate, _mad, **bootstrap)
 

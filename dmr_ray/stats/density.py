@@ -13,26 +13,45 @@ peaks. R's algorithm (``stats:::density.default`` and ``massdist.c`` of R 4.2) i
    ``x = seq.int(from, to, length.out = 512)``.
 
 :func:`r_density` is a literal port. :func:`density_mode` returns the argmax of the same
-grid for many rows at once: the binned weights of every row go through one DCT-II, are
-multiplied by the kernel's spectrum and come back through one DCT-III. The data lie at least
-``7h`` inside ``[lo, up]``, so the DCT's mirror images add less than ``e^-60`` of a kernel
-peak and the result equals R's circular convolution up to rounding. The kernel spectrum is
-the Gaussian's (Poisson summation) when the kernel spans at least 3 nodes, else the DCT-I
-of the sampled kernel, exactly as R builds it. The argmax is then taken from R's own
-interpolation formula on the few grid points around the highest node, with a full-grid
-fallback for rows where another node comes close.
+grid for many rows at once, in two ways:
+
+* The screened search (rows whose kernel SD spans >= 8 nodes, non-negative weights; in
+  bootstraps nearly all rows) never builds the 512-node density. A float32 coarse density on
+  128 points bounds it everywhere, 24 nodes around the coarse peak are interpolated, and the
+  density is then summed exactly (float64, one term per bin, no transform) at the best node
+  and its two neighbours. R's interpolation onto the output grid is applied to those exact
+  values, and the row is *certified* only when a rigorous upper bound on every other node
+  stays below the winning value; see the comment block above :func:`_screened_mode`.
+* The full grid (every other row): the binned weights go through one DCT-II, are multiplied
+  by the kernel's spectrum and come back through one DCT-III. The data lie at least ``7h``
+  inside ``[lo, up]``, so the DCT's mirror images add less than ``e^-24`` of a kernel peak at
+  any node and less than ``e^-60`` near the data; the result equals R's circular convolution
+  up to rounding. The kernel spectrum is the Gaussian's (Poisson summation) when the kernel
+  spans at least 3 nodes, else the DCT-I of the sampled kernel, exactly as R builds it. The
+  argmax is taken from R's own interpolation formula on the few grid points around the
+  highest node, with a whole-grid fallback for rows where another node comes close.
+
+Both equal the argmax of R's grid except where two output values tie to within rounding.
 """
 
 from __future__ import annotations
 
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import scipy.fft
+import scipy.special
 
-from dmr_ray.stats._common import take_last
+from dmr_ray.stats._common import scratch, take_last
 
-__all__ = ["N_GRID", "RDensity", "density_mode", "r_density"]
+__all__ = ["N_GRID", "THREADS", "RDensity", "density_mode", "r_density"]
+
+T = TypeVar("T")
 
 N_GRID = 512
 """R's grid size for ``density(n = 512)``."""
@@ -40,10 +59,21 @@ N_GRID = 512
 _CUT = 3.0  # density(cut = 3)
 _PAD = 4.0  # lo = from - 4 bw, up = to + 4 bw
 _INV_SQRT_2PI = 0.398942280401432677939946059934  # M_1_SQRT_2PI
+_UNDERFLOW_Z = 38.7  # exp(-z^2 / 2) is 0 in float64 beyond
 _ANALYTIC_MIN_SIGMA = 3.0  # kernel SD in nodes above which aliasing is below e^-44
 _SPECTRUM_CUTOFF = 1.527  # exp(-2 pi^2 (sigma nu)^2) < 1e-20 beyond nu = cutoff / sigma
 _WINDOW = np.arange(-4, 5)  # grid points tried around the highest node
-_CHUNK_ROWS = 4096
+_CHUNK_ROWS = 2048
+_CHUNK_VALUES = 1 << 16  # rows x J per chunk: the screen's scratch stays a few MiB
+
+THREADS: int | None = None
+"""Threads for :func:`density_mode` and the MBE bootstrap: chunks of rows or draws run in
+parallel (numpy and pocketfft release the GIL). None: the CPUs this process may use, at most
+2 and at most ``OMP_NUM_THREADS`` when that is set; 1 runs everything in the calling thread.
+Results do not depend on it."""
+
+_pool: tuple[tuple[int, int], ThreadPoolExecutor] | None = None
+_pool_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -76,9 +106,22 @@ class _Frame:
     up: np.ndarray
 
     @classmethod
-    def of(cls, x: np.ndarray, bw: np.ndarray, valid: np.ndarray) -> _Frame:
-        xmin = np.where(valid, x, np.inf).min(axis=1)
-        xmax = np.where(valid, x, -np.inf).max(axis=1)
+    def of(
+        cls,
+        x: np.ndarray,
+        bw: np.ndarray,
+        valid: np.ndarray | None,
+        extremes: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> _Frame:
+        """The frame of rows ``x [B, J]``; ``valid`` None means every entry is data.
+
+        ``extremes`` may give the rows' ``(min, max)`` when they are known already.
+        """
+        if extremes is not None:
+            xmin, xmax = extremes
+        else:
+            xmin = (x if valid is None else np.where(valid, x, np.inf)).min(axis=1)
+            xmax = (x if valid is None else np.where(valid, x, -np.inf)).max(axis=1)
         frm = xmin - _CUT * bw
         to = xmax + _CUT * bw
         return cls(bw=bw, frm=frm, to=to, lo=frm - _PAD * bw, up=to + _PAD * bw)
@@ -136,11 +179,24 @@ def _kernel_step(frame: _Frame) -> np.ndarray:
 
 
 def _sampled_kernel(frame: _Frame) -> np.ndarray:
-    """``dnorm(kords[0:513], sd = bw)``: R's kernel up to its fold point, ``[B, 513]``."""
+    """``dnorm(kords[0:513], sd = bw)``: R's kernel up to its fold point, ``[B, 513]``.
+
+    ``kords[m] = m * kstep`` for m < 512 (R's ``seq.int`` fills the first half forwards from
+    0); ``kords[512]`` comes backwards from ``2 (up - lo)``. Beyond z = 38.7 the density
+    underflows to 0 (R's ``dnorm`` returns 0 from z = 38.58), so only the columns a row can
+    reach are evaluated.
+    """
     rows = frame.bw.shape[0]
-    m = np.broadcast_to(np.arange(N_GRID + 1), (rows, N_GRID + 1))
-    kords = _rseq(np.zeros(rows), 2.0 * (frame.up - frame.lo), 2 * N_GRID, m)
-    return _dnorm(kords, frame.bw[:, None])
+    step = _kernel_step(frame)
+    out = np.zeros((rows, N_GRID + 1))
+    if rows == 0:
+        return out
+    reach = min(N_GRID + 1, int(np.ceil(_UNDERFLOW_Z * np.max(frame.bw / step))) + 2)
+    kords = np.multiply.outer(step, np.arange(reach, dtype=np.float64))
+    if reach == N_GRID + 1:
+        kords[:, N_GRID] = 2.0 * (frame.up - frame.lo) - (N_GRID - 1) * step
+    out[:, :reach] = _dnorm(kords, frame.bw[:, None])
+    return out
 
 
 def _kernel_spectrum(frame: _Frame) -> np.ndarray:
@@ -209,11 +265,19 @@ def _grid_argmax(dens: np.ndarray, frame: _Frame) -> np.ndarray:
 
 def _prepare(
     x: np.ndarray, bw: np.ndarray, weights: np.ndarray, mask: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """float64 ``x [B, J]``, ``bw [B]``, weights ``[B, J]`` (0 where masked) and the mask.
+
+    Without a mask (or an all-True one) the mask comes back as None and the weights may be a
+    read-only broadcast view.
+    """
     x = np.atleast_2d(np.asarray(x, dtype=np.float64))
     bw = np.broadcast_to(np.asarray(bw, dtype=np.float64), x.shape[:1])
-    valid = np.ones(x.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
-    w = np.where(valid, np.broadcast_to(np.asarray(weights, dtype=np.float64), x.shape), 0.0)
+    weights = np.broadcast_to(np.asarray(weights, dtype=np.float64), x.shape)
+    valid = None if mask is None else np.asarray(mask, dtype=bool)
+    if valid is not None and valid.all():
+        valid = None
+    w = weights if valid is None else np.where(valid, weights, 0.0)
     return x, bw, w, valid
 
 
@@ -246,20 +310,114 @@ def density_mode(
     Notes
     -----
     Equals the argmax of :func:`r_density` except where two grid values tie to within
-    rounding (~1e-15 relative).
+    rounding (~1e-15 relative). Most rows are answered by the screened search (see the
+    comment block above :func:`_screened_mode`), the others by the full grid.
     """
     x, bw, w, valid = _prepare(x, bw, weights, mask)
+    return _density_modes(x, bw, w, valid)
+
+
+def _density_modes(
+    x: np.ndarray,
+    bw: np.ndarray,
+    w: np.ndarray,
+    valid: np.ndarray | None,
+    extremes: tuple[np.ndarray, np.ndarray] | None = None,
+    parallel: bool = True,
+) -> np.ndarray:
+    """:func:`density_mode` of prepared arrays (see :func:`_prepare`); ``extremes`` as in
+    :meth:`_Frame.of`; ``parallel=False`` keeps every chunk in the calling thread."""
     out = np.full(x.shape[0], np.nan)
-    good = np.flatnonzero(np.isfinite(bw) & (bw > 0))
-    for start in range(0, good.size, _CHUNK_ROWS):
-        rows = good[start : start + _CHUNK_ROWS]
-        out[rows] = _chunk_mode(x[rows], bw[rows], w[rows], valid[rows])
+    good = np.isfinite(bw) & (bw > 0)
+    if w.shape[0] > 1 and w.strides[0] == 0:  # one weight row for all rows
+        nonneg = np.broadcast_to((w[0] >= 0).all() & (w[0].sum() > 0), good.shape)
+    else:
+        nonneg = (w >= 0).all(axis=1) & (w.sum(axis=1) > 0)
+    size = max(1, min(_CHUNK_ROWS, _CHUNK_VALUES // max(1, x.shape[1])))
+    if good.all():
+        chunks = [slice(start, start + size) for start in range(0, x.shape[0], size)]
+    else:
+        good = np.flatnonzero(good)
+        chunks = [good[start : start + size] for start in range(0, good.size, size)]
+
+    def run(rows: slice | np.ndarray) -> None:
+        ends = None if extremes is None else (extremes[0][rows], extremes[1][rows])
+        mask = None if valid is None else valid[rows]
+        out[rows] = _chunk_mode(x[rows], bw[rows], w[rows], mask, nonneg[rows], ends)
+
+    if parallel:
+        _parallel(run, chunks)
+    else:
+        for rows in chunks:
+            run(rows)
     return out
 
 
-def _chunk_mode(x: np.ndarray, bw: np.ndarray, w: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    frame = _Frame.of(x, bw, valid)
-    xs = np.where(valid, x, frame.frm[:, None] + _CUT * bw[:, None])  # padding: any inside point
+def _parallel(run: Callable[[T], object], items: list[T]) -> None:
+    """``run(item)`` for every item, on up to :data:`THREADS` threads (the calling one if 1)."""
+    workers = _workers(len(items))
+    if workers is None:
+        for item in items:
+            run(item)
+    else:
+        list(workers.map(run, items))
+
+
+def _workers(tasks: int) -> ThreadPoolExecutor | None:
+    """The shared thread pool when :data:`THREADS` allows more than one thread, else None."""
+    global _pool
+    threads = THREADS if THREADS is not None else _default_threads()
+    if threads <= 1 or tasks <= 1:
+        return None
+    with _pool_lock:
+        if _pool is None or _pool[0] != (threads, os.getpid()):  # a forked child needs its own
+            if _pool is not None and _pool[0][1] == os.getpid():
+                _pool[1].shutdown(wait=False)
+            _pool = ((threads, os.getpid()), ThreadPoolExecutor(threads, thread_name_prefix="dmr-density"))
+        return _pool[1]
+
+
+def _default_threads() -> int:
+    """CPUs this process may use, at most 2 and at most ``OMP_NUM_THREADS`` when that is set."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    limit = os.environ.get("OMP_NUM_THREADS", "")
+    if limit.isdigit() and int(limit) > 0:
+        cpus = min(cpus, int(limit))
+    return min(2, cpus)
+
+
+def _chunk_mode(
+    x: np.ndarray,
+    bw: np.ndarray,
+    w: np.ndarray,
+    valid: np.ndarray | None,
+    nonneg: np.ndarray,
+    extremes: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
+    """Modes of one chunk: the screened search where it certifies its answer, else the full grid."""
+    frame = _Frame.of(x, bw, valid, extremes)
+    xs = x if valid is None else np.where(valid, x, frame.frm[:, None] + _CUT * bw[:, None])
+    out = np.full(x.shape[0], np.nan)
+    done = np.zeros(x.shape[0], dtype=bool)
+    eligible = (bw >= _SCREEN_MIN_SIGMA * _kernel_step(frame)) & nonneg
+    if eligible.all():
+        out, done = _screened_mode(xs, w, frame)
+    elif eligible.any():
+        rows = np.flatnonzero(eligible)
+        out[rows], done[rows] = _screened_mode(xs[rows], w[rows], frame.take(rows))
+    if not done.any():
+        return _full_grid_mode(xs, w, frame)
+    if not done.all():
+        rows = np.flatnonzero(~done)
+        out[rows] = _full_grid_mode(xs[rows], w[rows], frame.take(rows))
+    return out
+
+
+def _full_grid_mode(xs: np.ndarray, w: np.ndarray, frame: _Frame) -> np.ndarray:
+    """Modes from the whole binned density: one DCT-II and one DCT-III of 512 nodes per row."""
     binned = _bin(xs, w, frame)
     spectrum = _kernel_spectrum(frame)
     coef = scipy.fft.dct(binned, type=2, axis=1, overwrite_x=True)
@@ -268,6 +426,302 @@ def _chunk_mode(x: np.ndarray, bw: np.ndarray, w: np.ndarray, valid: np.ndarray)
     dens = scipy.fft.idct(coef, type=2, axis=1, overwrite_x=True)
     k = _grid_argmax(dens, frame)
     return _rseq(frame.frm, frame.to, N_GRID, k[:, None])[:, 0]
+
+
+# --------------------------------------------------------------------------- screened mode
+#
+# R's binned density at node i is the finite sum D(i) = sum_m y_m K(|i - m|) over the <= 2J
+# nonzero bins y_m, with K(d) = dnorm(d * kstep, bw): the mirrored kernel makes R's circular
+# convolution wrap-free (|i - m| <= 511). Its continuous extension D(x) = sum_m y_m K(x - m)
+# is smooth; sigma = bw / kstep is the kernel SD in nodes; bounds below are in units of
+# sum(w) K(0). For each row (sigma >= 8, w >= 0):
+#
+# 1. Coarse density. Each bin is spread onto 128 coarse points u_c = 4c + 1.5 with a cubic
+#    B-spline; the coarse DCT-II divided by the B-spline's transform sinc^4(n / 256) equals the
+#    bins' DCT up to aliasing, |err_n| <= sum(w) A(n / 256) with A(xi) = sum_{k != 0}
+#    sinc^4(k - xi) (Poisson summation). Times the Gaussian's spectrum (n < 128) and one
+#    DCT-III this gives D(u_c) within eps: aliasing + spectral truncation (Mills' bound on
+#    n >= 128) + float32 rounding (an L1 bound per transform) + the DCT's mirror images
+#    (>= 6.99 sigma from every node, 2 e^-23.8).
+# 2. Upper bounds. Between two coarse points D exceeds the larger by at most h^2/8 max|D''|,
+#    h = 4, max|D''| <= 1 / sigma^2 ("rest"); nodes 0, 1, 510, 511 lie >= 6.65 sigma from all
+#    bins. Around the coarse maximum, 6-point Lagrange interpolation gives D at 24 nodes
+#    within Lebesgue * eps + |omega| h^6 / 6! * 15 / sigma^6 ("far", for the nodes of the
+#    window other than top - 1 .. top + 1, where `top` is the window's best node).
+# 3. Exact decision. D is summed in float64 at top - 1, top and top + 1, and R's approx() is
+#    applied at the output points in [xords[top - 1], xords[top + 1]); the first best one has
+#    value L. The row is certified when D(top - 1), D(top + 1) and the upper bound of every
+#    other node are all strictly below L: every other output point interpolates between
+#    two nodes, one of them outside top - 1 .. top + 1, so it stays below L, and the first
+#    argmax is the one found, exactly as R's which.max() finds it (barring ties to within
+#    rounding of the exact sums). Uncertified rows (near-tied modes, kernels narrower than 8
+#    nodes) take the full grid.
+
+_SCREEN_MIN_SIGMA = 8.0  # narrower kernels: the coarse grid aliases too much, use the full grid
+_NC = 128  # coarse points, 4 nodes apart
+_SPREAD = 4
+_F32_EPS = float(np.finfo(np.float32).eps)
+
+
+def _bspline3(g: float) -> np.ndarray:
+    """Cubic B-spline weights of the 4 coarse points around fractional position ``g``."""
+    return np.array([(1 - g) ** 3, 3 * g**3 - 6 * g**2 + 4, -3 * g**3 + 3 * g**2 + 3 * g + 1, g**3]) / 6
+
+
+def _spread_tables() -> tuple[np.ndarray, np.ndarray]:
+    """Weights of a point's two bins (node ix, ix + 1) on coarse points q - 2 .. q + 2, ix = 4q + r.
+
+    Node m sits at coarse coordinate (m - 1.5) / 4; with r = m % 4 its fractional part is
+    0.625, 0.875, 0.125, 0.375 and its four B-spline points start at q - 2, q - 2, q - 1, q - 1.
+    Returns ``[5, 4]`` tables (slot, r) for the lower bin and for upper minus lower.
+    """
+    frac = (0.625, 0.875, 0.125, 0.375)
+    first = (0, 0, 1, 1)
+    lower = np.zeros((4, 5))
+    upper = np.zeros((4, 5))
+    for r in range(4):
+        lower[r, first[r] : first[r] + 4] = _bspline3(frac[r])
+        r1 = (r + 1) % 4
+        start = first[r1] + (r == 3)  # node 4q + 4 belongs to q + 1
+        upper[r, start : start + 4] = _bspline3(frac[r1])
+    return np.ascontiguousarray(lower.T), np.ascontiguousarray((upper - lower).T)
+
+
+def _alias_ratio(xi: np.ndarray) -> np.ndarray:
+    """sum_{k != 0} sinc^4(k - xi) / sinc^4(xi) = xi^4 sum_{k != 0} (k - xi)^-4.
+
+    The sums over k >= 1 of (k - xi)^-4 and of (k + xi)^-4 are polygamma(3, 1 -+ xi) / 3!.
+    """
+    return xi**4 * (scipy.special.polygamma(3, 1.0 - xi) + scipy.special.polygamma(3, 1.0 + xi)) / 6.0
+
+
+def _lagrange_window() -> tuple[np.ndarray, float, float]:
+    """Interpolation of 24 nodes (6 coarse cells) from 11 coarse points, and its error constants.
+
+    Node 4c + 2 + p (p = 0..3) lies in cell [u_c, u_c+1] at t = (p + 0.5) / 4; it is
+    interpolated from points c - 2 .. c + 3. Returns the ``[11, 24]`` matrix, the Lebesgue
+    constant and max |omega(t)| / 6! (in units of h^6).
+    """
+    nodes = np.arange(-2, 4)
+    t = (np.arange(4) + 0.5) / 4.0
+    weights = np.array([[np.prod([(tt - m) / (k - m) for m in nodes if m != k]) for k in nodes] for tt in t])
+    matrix = np.zeros((11, 24))
+    for cell in range(6):
+        matrix[cell : cell + 6, 4 * cell : 4 * cell + 4] = weights.T
+    grid = np.linspace(0.0, 1.0, 4001)
+    omega = np.abs(np.prod(grid[:, None] - nodes[None, :], axis=1)).max()
+    return matrix, float(np.abs(weights).sum(axis=1).max()), float(omega / 720.0)
+
+
+_LOWER, _DELTA = _spread_tables()
+_SLOT = np.arange(5)[:, None, None]
+_XI = np.arange(_NC) / 256.0  # coarse-grid frequency of DCT index n (cycles per coarse step)
+_NU2 = ((np.arange(_NC) / (2.0 * N_GRID)) ** 2).astype(np.float32)  # (cycles per node)^2
+_DECONVOLVE = (-np.log(4.0 * np.sinc(_XI) ** 4)).astype(np.float32)  # exp(.) = 1 / (4 sinc^4)
+
+
+def _bound_tables(sigmas: np.ndarray) -> np.ndarray:
+    """Per unit of sum(w), in kstep * D units, at each sigma: ``[3, len(sigmas)]``.
+
+    With the coarse multiplier M_n = exp(-2 pi^2 sigma^2 nu_n^2) / (4 sinc^4(xi_n)) and the
+    DCT-III weights c_0 = 1, c_n = 2: row 0 bounds the aliasing, sum_n c_n A_n S_n / 512 with
+    S_n = 4 sinc^4 M_n; rows 1 and 2 (sum c_n M_n, sum c_n nu_n^2 M_n) scale the float32
+    rounding. Every entry decreases as sigma grows.
+    """
+    nu2 = (np.arange(_NC) / (2.0 * N_GRID)) ** 2
+    c = np.where(np.arange(_NC) == 0, 1.0, 2.0)
+    gain = np.exp(-2.0 * np.pi**2 * np.multiply.outer(sigmas**2, nu2)) / (4.0 * np.sinc(_XI) ** 4)
+    alias = c * _alias_ratio(_XI) * 4.0 * np.sinc(_XI) ** 4 / N_GRID
+    return np.stack([gain @ alias, gain @ c, gain @ (c * nu2)])
+
+
+# sigma = bw / kstep = 511.5 bw / (range + 14 bw) < 36.6 nodes; the table reaches 64.
+_SIGMAS = _SCREEN_MIN_SIGMA * 1.005 ** np.arange(418)
+_BOUNDS = _bound_tables(_SIGMAS)
+_WINDOW_MATRIX, _LEBESGUE, _OMEGA6 = _lagrange_window()
+_PHI6 = 15.0  # max |d^6/dz^6 phi(z)| / phi(0), attained at z = 0
+_SAMPLES = np.arange(-5, 6)  # coarse points feeding the window, around the coarse maximum
+_CELLS = np.arange(-2, 3)  # coarse points inside the window (excluded from the coarse bound)
+_OUTPUT = np.arange(-3, 4)  # output grid points around node `top`: cover [top - 1, top + 1)
+_TOP = np.arange(-1, 2)  # window positions of top - 1, top, top + 1
+_IMAGES = 2.0 * np.exp(-0.5 * 6.9**2)  # DCT mirror images sit >= 6.99 sigma from every node
+_EDGE = np.exp(-0.5 * (6.9 - 2.0 / _SCREEN_MIN_SIGMA) ** 2)  # D(i) / (sum(w) K(0)) at the end nodes
+
+
+def _screened_mode(xs: np.ndarray, w: np.ndarray, frame: _Frame) -> tuple[np.ndarray, np.ndarray]:
+    """Modes of rows with sigma >= 8 and w >= 0, and whether each one is certified.
+
+    Degenerate rows (nodes that coincide in floating point) give NaN and stay uncertified.
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return _screen(xs, w, frame)
+
+
+def _screen(xs: np.ndarray, w: np.ndarray, frame: _Frame) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_screened_mode` without the floating-point error state."""
+    rows = xs.shape[0]
+    index = np.arange(rows)
+    step = _kernel_step(frame)
+    sigma = frame.bw / step
+    total = np.full(rows, w[0].sum()) if rows > 1 and w.strides[0] == 0 else w.sum(axis=1)
+    unit = total * (_INV_SQRT_2PI / frame.bw)  # sum(w) K(0): bounds are relative to it
+    ix, frac, lower, upper = _bins(xs, w, frame)
+    # 1. D at the coarse points u_c = 4c + 1.5 (times kstep), within eps * unit.
+    dens, eps = _coarse_density(ix, frac, upper, w, sigma)
+    coarse_top = np.argmax(dens, axis=1)
+    centre = np.clip(coarse_top, 5, _NC - 6)
+    ok = centre == coarse_top
+    # 2. The 24 nodes around the coarse maximum by 6-point Lagrange interpolation; every other
+    #    node is bounded by its cell's coarse points plus h^2/8 max|D''|.
+    flat = dens.reshape(-1)
+    cells = (index * _NC + centre)[:, None]
+    near = flat[cells + _SAMPLES] @ _WINDOW_MATRIX  # kstep * D at nodes 4 centre - 10 + (0..23)
+    flat[cells + _CELLS] = -np.inf
+    to_unit = 1.0 / (step * unit)
+    rest = flat[index * _NC + np.argmax(dens, axis=1)] * to_unit  # argmax: faster than max
+    rest += eps + (_SPREAD**2 / 8.0) / sigma**2
+    np.maximum(rest, _EDGE, out=rest)  # nodes 0, 1, 510, 511 lie outside the coarse points
+    p = np.argmax(near, axis=1)
+    ok &= (p >= 2) & (p <= 21)
+    np.clip(p, 2, 21, out=p)
+    top = 4 * centre - 10 + p
+    near = near.reshape(-1)
+    near[(index * 24 + p)[:, None] + _TOP] = -np.inf
+    far = near[index * 24 + np.argmax(near.reshape(rows, 24), axis=1)] * to_unit
+    far += _LEBESGUE * eps + (_OMEGA6 * _SPREAD**6 * _PHI6) / sigma**6
+    np.maximum(far, rest, out=far)  # upper bound of D / unit at every node but top - 1 .. top + 1
+    # 3. D summed exactly at top - 1, top, top + 1, then R's approx() and which.max().
+    exact = _exact_nodes(ix, lower, upper, top, step / frame.bw)
+    exact /= total[:, None]
+    mode, certified = _decide(exact, top, far, frame)
+    return mode, ok & certified
+
+
+def _decide(exact: np.ndarray, top: np.ndarray, far: np.ndarray, frame: _Frame) -> tuple[np.ndarray, ...]:
+    """R's approx() and which.max() from D at top - 1, top, top + 1 (``exact [B, 3]``).
+
+    The output points whose segment is [top - 1, top] or [top, top + 1] (x0 <= x < x1, as R's
+    bisection finds) are interpolated; dx >= (6 / 14) Delta, so the 7 points k* - 3 .. k* + 3
+    cover both segments. Certified: every node but top - 1 .. top + 1 has an upper bound
+    (``far``, same units as ``exact``) below the best value, and so do top - 1 and top + 1
+    themselves; then no other output point reaches it.
+    """
+    delta = (frame.up - frame.lo) / (N_GRID - 1)
+    dx = (frame.to - frame.frm) / (N_GRID - 1)
+    nodes = _node(frame.lo, frame.up, delta, top[:, None] + _TOP)  # xords[top - 1 .. top + 1]
+    k = np.rint((nodes[:, 1] - frame.frm) / dx).astype(np.int64)[:, None] + _OUTPUT
+    np.clip(k, 0, N_GRID - 1, out=k)
+    x = _node(frame.frm, frame.to, dx, k)
+    right = x >= nodes[:, 1:2]
+    x0 = np.where(right, nodes[:, 1:2], nodes[:, :1])
+    y0 = np.where(right, exact[:, 1:2], exact[:, :1])
+    y1 = np.where(right, exact[:, 2:], exact[:, 1:2])
+    values = y0 + (y1 - y0) * ((x - x0) / (np.where(right, nodes[:, 2:], nodes[:, 1:2]) - x0))
+    values[(x < nodes[:, :1]) | (x >= nodes[:, 2:])] = -np.inf
+    index = np.arange(top.size)
+    best = np.argmax(values, axis=1)
+    level = values[index, best]
+    certified = (exact[:, 0] < level) & (exact[:, 2] < level) & (far < level)
+    return _node(frame.frm, frame.to, dx, k[index, best][:, None])[:, 0], certified
+
+
+def _bins(xs: np.ndarray, w: np.ndarray, frame: _Frame) -> tuple[np.ndarray, ...]:
+    """R's ``BinDist`` as arrays: lower bin ``ix``, ``frac``, and the masses w (1 - f), w f.
+
+    Scratch arrays, valid until the next call in this thread.
+    """
+    shape = xs.shape
+    pos = scratch("pos", shape)
+    np.subtract(xs, frame.lo[:, None], out=pos)
+    pos /= ((frame.up - frame.lo) / (N_GRID - 1))[:, None]
+    frac, floor = np.modf(pos, out=(pos, scratch("floor", shape)))  # pos >= 0: f = pos - floor(pos)
+    ix = scratch("ix", shape, np.int64)
+    np.copyto(ix, floor, casting="unsafe")
+    upper = np.multiply(w, frac, out=scratch("upper", shape))
+    lower = np.subtract(1.0, frac, out=scratch("lower", shape))
+    lower *= w
+    return ix, frac, lower, upper
+
+
+def _coarse_density(
+    ix: np.ndarray, frac: np.ndarray, upper: np.ndarray, w: np.ndarray, sigma: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """kstep * D(u_c) at the 128 coarse points (float32 scratch) and its error bound per row.
+
+    B-spline spreading of the bins, DCT-II, the Gaussian's spectrum over sinc^4, DCT-III.
+    The bound is in units of sum(w) K(0) (see the comment block above).
+    """
+    rows, width = ix.shape
+    phase = scratch("phase", (rows, width), np.int32)
+    np.bitwise_and(ix, 3, out=phase, casting="unsafe")
+    first = np.right_shift(ix, 2, out=scratch("first", (rows, width), np.int64))
+    first += (np.arange(rows) * _NC - 2)[:, None]
+    slots = np.add(first, _SLOT, out=scratch("slots", (5, rows, width), np.int64))
+    mass = scratch("mass", (5, rows, width))
+    extra = scratch("extra", (5, rows, width))
+    if rows > 1 and w.strides[0] == 0:  # one weight row: tables of w_j times the B-spline weights
+        phase += np.arange(0, 4 * width, 4, dtype=np.int32)
+        np.take((w[0][:, None] * _LOWER[:, None, :]).reshape(5, -1), phase, axis=1, out=mass)
+        np.take((w[0][:, None] * _DELTA[:, None, :]).reshape(5, -1), phase, axis=1, out=extra)
+        extra *= frac
+    else:
+        np.take(_LOWER, phase, axis=1, out=mass)
+        mass *= w
+        np.take(_DELTA, phase, axis=1, out=extra)
+        extra *= upper
+    mass += extra
+    coarse = np.bincount(slots.reshape(-1), mass.reshape(-1), minlength=rows * _NC)
+    dens = scratch("coarse", (rows, _NC), np.float32)
+    np.copyto(dens, coarse.reshape(rows, _NC), casting="same_kind")
+    scipy.fft.dct(dens, type=2, axis=1, overwrite_x=True)
+    gain = scratch("gain", (rows, _NC), np.float32)
+    np.multiply.outer((-2.0 * np.pi**2 * sigma**2).astype(np.float32), _NU2, out=gain)
+    gain += _DECONVOLVE
+    np.exp(gain, out=gain)
+    dens *= gain
+    scipy.fft.idct(dens, type=2, axis=1, overwrite_x=True)
+    # Bounds per unit of sum(w), in kstep * D units: aliasing, spectral truncation (n >= 128,
+    # Mills' bound), float32 rounding (an L1 bound per transform, (c log2 n + 4) u |input|_1 <=
+    # 64 u |input|_1; forward and inverse give ~u sum c_n M_n, M_n's relative error
+    # (|exponent| + 3) u the moment term); then the DCT's mirror images.
+    below = np.clip(np.searchsorted(_SIGMAS, sigma, side="right") - 1, 0, _SIGMAS.size - 1)
+    alias, scale, moment = _BOUNDS[:, below]  # at the tabulated sigma just below: upper bounds
+    alpha = (2.0 * np.pi**2 / (2.0 * N_GRID) ** 2) * sigma**2
+    tail = np.exp(-alpha * (_NC - 1) ** 2) / (2.0 * alpha * (_NC - 1) * 256.0)
+    rounding = (2.0 * _F32_EPS) * (1.1 * scale + (0.02 * np.pi**2) * sigma**2 * moment)
+    # sum(w) K(0) = sum(w) / (sqrt(2 pi) sigma kstep): divide kstep * D bounds by 1 / (sqrt(2 pi) sigma).
+    eps = (alias + tail + rounding) * (np.sqrt(2.0 * np.pi) * sigma) + _IMAGES
+    return dens, eps
+
+
+def _node(start: np.ndarray, stop: np.ndarray, step: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """:func:`_rseq` for 512 points with ``step = (stop - start) / 511`` given."""
+    return np.where(
+        index < N_GRID // 2,
+        start[:, None] + index * step[:, None],
+        stop[:, None] - (N_GRID - 1 - index) * step[:, None],
+    )
+
+
+def _exact_nodes(
+    ix: np.ndarray, lower: np.ndarray, upper: np.ndarray, top: np.ndarray, ratio: np.ndarray
+) -> np.ndarray:
+    """sum_m y_m exp(-z^2 / 2) at nodes top - 1, top, top + 1, ``[B, 3]``; times K(0) it is D.
+
+    Bin ix holds ``lower``, bin ix + 1 ``upper``; z = (node - bin) kstep / bw, ``ratio`` is
+    kstep / bw. Float64 direct sums, no transform.
+    """
+    rows, width = ix.shape
+    kern = scratch("kern", (4, rows, width))
+    np.subtract(top[:, None], ix, out=kern[0], casting="unsafe")
+    for t in range(1, 4):
+        np.add(kern[0], t - 2, out=kern[t])
+    kern[0] -= 2
+    np.square(kern, out=kern)
+    kern *= (-0.5 * ratio**2)[:, None]
+    np.exp(kern, out=kern)
+    # Node top - 1 + t: the lower bin sits at offset t - 1 (kern[t + 1]), the upper at t - 2.
+    return np.einsum("tbj,bj->bt", kern[1:], lower) + np.einsum("tbj,bj->bt", kern[:3], upper)
 
 
 def r_density(x: np.ndarray, bw: float, weights: np.ndarray | None = None) -> RDensity:

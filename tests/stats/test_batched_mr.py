@@ -185,3 +185,26 @@ def test_empty_regions_and_batches(name):
     assert result.n_instruments.tolist() == [0, 0]
     empty = getattr(batched, name)(*(np.zeros((0, 3)) for _ in range(4)))
     assert empty.reason.shape == (0,)
+
+
+def test_bootstrap_kernels_equal_their_masked_forms():
+    rng = np.random.default_rng(8)
+    theta = rng.standard_normal((3000, 31)) * rng.uniform(0.5, 2.0, (3000, 1))
+    w = rng.random(31)
+    valid = np.ones((1, 1, 31), dtype=bool)
+    fast = batched._weighted_median_draws(theta, w)
+    masked = batched._weighted_median_rows(theta[None], w[None, None, :], valid, "quicksort")[0]
+    np.testing.assert_allclose(fast, masked, rtol=1e-13, atol=1e-15)
+    for j in (3, 25, 27, 31):  # bit for bit, whatever J (numpy's power loop for J^(1/5))
+        rows = np.ascontiguousarray(theta[:, :j])
+        dense, (low, high) = batched._dense_bandwidth(rows, 0.7)
+        assert np.array_equal(dense, batched._bandwidth(rows, np.ones(rows.shape, dtype=bool), 0.7))
+        assert np.array_equal(low, rows.min(axis=1)) and np.array_equal(high, rows.max(axis=1))
+
+
+def test_bootstrap_draw_chunks_do_not_change_results(monkeypatch):
+    offsets, *columns = _regions(6, [9, 30])
+    *padded, mask = ragged_to_padded(offsets, *columns)
+    whole = batched.weighted_median(*padded, mask, iterations=700)
+    monkeypatch.setattr(batched, "_DRAW_CHUNK", 64)
+    _assert_same(batched.weighted_median(*padded, mask, iterations=700), whole)

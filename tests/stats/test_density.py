@@ -106,3 +106,93 @@ def test_bandwidth_below_the_data_resolution_uses_r_edge_bins():
     x = np.array([0.0, -1.0, -5e-18])
     w = np.array([0.5, 0.375, 0.125])
     assert density_mode(x[None, :], 5e-18, w)[0] == _r_mode(x, 5e-18, w)
+
+
+# --------------------------------------------------------------------------- screened search
+
+
+def _mbe_like_rows(rng: np.random.Generator, rows: int, j: int) -> tuple[np.ndarray, ...]:
+    """Ratio-estimate-like rows (clusters, outliers, uneven weights) with mbe's bandwidths."""
+    x = rng.standard_normal((rows, j)) * rng.uniform(0.1, 10.0, (rows, 1))
+    outliers = rng.random((rows, j)) < 0.1
+    x = np.where(outliers, x * rng.uniform(2.0, 20.0, (rows, j)), x)
+    bimodal = rng.random(rows) < 0.3
+    shift = 2.0 * x[bimodal].std(axis=1, keepdims=True)
+    x[bimodal] += np.where(rng.random((bimodal.sum(), j)) < 0.5, 0.0, shift)
+    w = rng.random((rows, j)) ** 3 + 1e-3
+    w /= w.sum(axis=1, keepdims=True)
+    bw = np.array([_nrd(row) for row in x]) * rng.choice([0.5, 1.0, 1.5], rows)
+    return x, bw, w
+
+
+def _exact_continuous(x: np.ndarray, w: np.ndarray, bw: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """sum_m y_m K(at - m) in float64 at node positions ``at [B, K]`` (not necessarily integer)."""
+    frame = density._Frame.of(x, bw, None)
+    pos = (x - frame.lo[:, None]) / ((frame.up - frame.lo) / (N_GRID - 1))[:, None]
+    ix = np.floor(pos)
+    f = pos - ix
+    sigma = bw / density._kernel_step(frame)
+    d = at[:, :, None] - ix[:, None, :]
+    lower = (w * (1 - f))[:, None, :] * np.exp(-0.5 * (d / sigma[:, None, None]) ** 2)
+    upper = (w * f)[:, None, :] * np.exp(-0.5 * ((d - 1) / sigma[:, None, None]) ** 2)
+    return (lower + upper).sum(axis=2) / (np.sqrt(2 * np.pi) * bw[:, None])
+
+
+def test_coarse_screen_and_window_stay_within_their_bounds():
+    rng = np.random.default_rng(11)
+    for j in (2, 5, 30, 80):
+        x, bw, w = _mbe_like_rows(rng, 300, j)
+        frame = density._Frame.of(x, bw, None)
+        step = density._kernel_step(frame)
+        keep = (bw > 0) & (bw >= density._SCREEN_MIN_SIGMA * step)
+        sigma = np.where(keep, bw, 1.0) / np.where(keep, step, 1.0)
+        x, bw, w, frame, step, sigma = x[keep], bw[keep], w[keep], frame.take(keep), step[keep], sigma[keep]
+        unit = w.sum(axis=1) / (np.sqrt(2 * np.pi) * bw)
+        ix, frac, lower, upper = density._bins(x, w, frame)
+        dens, eps = density._coarse_density(ix, frac, upper, w, sigma)
+        dens = dens.astype(np.float64) / step[:, None]
+        u = 4.0 * np.arange(density._NC) + 1.5
+        exact = _exact_continuous(x, w, bw, np.broadcast_to(u, dens.shape))
+        assert np.all(np.abs(dens - exact) <= eps[:, None] * unit[:, None])
+        # The Lagrange window around the coarse maximum.
+        centre = np.clip(np.argmax(dens, axis=1), 5, density._NC - 6)
+        samples = dens[np.arange(dens.shape[0])[:, None], centre[:, None] + density._SAMPLES]
+        near = samples @ density._WINDOW_MATRIX
+        nodes = 4 * centre[:, None] - 10 + np.arange(24)
+        bound = density._LEBESGUE * eps + density._OMEGA6 * density._SPREAD**6 * density._PHI6 / sigma**6
+        exact = _exact_continuous(x, w, bw, nodes.astype(float))
+        assert np.all(np.abs(near - exact) <= bound[:, None] * unit[:, None])
+
+
+def test_screened_modes_equal_the_full_grid_and_most_rows_are_certified():
+    rng = np.random.default_rng(12)
+    x, bw, w = _mbe_like_rows(rng, 3000, 30)
+    frame = density._Frame.of(x, bw, None)
+    keep = (bw > 0) & (bw >= density._SCREEN_MIN_SIGMA * density._kernel_step(frame))
+    x, w, frame = x[keep], w[keep], frame.take(keep)
+    modes, certified = density._screened_mode(x, w, frame)
+    full = density._full_grid_mode(x, w, frame)
+    assert np.array_equal(modes[certified], full[certified])
+    assert certified.mean() > 0.9
+
+
+def test_symmetric_twin_peaks_are_not_certified():
+    # Two mirror-image clusters: the peaks tie up to rounding, so the screen must defer.
+    half = np.array([-0.3, -0.1, 0.0, 0.15, 0.2])
+    x = np.concatenate([half - 3.0, 3.0 - half])[None, :]
+    w = np.full(x.shape, 0.1)
+    bw = np.array([0.4])
+    frame = density._Frame.of(x, bw, None)
+    assert bw[0] / density._kernel_step(frame)[0] >= density._SCREEN_MIN_SIGMA
+    _, certified = density._screened_mode(x, w, frame)
+    assert not certified[0]  # the full grid then decides, as R's arithmetic happens to
+
+
+def test_threads_do_not_change_results(monkeypatch):
+    rng = np.random.default_rng(13)
+    x, bw, w = _mbe_like_rows(rng, 900, 20)
+    monkeypatch.setattr(density, "_CHUNK_ROWS", 100)
+    monkeypatch.setattr(density, "THREADS", 1)
+    serial = density_mode(x, bw, w)
+    monkeypatch.setattr(density, "THREADS", 3)
+    assert np.array_equal(density_mode(x, bw, w), serial, equal_nan=True)

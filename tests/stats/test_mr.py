@@ -154,6 +154,32 @@ def test_r_normal_stream():
     assert r_rnorm(123, 3) == pytest.approx([-0.56047565, -0.23017749, 1.55870831], rel=1e-7)
 
 
+def test_r_normal_stream_cache(monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dmr_ray.stats import _common
+
+    monkeypatch.setattr(_common, "_streams", type(_common._streams)())
+    fresh = _common._r_rnorm(7, 5000)
+    first = r_rnorm(7, 5000)
+    assert np.array_equal(first, fresh) and not first.flags.writeable
+    assert np.array_equal(r_rnorm(7, 100), fresh[:100])  # a prefix of the cached stream
+    assert np.array_equal(r_rnorm(7, 9000)[:5000], fresh)  # a longer request replaces it
+    assert r_rnorm(7, 5000).base is r_rnorm(7, 9000).base
+    with pytest.raises(ValueError):
+        r_rnorm(7, 10)[0] = 1.0
+    with ThreadPoolExecutor(4) as pool:  # concurrent callers all get R's stream
+        for got in pool.map(lambda s: r_rnorm(s, 3000), [11, 12, 11, 12, 13, 11]):
+            assert got.size == 3000
+    assert np.array_equal(r_rnorm(12, 3000), _common._r_rnorm(12, 3000))
+    # Least recently used streams go once the cache holds more than its budget.
+    monkeypatch.setattr(_common, "_STREAM_CACHE_BYTES", 3 * 8 * 3000)
+    r_rnorm(14, 3000)
+    r_rnorm(15, 3000)
+    assert sum(a.nbytes for a in _common._streams.values()) <= _common._STREAM_CACHE_BYTES
+    assert 7 not in _common._streams and 15 in _common._streams
+
+
 # --------------------------------------------------------------------------- IVW details
 
 
