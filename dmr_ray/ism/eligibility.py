@@ -215,6 +215,9 @@ def fast_ism_eligibility(model: ReplicatePredictor | nn.Module, length: int | No
     length = length or predictor.input_length
     if length is None:
         raise ValueError("length: the model accepts any length; give the one to check")
+    if not predictor.layerwise:
+        return Eligibility(False, f"a {type(predictor).__name__} transforms all replicates together",
+                           declares_layout(predictor.networks[0]))
     try:
         plans = [plan_network(net, length, predictor.device) for net in predictor.networks]
     except NotEligible as err:

@@ -246,6 +246,10 @@ def fast_path(
     ``fast=True`` logs one warning saying why it falls back; ``"auto"`` logs at debug level.
     """
     report = log.warning if fast is True else log.debug
+    if not predictor.layerwise:
+        report("fast ISM: a %s transforms all replicates together; using the exact path",
+               type(predictor).__name__)
+        return None
     networks = {id(net): net for net in predictor.networks}
     try:
         plans = {key: plan_network(net, tokens.shape[1], predictor.device) for key, net in networks.items()}

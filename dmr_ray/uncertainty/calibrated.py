@@ -32,9 +32,11 @@ class CalibratedPredictor(ReplicatePredictor):
 
     Notes
     -----
-    The fast ISM path evaluates replicates layer by layer and cannot apply the map; the
-    engine runs calibrated jobs on the exact path.
+    The fast ISM path evaluates replicates layer by layer and cannot apply the map
+    (``layerwise`` is False), so ISM of a calibrated predictor takes the exact path.
     """
+
+    layerwise = False
 
     def __init__(self, base: ReplicatePredictor, recalibrator) -> None:
         self.base = base

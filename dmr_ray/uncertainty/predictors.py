@@ -44,9 +44,13 @@ class ReplicatePredictor(abc.ABC):
         ``"ensemble"``, ``"mc_dropout"`` or ``"single"``.
     networks : tuple of torch.nn.Module
         The modules, for inspection (e.g. by a fast ISM path).
+    layerwise : bool
+        Whether replicate ``r``'s prediction is its network's output alone, so a fast ISM path
+        may evaluate the networks layer by layer.
     """
 
     kind: ClassVar[str]
+    layerwise: ClassVar[bool] = True
 
     def __init__(
         self,
