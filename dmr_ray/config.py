@@ -61,6 +61,9 @@ class InstrumentOptions(_Options):
 
     filter: Literal["zscore", "wald"] = "zscore"
     threshold: float = Field(default=1.0, gt=0)
+    direction_filter: bool = False
+    """Steiger-style: keep only instruments that move the exposure more than the outcome
+    (each scaled by its SD over the reference sequences). Off reproduces the original."""
 
 
 class RegionOptions(_Options):

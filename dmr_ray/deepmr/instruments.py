@@ -6,6 +6,14 @@ exposure effects, pooled over every sequence, position and alternative allele
 computed in one streaming pass over ``effects.zarr`` (:func:`exposure_moments`). The per-variant
 Wald filter (``|beta / se| >= threshold``) needs no pooled statistics.
 
+The optional direction filter is the in-silico analogue of Steiger filtering: a substitution
+is kept as an instrument for exposure X on outcome Y only if it moves X more than Y, on the
+scale of each output's spread over the reference sequences
+(``|bx| / sd(X_ref) > |by| / sd(Y_ref)``). A variant acting on Y only through X moves Y by
+θ·bx while sd(Y) ≥ |θ|·sd(X), so it always passes; a variant acting on Y directly (reverse
+causation) fails. Without it, variants of the outcome's own drivers make the reverse
+direction look causal.
+
 Substitutions that cannot be instruments whatever the filter (exposure effect exactly 0, a
 non-finite effect, or a standard error that is not a positive number) are excluded before MR
 and counted, rather than passed on to fail inside an estimator.
@@ -22,17 +30,20 @@ from dmr_ray.errors import InputError
 
 @dataclass(frozen=True)
 class ExposureMoments:
-    """Pooled mean and SD (ddof 0) of every task's effects over the whole effects store."""
+    """Pooled mean and SD (ddof 0) of every task's effects over the whole effects store, and
+    the SD of every task's reference prediction over the sequences (``reference_sd``)."""
 
     tasks: tuple[str, ...]
     count: np.ndarray
     mean: np.ndarray
     sd: np.ndarray
+    reference_sd: np.ndarray
 
     def to_dict(self) -> dict:
         """A JSON-safe form, recorded with the run."""
         return {"tasks": list(self.tasks), "count": self.count.tolist(),
-                "mean": self.mean.tolist(), "sd": self.sd.tolist()}
+                "mean": self.mean.tolist(), "sd": self.sd.tolist(),
+                "reference_sd": self.reference_sd.tolist()}
 
 
 def _chunk_moments(beta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -58,7 +69,7 @@ def _combine(a: tuple, b: tuple) -> tuple:
 
 
 def exposure_moments(effects) -> ExposureMoments:
-    """Pooled moments of every task's ``beta`` over all chunks of an effects store.
+    """Pooled moments of every task's ``beta`` (and ``ref_mean``) over an effects store.
 
     Parameters
     ----------
@@ -68,15 +79,32 @@ def exposure_moments(effects) -> ExposureMoments:
     Returns
     -------
     ExposureMoments
-        Per task: number of finite effects, their mean and their SD (ddof 0).
+        Per task: number of finite effects, their mean and their SD (ddof 0), and the SD of
+        the reference predictions over sequences.
     """
-    state = None
+    effect_state = reference_state = None
     for index in range(effects.n_chunks):
-        moments = _chunk_moments(effects.read_chunk(index)["beta"])
-        state = moments if state is None else _combine(state, moments)
-    count, mean, m2 = state
-    sd = np.sqrt(np.divide(m2, count, out=np.zeros_like(m2), where=count > 0))
-    return ExposureMoments(tuple(effects.tasks), count, mean, sd)
+        chunk = effects.read_chunk(index)
+        moments, reference = _chunk_moments(chunk["beta"]), _chunk_moments(chunk["ref_mean"])
+        effect_state = moments if effect_state is None else _combine(effect_state, moments)
+        reference_state = reference if reference_state is None else _combine(reference_state, reference)
+    count, mean, m2 = effect_state
+    return ExposureMoments(tuple(effects.tasks), count, mean, _sd(count, m2),
+                           _sd(reference_state[0], reference_state[2]))
+
+
+def _sd(count: np.ndarray, m2: np.ndarray) -> np.ndarray:
+    return np.sqrt(np.divide(m2, count, out=np.zeros_like(m2), where=count > 0))
+
+
+def passes_direction(beta_x: np.ndarray, beta_y: np.ndarray, sd_x: float, sd_y: float) -> np.ndarray:
+    """Substitutions that move the exposure more than the outcome, each on the scale of its
+    spread over the reference sequences (see the module docstring)."""
+    if not (sd_x > 0 and sd_y > 0):
+        raise InputError(f"the direction filter needs outputs that vary over the reference "
+                         f"sequences; their SDs are {sd_x} and {sd_y}")
+    with np.errstate(invalid="ignore"):
+        return np.abs(beta_x) / sd_x > np.abs(beta_y) / sd_y
 
 
 def usable(beta_x: np.ndarray, se_x: np.ndarray, beta_y: np.ndarray, se_y: np.ndarray) -> np.ndarray:

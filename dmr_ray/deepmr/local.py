@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from dmr_ray.deepmr.instruments import passes_filter, usable
+from dmr_ray.deepmr.instruments import passes_direction, passes_filter, usable
 from dmr_ray.stats import batched
 from dmr_ray.stats.batched import Reason
 
@@ -52,6 +52,9 @@ class LocalMROptions:
         Pooled per-task effect moments for the z-score filter (empty for ``wald``).
     region_width
         Region width in bp; the whole window when equal to the sequence length.
+    direction_sd
+        Per-task SD of the reference predictions; when given, the direction (Steiger-style)
+        filter keeps only instruments that move the exposure more than the outcome.
     alpha, iterations, seed
         Confidence level and bootstrap settings of the estimators.
     """
@@ -64,6 +67,7 @@ class LocalMROptions:
     moments_mean: tuple[float, ...]
     moments_sd: tuple[float, ...]
     region_width: int
+    direction_sd: tuple[float, ...] = ()
     alpha: float = 0.05
     iterations: int = 10_000
     seed: int = 314159265
@@ -100,6 +104,8 @@ def region_rows(beta: np.ndarray, se: np.ndarray, exposure: int, outcome: int,
     sd = options.moments_sd[exposure] if options.moments_sd else None
     keep = ok & passes_filter(bx, sx, kind=options.filter, threshold=options.threshold,
                               mean=mean, sd=sd)
+    if options.direction_sd:
+        keep &= passes_direction(bx, by, options.direction_sd[exposure], options.direction_sd[outcome])
     width = options.region_width
     exists = _tile(np.isfinite(bx), width, False)
     keep_rows = _tile(keep, width, False)

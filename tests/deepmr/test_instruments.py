@@ -59,3 +59,15 @@ def test_exposure_moments_stream_equals_pooled(tmp_path) -> None:
     np.testing.assert_allclose(moments.mean, np.nanmean(flat, axis=0), rtol=1e-12)
     np.testing.assert_allclose(moments.sd, np.nanstd(flat, axis=0), rtol=1e-10)
     assert moments.count.tolist() == [flat.shape[0] - 1, flat.shape[0]]
+
+
+def test_direction_filter_is_scale_free_and_rejects_constant_outputs() -> None:
+    from dmr_ray.deepmr.instruments import passes_direction
+
+    bx = np.array([1.0, 1.0, 0.1])
+    by = np.array([0.5, 3.0, 1.0])
+    np.testing.assert_array_equal(passes_direction(bx, by, 1.0, 1.0), [True, False, False])
+    np.testing.assert_array_equal(passes_direction(10 * bx, by, 10.0, 1.0),
+                                  passes_direction(bx, by, 1.0, 1.0))
+    with pytest.raises(InputError, match="vary"):
+        passes_direction(bx, by, 0.0, 1.0)

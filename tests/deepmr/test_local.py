@@ -82,3 +82,12 @@ def test_ragged_last_tile_and_nan_positions() -> None:
     table = local_effects_table(beta, se, np.arange(2), _options(region_width=10))
     assert table.column("region_end").to_pylist() == [10, 20, 25] * 2
     assert table.column("n_unusable").to_pylist() == [0, 0, 0, 0, 0, 0]
+
+
+def test_direction_filter_drops_instruments_that_move_the_outcome_more() -> None:
+    beta, se = _effects(2, 20, slope=0.5, seed=7)
+    beta[0, :10, :, 1] = 3.0 * beta[0, :10, :, 0]  # acts on the outcome directly (reverse)
+    plain = region_rows(beta, se, 0, 1, _options(region_width=20))
+    directed = region_rows(beta, se, 0, 1, _options(region_width=20, direction_sd=(1.0, 1.0)))
+    assert directed.mask[0].sum() == plain.mask[0].sum() - (np.abs(beta[0, :10, :, 0] / 0.1) >= 5).sum()
+    assert directed.mask[1].sum() == plain.mask[1].sum()  # slope 0.5 < 1: every instrument kept
