@@ -131,7 +131,10 @@ def test_ray_job_submit_against_a_local_head(prepared, tmp_path) -> None:
     head = subprocess.Popen(
         [ray_cmd, "start", "--head", "--block", f"--port={gcs}", "--num-cpus=2",
          "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-         "--include-dashboard=true", f"--temp-dir={temp_dir}"],
+         "--include-dashboard=true", f"--temp-dir={temp_dir}",
+         # Another Ray instance (this test session's) already holds the default agent ports.
+         f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}",
+         f"--metrics-export-port={_free_port()}", f"--runtime-env-agent-port={_free_port()}"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     try:
@@ -144,11 +147,14 @@ def test_ray_job_submit_against_a_local_head(prepared, tmp_path) -> None:
                 break
             assert time.monotonic() < deadline, f"Ray head did not come up: {probe.stderr[-2000:]}"
             time.sleep(2)
-        submit = subprocess.run(
-            [ray_cmd, "job", "submit", "--address", address, "--entrypoint-num-cpus", "0", "--",
-             sys.executable, str(REPO / "jobs" / "deep_mr.py"), str(job_config)],
-            env=env, capture_output=True, text=True, timeout=600,
-        )
+        submit_cmd = [ray_cmd, "job", "submit", "--address", address, "--entrypoint-num-cpus", "0",
+                      "--", sys.executable, str(REPO / "jobs" / "deep_mr.py"), str(job_config)]
+        while True:
+            submit = subprocess.run(submit_cmd, env=env, capture_output=True, text=True, timeout=600)
+            # The job agent can come up after the job API answers; Ray asks to try again.
+            if "No available agent" not in submit.stderr or time.monotonic() > deadline + 120:
+                break
+            time.sleep(3)
         assert submit.returncode == 0, submit.stdout[-4000:] + submit.stderr[-4000:]
         assert "succeeded" in submit.stdout.lower()
         table = pq.read_table(tmp_path / "audit" / "global_effects.parquet")
