@@ -92,7 +92,7 @@ def test_bad_input_is_one_line_and_exit_code_2(genome, tmp_path, capsys, bed_tex
     bed.write_text(bed_text)
     if fasta_patch:
         lines = fasta.read_text().splitlines()
-        lines[1] = fasta_patch[1] + lines[1][1:]
+        lines[1] = lines[1][:50] + fasta_patch[1] + lines[1][51:]  # inside the window
         fasta.write_text("\n".join(lines) + "\n")
     code = main(["store", "build", "--fasta", str(fasta), "--bed", str(bed), "--length", "32",
                  "--out", str(tmp_path / "bad.zarr")])
