@@ -363,8 +363,26 @@ def _calibration_section(figures: _FigureWriter, curves: CalibrationCurves) -> s
                     for i, task in enumerate(curves.tasks)], [False, True, True])
     return _section("Calibration", "calibration",
                     f"<p>Recalibration: <b>{_e(curves.method)}</b>. Calibration error: mean absolute "
-                    f"difference between observed and expected proportions (0 is perfect).</p>"
-                    + figure + table)
+                    f"difference between observed and expected proportions (0 is perfect), "
+                    f"measured on held-out labelled sequences.</p>"
+                    + _residual_miscalibration(curves) + figure + table)
+
+
+RESIDUAL_ERROR = 0.05
+"""Calibration error above which a task is reported as still miscalibrated."""
+
+
+def _residual_miscalibration(curves: CalibrationCurves) -> str:
+    """A warning naming tasks the map could not fix, and why that happens."""
+    errors = curves.error_after if curves.error_after is not None else curves.error_before
+    bad = [task for task, error in zip(curves.tasks, errors) if error > RESIDUAL_ERROR]
+    if not bad:
+        return ""
+    return (f"<p class='warn'><b>Still miscalibrated</b> (error &gt; {RESIDUAL_ERROR}): "
+            f"{_e(', '.join(bad))}. The spread between ensemble members (or dropout passes) "
+            "reflects model uncertainty only; where members agree, no monotone map of their "
+            "predictive CDF can create the missing spread. Effect standard errors of these tasks "
+            "are too small: consider variance scaling, more members, or wider thresholds.</p>")
 
 
 # --- run information -----------------------------------------------------------------------------

@@ -119,3 +119,14 @@ def test_unknown_primary_method_is_refused(tmp_path, global_table, global_row, l
     with pytest.raises(InputError, match="'mbe'.*methods: ivw"):
         write_report(tmp_path, global_table=global_table([global_row("A", "B", "ivw", 0.2, 0.5)]),
                      local_table=local_table("A", "B", "ivw", [], []), primary_method="mbe")
+
+
+def test_tasks_still_miscalibrated_after_the_map_are_called_out(calibration_curves):
+    from dataclasses import replace
+
+    from dmr_ray.report.html import RESIDUAL_ERROR, _residual_miscalibration
+
+    assert _residual_miscalibration(calibration_curves) == ""  # all close to the diagonal after
+    worse = replace(calibration_curves, error_after=np.array([0.2, 0.01, RESIDUAL_ERROR + 0.001]))
+    text = _residual_miscalibration(worse)
+    assert "Still miscalibrated" in text and "GATA, CTCF" in text and "TAL1" not in text
