@@ -118,7 +118,7 @@ def run_local_stage(effects_path: str, directory: Path, options: LocalMROptions,
     todo = [i for i in range(effects.n_chunks) if not part_path(directory, i).exists()]
     task = ray.remote(num_cpus=1, max_retries=2)(_local_chunk)
     limit = max_in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
-    progress = Progress(len(todo), "local MR", mutants_per_sequence=0)
+    progress = Progress(len(todo), "local MR", mutants_per_sequence=1, rate_unit="sequences")
     pending: dict = {}
     failures: list[str] = []
     queue = list(todo)
@@ -135,13 +135,13 @@ def run_local_stage(effects_path: str, directory: Path, options: LocalMROptions,
                     f"(chunks in flight: {sorted(pending.values())}); check the Ray cluster's CPUs")
             for ref in done:
                 index = pending.pop(ref)
+                start, stop = effects.chunk_bounds(index)
                 try:
                     ray.get(ref)
                 except Exception as exc:  # noqa: BLE001 - reported with the chunk below
-                    start, stop = effects.chunk_bounds(index)
                     ids = effects.seq_ids(start, stop)
                     failures.append(f"chunk {index} (seq_ids {ids[0]}..{ids[-1]}): {_cause(exc)}")
-                progress.advance(0)
+                progress.advance(stop - start)
     finally:
         progress.close()
     if failures:
