@@ -10,15 +10,9 @@ the same command and the audit resumes from its committed chunks.
 
 from __future__ import annotations
 
-import os
 import sys
 
 from dmr_ray.cli import main
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    if os.environ.get("RAY_ADDRESS"):
-        import ray
-
-        ray.init(address="auto", configure_logging=False, log_to_driver=False)
-    sys.exit(main(["deep-mr", "run", *args]))
+    sys.exit(main(["deep-mr", "run", *sys.argv[1:]]))

@@ -72,16 +72,6 @@ class _Stages:
         self.echo(f"[{name}] {text} ({self.summary.seconds[name]:.1f} s)")
 
 
-def _init_ray(config: DeepMRConfig) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    kwargs = {"address": config.ray.address} if config.ray.address else {
-        "num_cpus": config.ray.num_cpus, "include_dashboard": False}
-    ray.init(configure_logging=False, log_to_driver=False, **kwargs)
-
-
 def run_audit(config: DeepMRConfig, *, overwrite: bool = False,
               echo: Callable[[str], None] = print,
               run_info: Mapping[str, Any] | None = None) -> AuditSummary:
@@ -108,7 +98,9 @@ def run_audit(config: DeepMRConfig, *, overwrite: bool = False,
     out.mkdir(parents=True, exist_ok=True)
     spec = load_model_spec(config.model)
     pairs = config.resolve_pairs(list(spec.task_names))
-    _init_ray(config)
+    from dmr_ray.engine import connect
+
+    connect(config.ray.address, num_cpus=config.ray.num_cpus)  # joins RAY_ADDRESS under ray job submit
     summary = AuditSummary(out)
     stages = _Stages(summary, echo)
     calibration_path = out / CALIBRATION_FILE

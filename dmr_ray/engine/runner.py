@@ -94,13 +94,15 @@ class EngineOptions:
             raise InputError(f"stall timeout: must be positive, got {self.stall_timeout_s!r}")
 
 
-def connect(address: str | None = None) -> bool:
+def connect(address: str | None = None, *, num_cpus: int | None = None) -> bool:
     """Make this process a Ray driver, unless it already is.
 
     Parameters
     ----------
     address
         As :attr:`EngineOptions.address`.
+    num_cpus
+        Logical CPUs of a local instance (ignored when joining a cluster).
 
     Returns
     -------
@@ -112,7 +114,7 @@ def connect(address: str | None = None) -> bool:
     if address is not None or os.environ.get("RAY_ADDRESS"):
         ray.init(address=address, log_to_driver=False)
     else:
-        ray.init(include_dashboard=False, log_to_driver=False)
+        ray.init(include_dashboard=False, log_to_driver=False, num_cpus=num_cpus)
     return True
 
 
