@@ -13,13 +13,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from numbers import Integral, Real
+from numbers import Real
 
 import numpy as np
 import torch
 from torch import nn
 
 from dmr_ray.alphabet import tokens_to_onehot
+from dmr_ray._checks import is_int
 from dmr_ray.errors import ConfigError, InputError
 
 
@@ -184,7 +185,7 @@ def train_ensemble(
     InputError
         As :func:`train_regressor`.
     """
-    if not _is_int(n_members) or n_members < 1:
+    if not is_int(n_members) or n_members < 1:
         raise ConfigError(f"n_members must be a positive integer, got {n_members!r}")
     members = []
     for i in range(n_members):
@@ -197,13 +198,10 @@ def train_ensemble(
     return members
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, Integral) and not isinstance(value, bool)
-
 
 def _check_settings(*, epochs, batch_size, patience, lr, val_fraction) -> None:
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("patience", patience)):
-        if not _is_int(value) or value < 1:
+        if not is_int(value) or value < 1:
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
     if not isinstance(lr, Real) or not 0 < lr < float("inf"):
         raise ConfigError(f"lr must be a positive number, got {lr!r}")

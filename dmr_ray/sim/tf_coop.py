@@ -31,10 +31,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from numbers import Integral, Real
+from numbers import Real
 
 import numpy as np
 
+from dmr_ray._checks import is_int
 from dmr_ray.errors import ConfigError, InputError
 from dmr_ray.sim.motifs import BACKGROUND, GATA, SOX2, TAL1, Motif, occupancy
 
@@ -101,7 +102,7 @@ class TFCoopParams:
             raise ConfigError(f"confounder_motif must be True or False, got {self.confounder_motif!r}")
         lengths = self.motif_lengths
         minimum = sum(lengths) + max(lengths)
-        if not _is_int(self.length) or self.length < minimum:
+        if not is_int(self.length) or self.length < minimum:
             raise ConfigError(
                 f"length must be an integer >= {minimum} (motif lengths {lengths} plus the "
                 f"minimum pair gap), got {self.length!r}"
@@ -214,7 +215,7 @@ def simulate_tf_coop(
     ConfigError
         Naming the parameter, for an invalid value or for both ``beta`` and ``effect``.
     """
-    if not _is_int(n) or n < 1:
+    if not is_int(n) or n < 1:
         raise ConfigError(f"n must be a positive integer, got {n!r}")
     if beta is not None and effect is not None:
         raise ConfigError("give at most one of beta and effect (beta = alpha * effect)")
@@ -324,9 +325,6 @@ def global_true_effect(data: TFCoopData, params: TFCoopParams | None = None) -> 
         raise InputError("the data set holds no pair sequence, so the global true effect is undefined")
     return float(np.nanmean(truth))
 
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, Integral) and not isinstance(value, bool)
 
 
 def _expected_counts(q_exp, q_out, q_conf, b, params: TFCoopParams) -> np.ndarray:

@@ -34,13 +34,14 @@ Fit on a recalibration split that is neither the training nor the evaluation dat
 from __future__ import annotations
 
 from dataclasses import dataclass
-from numbers import Integral, Real
+from numbers import Real
 from typing import Any, Literal
 
 import numpy as np
 from scipy.optimize import isotonic_regression
 from scipy.special import ndtr, ndtri
 
+from dmr_ray._checks import is_int
 from dmr_ray.errors import ConfigError, InputError
 
 Mode = Literal["quantile", "interval"]
@@ -298,7 +299,7 @@ def calibration_curve(
     """
     if mode not in MODES:
         raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
-    if not isinstance(n_bins, Integral) or isinstance(n_bins, bool) or n_bins < 2:
+    if not is_int(n_bins) or n_bins < 2:
         raise ConfigError(f"n_bins must be an integer >= 2, got {n_bins!r}")
     floor = _floor_and_eps(sigma_floor, DEFAULT_EPS, error=ConfigError)[0]
     z = _standardised(mu, sigma, y, floor)
