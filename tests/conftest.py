@@ -5,9 +5,17 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import settings
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+# Property tests replay the same examples on every run, so CI is reproducible. To search for
+# new counterexamples: HYPOTHESIS_PROFILE=explore pytest --hypothesis-seed=N; pin what it
+# finds as an @example.
+settings.register_profile("replay", derandomize=True, database=None, deadline=None, print_blob=True)
+settings.register_profile("explore", print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "replay"))
 
 
 @pytest.fixture(scope="session")

@@ -147,7 +147,8 @@ def _rseq(start: np.ndarray, stop: np.ndarray, length: int, index: np.ndarray) -
 def _dnorm(x: np.ndarray, sd: np.ndarray) -> np.ndarray:
     """R's ``dnorm(x, 0, sd)`` for ``|x / sd| < 5`` (beyond, equal to a few ulps)."""
     z = x / sd
-    return _INV_SQRT_2PI * np.exp(-0.5 * z * z) / sd
+    with np.errstate(over="ignore"):  # z * z = inf: the density is 0, as R's
+        return _INV_SQRT_2PI * np.exp(-0.5 * z * z) / sd
 
 
 def _bin(x: np.ndarray, w: np.ndarray, frame: _Frame) -> np.ndarray:

@@ -255,12 +255,17 @@ def _fisher_step(st: _Studies, tau2: np.ndarray, reml: bool) -> np.ndarray:
 def _halve_into_range(tau2: np.ndarray, adj: np.ndarray) -> np.ndarray:
     """metafor's step halving: ``adj / 2^m``, least ``m >= 0`` with ``tau2 + adj / 2^m >= 0``.
 
-    The count starts from a lower bound and is topped up by halving; from ``tau2 = 0`` a
-    negative step halves until it underflows, i.e. becomes 0.
+    The count starts from a lower bound (capped so the jump never leaves the normal
+    floats) and is topped up by halving; from ``tau2 = 0`` a negative step halves until it
+    underflows, i.e. becomes 0.
     """
     short = tau2 + adj < 0
     with np.errstate(divide="ignore", invalid="ignore"):
         floor_m = np.floor(np.log2(-adj) - np.log2(tau2)) - 1.0
+        # Jumping is exact only while the step stays a normal float; halving a subnormal
+        # rounds at every step, so the loop below takes over there, as metafor's does.
+        normal_m = np.floor(np.log2(-adj) - np.log2(np.finfo(float).tiny)) - 1.0
+    floor_m = np.minimum(floor_m, normal_m)
     m = np.where(short & (tau2 > 0), np.maximum(floor_m, 0.0), 0.0).astype(int)
     adj = np.where(short & (tau2 == 0), 0.0, np.ldexp(adj, -m))
     while (short := tau2 + adj < 0).any():
