@@ -3,8 +3,9 @@
 The original Deep MR keeps substitutions whose exposure effect is far from the mean of all
 exposure effects, pooled over every sequence, position and alternative allele
 (``|x - mean(x)| / sd(x) >= threshold``, sd with ddof 0). That needs the pooled moments first,
-computed in one streaming pass over ``effects.zarr`` (:func:`exposure_moments`). The per-variant
-Wald filter (``|beta / se| >= threshold``) needs no pooled statistics.
+computed in one streaming pass over ``effects.zarr`` (:func:`exposure_moments`); a rerun reuses
+them while the effects' :func:`effects_fingerprint` is unchanged. The per-variant Wald filter
+(``|beta / se| >= threshold``) needs no pooled statistics.
 
 The optional direction filter is the in-silico analogue of Steiger filtering: a substitution
 is kept as an instrument for exposure X on outcome Y only if it moves X more than Y, on the
@@ -21,7 +22,11 @@ and counted, rather than passed on to fail inside an estimator.
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -44,6 +49,12 @@ class ExposureMoments:
         return {"tasks": list(self.tasks), "count": self.count.tolist(),
                 "mean": self.mean.tolist(), "sd": self.sd.tolist(),
                 "reference_sd": self.reference_sd.tolist()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ExposureMoments:
+        """The moments recorded by :meth:`to_dict` (floats round-trip exactly through JSON)."""
+        return cls(tuple(data["tasks"]), *(np.asarray(data[name], dtype=np.float64)
+                                           for name in ("count", "mean", "sd", "reference_sd")))
 
 
 def _chunk_moments(beta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -91,6 +102,33 @@ def exposure_moments(effects) -> ExposureMoments:
     count, mean, m2 = effect_state
     return ExposureMoments(tuple(effects.tasks), count, mean, _sd(count, m2),
                            _sd(reference_state[0], reference_state[2]))
+
+
+def effects_fingerprint(effects) -> str | None:
+    """A digest of an effects store's content that reads its manifest, not its effects.
+
+    It covers the store's attributes (identity and provenance), shape, tasks, chunk size and
+    manifest: which chunks are complete and the run that committed each. Every engine run
+    commits under a fresh run id, so effects rewritten in any way change the digest.
+
+    Parameters
+    ----------
+    effects : EffectsStore
+        The store.
+
+    Returns
+    -------
+    str or None
+        A sha256 hex digest, or None when a chunk records no committing run (written outside
+        the engine): then the manifest cannot vouch for the content.
+    """
+    committed = effects.committed_by().tolist()
+    if not all(committed):
+        return None
+    content = {"attrs": effects.attrs, "n_seq": effects.n_seq, "length": effects.length,
+               "tasks": effects.tasks, "chunk_size": effects.chunk_size,
+               "complete": sorted(effects.completed_chunks()), "committed_by": committed}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
 def _sd(count: np.ndarray, m2: np.ndarray) -> np.ndarray:

@@ -8,7 +8,8 @@ Audit directory layout::
 
     calibration.json          fitted recalibration (when configured)
     effects.zarr/             ISM effects per chunk (engine)
-    instruments.json          pooled exposure moments used by the z-score filter
+    instruments.json          pooled exposure moments used by the instrument filters, reused
+                              while the effects' fingerprint is unchanged
     local_effects.parquet/    one Parquet part per effects chunk
     global_effects.parquet    random-effects pooled causal effects
     report/index.html         figures and tables
@@ -31,11 +32,19 @@ from dmr_ray.deepmr.calibration_stage import (
     load_calibration,
     save_calibration,
 )
-from dmr_ray.deepmr.instruments import exposure_moments
+from dmr_ray.deepmr.instruments import ExposureMoments, effects_fingerprint, exposure_moments
 from dmr_ray.deepmr.local import LocalMROptions
-from dmr_ray.deepmr.stages import read_local_effects, run_global_stage, run_local_stage
+from dmr_ray.deepmr.stages import (
+    read_local_effects,
+    run_global_stage,
+    run_local_stage,
+    write_text_atomic,
+)
 
 log = logging.getLogger(__name__)
+
+MOMENTS_FILE = "instruments.json"
+"""Pooled exposure moments, with the fingerprint of the effects they were computed from."""
 
 
 @dataclass
@@ -151,14 +160,13 @@ def _ism(config: DeepMRConfig, effects_path: Path, calibration_path: Path, overw
 
 def local_options(config: DeepMRConfig, effects_path: Path,
                   pairs: list[tuple[str, str]]) -> LocalMROptions:
-    """The local-MR options of ``config``, with the pooled moments of the effects (recorded in
-    ``instruments.json`` beside the effects) that the instrument filters need."""
+    """The local-MR options of ``config``, with the pooled moments of the effects that the
+    instrument filters need (see :func:`pooled_moments`; recorded beside the effects)."""
     from dmr_ray.store import EffectsStore
 
     effects = EffectsStore.open(str(effects_path), mode="r")
     instruments = config.instruments
-    moments = exposure_moments(effects)
-    (effects_path.parent / "instruments.json").write_text(json.dumps(moments.to_dict()))
+    moments = pooled_moments(effects, effects_path.parent / MOMENTS_FILE)
     zscore = instruments.filter == "zscore"
     methods = config.methods
     return LocalMROptions(
@@ -170,6 +178,40 @@ def local_options(config: DeepMRConfig, effects_path: Path,
         direction_sd=tuple(moments.reference_sd.tolist()) if instruments.direction_filter else (),
         alpha=methods.alpha, iterations=methods.iterations, seed=methods.seed,
     )
+
+
+def pooled_moments(effects, path: Path) -> ExposureMoments:
+    """The pooled exposure moments of ``effects``, reused from ``path`` when recorded there
+    for the same effects, else computed (one full read) and recorded, replacing ``path``.
+
+    Parameters
+    ----------
+    effects : EffectsStore
+        A complete effects store.
+    path
+        The record (``instruments.json``): the moments and the
+        :func:`~dmr_ray.deepmr.instruments.effects_fingerprint` of the effects they describe.
+
+    Returns
+    -------
+    ExposureMoments
+    """
+    fingerprint = effects_fingerprint(effects)
+    recorded = _read_record(path)
+    if fingerprint is not None and recorded.get("effects_fingerprint") == fingerprint:
+        log.info("reusing the pooled exposure moments recorded in %s", path)
+        return ExposureMoments.from_dict(recorded)
+    moments = exposure_moments(effects)
+    write_text_atomic(json.dumps({**moments.to_dict(), "effects_fingerprint": fingerprint}), path)
+    return moments
+
+
+def _read_record(path: Path) -> dict:
+    """A JSON record, or an empty one when it is absent or unreadable (it is then rewritten)."""
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
 
 
 def _local(effects_path: Path, local_dir: Path, options: LocalMROptions, overwrite: bool) -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
@@ -33,9 +34,20 @@ STAGE_FILE = "_stage.json"
 
 def write_atomic(table: pa.Table, path: Path) -> None:
     """Write a Parquet file under a temporary name and rename it into place."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = _temporary(path)
     pq.write_table(table, tmp)
     os.replace(tmp, path)
+
+
+def write_text_atomic(text: str, path: Path) -> None:
+    """Write a text file under a temporary name and rename it into place."""
+    tmp = _temporary(path)
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _temporary(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
 def part_path(directory: Path, index: int) -> Path:
@@ -64,9 +76,7 @@ def claim_directory(directory: Path, identity: dict, *, overwrite: bool = False)
                 "rerun with --overwrite to start fresh, or choose another output directory")
         return
     directory.mkdir(parents=True, exist_ok=True)
-    tmp = stage_file.with_name(f".{STAGE_FILE}.tmp")
-    tmp.write_text(json.dumps(identity, indent=1, sort_keys=True))
-    os.replace(tmp, stage_file)
+    write_text_atomic(json.dumps(identity, indent=1, sort_keys=True), stage_file)
 
 
 def _local_chunk(effects_path: str, index: int, options: LocalMROptions, out: str) -> int:
@@ -164,6 +174,9 @@ def read_local_effects(directory: Path) -> pa.Table:
     return ds.dataset(directory, format="parquet").to_table()
 
 
+GROUP_KEYS = ("exposure", "outcome", "method")
+"""The columns of ``local_effects.parquet`` that :func:`global_effects_table` pools by."""
+
 GLOBAL_FIELDS = ("estimate", "se", "ci_low", "ci_high", "p_value", "tau2", "tau", "q", "q_p",
                  "i2", "h2", "pi_low", "pi_high")
 
@@ -175,33 +188,74 @@ def global_effects_table(local: pa.Table, *, method: str = "DL", test: str = "z"
     Only regions with a finite estimate and a positive SE enter (failed or skipped regions
     stay visible in ``local_effects.parquet`` with their reason). ``n_regions`` counts every
     region of the group, ``k`` those pooled.
+
+    Parameters
+    ----------
+    local
+        Local effects (at least the key columns, ``estimate`` and ``se``).
+    method, test, alpha
+        As for :func:`dmr_ray.stats.meta.meta_analysis`.
+
+    Returns
+    -------
+    pyarrow.Table
+        One row per group, in ascending (exposure, outcome, method) order; within a group the
+        regions are pooled in their order in ``local``.
     """
-    frame = {name: local.column(name).to_numpy(zero_copy_only=False)
-             for name in ("exposure", "outcome", "method", "estimate", "se")}
-    keys = np.array([f"{e}\x1f{o}\x1f{m}" for e, o, m in
-                     zip(frame["exposure"], frame["outcome"], frame["method"])], dtype=object)
-    groups, inverse = np.unique(keys, return_inverse=True)
+    keys, inverse = group_rows(local, GROUP_KEYS)
+    n_groups = len(keys[GROUP_KEYS[0]])
+    estimate, standard_errors = (local.column(name).to_numpy() for name in ("estimate", "se"))
     with np.errstate(invalid="ignore"):
-        ok = np.isfinite(frame["estimate"]) & np.isfinite(frame["se"]) & (frame["se"] > 0)
-    n_regions = np.bincount(inverse, minlength=len(groups))
-    k = np.bincount(inverse[ok], minlength=len(groups))
+        ok = np.isfinite(estimate) & np.isfinite(standard_errors) & (standard_errors > 0)
+    n_regions = np.bincount(inverse, minlength=n_groups)
+    k = np.bincount(inverse[ok], minlength=n_groups)
     width = max(int(k.max(initial=0)), 1)
-    y = np.zeros((len(groups), width))
-    se = np.ones((len(groups), width))
-    mask = np.zeros((len(groups), width), dtype=bool)
+    y = np.zeros((n_groups, width))
+    se = np.ones((n_groups, width))
+    mask = np.zeros((n_groups, width), dtype=bool)
     rows = inverse[ok]
     slot = _rank_within(rows)
-    y[rows, slot] = frame["estimate"][ok]
-    se[rows, slot] = frame["se"][ok]
+    y[rows, slot] = estimate[ok]
+    se[rows, slot] = standard_errors[ok]
     mask[rows, slot] = True
     result = meta_analysis_batched(y, se, mask, method=method, test=test, alpha=alpha)
-    exposure, outcome, mr_method = zip(*(g.split("\x1f") for g in groups)) if len(groups) else ((), (), ())
-    columns = {"exposure": list(exposure), "outcome": list(outcome), "method": list(mr_method),
-               "meta_method": [method] * len(groups), "test": [test] * len(groups)}
+    columns = {**keys, "meta_method": [method] * n_groups, "test": [test] * n_groups}
     columns.update({name: getattr(result, name) for name in GLOBAL_FIELDS})
     columns["k"] = k
     columns["n_regions"] = n_regions
     return pa.table(columns)
+
+
+def group_rows(table: pa.Table, names: tuple[str, ...]) -> tuple[dict[str, pa.Array], np.ndarray]:
+    """Group the rows of ``table`` by the values of the columns ``names``, vectorised.
+
+    Parameters
+    ----------
+    table
+        Any table holding the columns ``names``.
+    names
+        Key columns, most significant first.
+
+    Returns
+    -------
+    keys : dict of pyarrow.Array
+        Per key column, its value in each group; groups in ascending lexicographic order of
+        their key (values compared as Arrow sorts them: strings by code point).
+    inverse : numpy.ndarray
+        Each row's group index.
+    """
+    values, codes = zip(*(_ranked(table.column(name)) for name in names))
+    dims = tuple(len(v) for v in values)
+    flat, inverse = np.unique(np.ravel_multi_index(codes, dims), return_inverse=True)
+    digits = np.unravel_index(flat, dims)
+    return {name: v.take(d) for name, v, d in zip(names, values, digits)}, inverse
+
+
+def _ranked(column: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
+    """The distinct values of ``column`` in ascending order, and each row's index among them."""
+    distinct = pc.unique(column)
+    distinct = distinct.take(pc.sort_indices(distinct))
+    return distinct, pc.index_in(column, value_set=distinct).to_numpy()
 
 
 def _rank_within(groups: np.ndarray) -> np.ndarray:

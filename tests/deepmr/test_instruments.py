@@ -1,5 +1,7 @@
 """Instrument filters and pooled exposure moments."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -42,19 +44,28 @@ def test_unusable_substitutions_are_excluded() -> None:
     np.testing.assert_array_equal(usable(bx, sx, by, np.ones(5)), [True, False, False, False, False])
 
 
+def _effects(path, beta: np.ndarray, run_id: str = "") -> EffectsStore:
+    """An effects store holding ``beta`` [n, length, 3, 2], chunks of 4, committed by ``run_id``."""
+    n, length = beta.shape[:2]
+    effects = EffectsStore.create(path, seq_ids=[f"s{i}" for i in range(n)], length=length,
+                                  tasks=["a", "b"], chunk_size=4, attrs=EFFECTS_ATTRS)
+    for i in range(effects.n_chunks):
+        _rewrite(effects, i, beta, run_id)
+    return effects
+
+
+def _rewrite(effects: EffectsStore, i: int, beta: np.ndarray, run_id: str) -> None:
+    start, stop = effects.chunk_bounds(i)
+    part, reference = beta[start:stop], np.arange(2 * (stop - start), dtype=np.float32).reshape(-1, 2)
+    effects.write_chunk(i, part, np.ones_like(part), reference, reference, run_id=run_id)
+
+
 def test_exposure_moments_stream_equals_pooled(tmp_path) -> None:
     rng = np.random.default_rng(2)
     n, length, tasks = 11, 7, 2
     beta = rng.normal(3.0, 2.0, size=(n, length, 3, tasks)).astype(np.float32)
     beta[0, 0, 0, 0] = np.nan  # an N position
-    effects = EffectsStore.create(tmp_path / "e.zarr", seq_ids=[f"s{i}" for i in range(n)],
-                                  length=length, tasks=["a", "b"], chunk_size=4, attrs=EFFECTS_ATTRS)
-    for i in range(effects.n_chunks):
-        start, stop = effects.chunk_bounds(i)
-        part = beta[start:stop]
-        effects.write_chunk(i, part, np.ones_like(part), np.zeros((stop - start, tasks), np.float32),
-                            np.zeros((stop - start, tasks), np.float32))
-    moments = exposure_moments(effects)
+    moments = exposure_moments(_effects(tmp_path / "e.zarr", beta))
     flat = beta.reshape(-1, tasks).astype(np.float64)
     np.testing.assert_allclose(moments.mean, np.nanmean(flat, axis=0), rtol=1e-12)
     np.testing.assert_allclose(moments.sd, np.nanstd(flat, axis=0), rtol=1e-10)
@@ -71,3 +82,33 @@ def test_direction_filter_is_scale_free_and_rejects_constant_outputs() -> None:
                                   passes_direction(bx, by, 1.0, 1.0))
     with pytest.raises(InputError, match="vary"):
         passes_direction(bx, by, 0.0, 1.0)
+
+
+def test_recorded_moments_are_reused_only_for_the_same_effects(tmp_path, monkeypatch) -> None:
+    from dmr_ray.deepmr import pipeline
+
+    beta = np.random.default_rng(3).normal(size=(10, 5, 3, 2)).astype(np.float32)
+    effects = _effects(tmp_path / "e.zarr", beta, run_id="run1")
+    record = tmp_path / "instruments.json"
+    first = pipeline.pooled_moments(effects, record)
+    saved = record.read_bytes()
+    calls: list[int] = []
+
+    def counted(store):
+        calls.append(1)
+        return exposure_moments(store)
+
+    monkeypatch.setattr(pipeline, "exposure_moments", counted)
+    again = pipeline.pooled_moments(EffectsStore.open(tmp_path / "e.zarr", mode="r"), record)
+    assert calls == [] and again.to_dict() == first.to_dict() and record.read_bytes() == saved
+
+    beta[4] += 1.0  # chunk 1 recomputed by another run
+    _rewrite(effects, 1, beta, "run2")
+    changed = pipeline.pooled_moments(effects, record)
+    assert calls == [1] and changed.to_dict() == exposure_moments(effects).to_dict() != first.to_dict()
+    assert json.loads(record.read_text())["mean"] == changed.mean.tolist()
+
+    _rewrite(effects, 1, beta, "")  # no committing run recorded: never reused
+    pipeline.pooled_moments(effects, record)
+    pipeline.pooled_moments(effects, record)
+    assert calls == [1, 1, 1]

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from dmr_ray.config import load_config
+from dmr_ray.deepmr import pipeline
 from dmr_ray.deepmr.pipeline import run_audit
 from dmr_ray.deepmr.stages import part_path
 from dmr_ray.demo import DemoSettings, prepare_demo
@@ -79,15 +80,24 @@ def test_outputs_and_report(audited) -> None:
     assert len(calibration["error_before"]) == 2
 
 
-def test_rerun_resumes_without_recomputing(audited) -> None:
+def test_rerun_resumes_without_recomputing(audited, monkeypatch) -> None:
     config_path, _, _ = audited
     audit = config_path.parent / "audit"
     stamps = {p: p.stat().st_mtime_ns for p in (audit / "local_effects.parquet").glob("part-*")}
+    moments = (audit / "instruments.json").read_bytes()
+    pooled = (audit / "global_effects.parquet").read_bytes()
+
+    def full_read(effects):
+        raise AssertionError("the pooled moments of unchanged effects were recomputed")
+
+    monkeypatch.setattr(pipeline, "exposure_moments", full_read)
     lines: list[str] = []
     summary = run_audit(load_config(config_path), echo=lines.append)
     assert "0 chunks computed" in summary.stages["ism"] or " 0 computed" in summary.stages["ism"]
     assert summary.stages["local MR"].startswith("0 chunks computed")
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    assert (audit / "instruments.json").read_bytes() == moments
+    assert (audit / "global_effects.parquet").read_bytes() == pooled
 
 
 def test_interrupted_local_stage_recomputes_only_missing_parts(audited) -> None:

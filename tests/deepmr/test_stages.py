@@ -1,18 +1,21 @@
 """Resumable local-MR stage on Ray and the global meta-analysis."""
 
+from collections import defaultdict
+
 import numpy as np
 import pyarrow as pa
 import pytest
 
 from dmr_ray.deepmr.local import LocalMROptions
 from dmr_ray.deepmr.stages import (
+    GLOBAL_FIELDS,
     global_effects_table,
     part_path,
     read_local_effects,
     run_local_stage,
 )
 from dmr_ray.errors import ResumeConflictError
-from dmr_ray.stats.meta import meta_analysis
+from dmr_ray.stats.meta import meta_analysis, meta_analysis_batched
 from dmr_ray.store import EffectsStore
 
 ATTRS = {"model_digest": "test", "replicate_kind": "ensemble", "replicate_count": 2,
@@ -88,3 +91,55 @@ def test_global_table_equals_scalar_meta_analysis_per_group(method: str, test: s
         assert got[key]["k"] == ok.sum() and got[key]["n_regions"] == len(y)
         for field in ("estimate", "se", "ci_low", "ci_high", "p_value", "tau2", "i2"):
             assert got[key][field] == pytest.approx(getattr(expected, field), rel=1e-10, abs=1e-14)
+
+
+def _reference_global_table(local: pa.Table, method: str, test: str) -> dict[str, np.ndarray]:
+    """The grouping spelled out: a dict of row lists per key, keys sorted, rows in table order."""
+    groups = defaultdict(list)
+    for row in local.to_pylist():
+        groups[(row["exposure"], row["outcome"], row["method"])].append(row)
+    keys = sorted(groups)
+    pooled = [[(r["estimate"], r["se"]) for r in groups[key]
+               if np.isfinite(r["estimate"]) and np.isfinite(r["se"]) and r["se"] > 0] for key in keys]
+    width = max(len(studies) for studies in pooled) or 1
+    shape = (len(keys), width)
+    y, se, mask = np.zeros(shape), np.ones(shape), np.zeros(shape, bool)
+    for g, studies in enumerate(pooled):
+        for j, (estimate, error) in enumerate(studies):
+            y[g, j], se[g, j], mask[g, j] = estimate, error, True
+    result = meta_analysis_batched(y, se, mask, method=method, test=test)
+    columns = {name: np.array([key[i] for key in keys], dtype=object)
+               for i, name in enumerate(("exposure", "outcome", "method"))}
+    columns.update({name: getattr(result, name) for name in GLOBAL_FIELDS})
+    columns["k"] = np.array([len(studies) for studies in pooled])
+    columns["n_regions"] = np.array([len(groups[key]) for key in keys])
+    return columns
+
+
+@pytest.mark.parametrize(("method", "test"), [("DL", "z"), ("REML", "knha")])
+def test_global_table_grouping_is_bitwise_the_reference(method: str, test: str) -> None:
+    rng = np.random.default_rng(11)
+    names = ["A", "AB", "a", "TAL1"]  # "A" < "AB": a prefix sorts first, as in a tuple sort
+    groups = {}
+    for exposure in names:
+        for outcome in names[:3]:
+            for mr_method in ("deepmr", "ivw", "egger"):
+                n = int(rng.integers(1, 12))
+                y, se = rng.normal(0.2, 0.3, n), rng.uniform(0.0, 0.3, n)
+                y[rng.random(n) < 0.2] = np.nan
+                groups[(exposure, outcome, mr_method)] = (y, se)
+    groups[("A", "a", "ivw")] = (np.array([0.3]), np.array([0.1]))  # k = 1
+    groups[("a", "A", "ivw")] = (np.array([0.3, np.nan]), np.array([0.1, 0.1]))  # k = 1 of 2
+    groups[("a", "AB", "ivw")] = (np.array([np.nan]), np.array([0.1]))  # k = 0
+    local = _local_table(rng, groups)
+    chunked = pa.concat_tables([local.slice(0, 100), local.slice(100)])  # as read from parts
+    got = global_effects_table(chunked, method=method, test=test)
+    expected = _reference_global_table(local, method, test)
+    assert got.column_names[:3] == ["exposure", "outcome", "method"]
+    assert got.num_rows == len(groups) and set(got.column_names) >= set(expected)
+    for name, want in expected.items():
+        have = got.column(name).to_numpy(zero_copy_only=False)
+        if want.dtype == np.float64:
+            np.testing.assert_array_equal(have.view(np.uint64), want.view(np.uint64), err_msg=name)
+        else:
+            np.testing.assert_array_equal(have, want, err_msg=name)
