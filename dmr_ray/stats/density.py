@@ -47,6 +47,7 @@ import numpy as np
 import scipy.fft
 import scipy.special
 
+from dmr_ray.stats import _density_kernels as _kernels
 from dmr_ray.stats._common import scratch, take_last
 
 __all__ = ["N_GRID", "THREADS", "RDensity", "density_mode", "r_density"]
@@ -515,7 +516,6 @@ def _lagrange_window() -> tuple[np.ndarray, float, float]:
 
 
 _LOWER, _DELTA = _spread_tables()
-_SLOT = np.arange(5)[:, None, None]
 _XI = np.arange(_NC) / 256.0  # coarse-grid frequency of DCT index n (cycles per coarse step)
 _NU2 = ((np.arange(_NC) / (2.0 * N_GRID)) ** 2).astype(np.float32)  # (cycles per node)^2
 _DECONVOLVE = (-np.log(4.0 * np.sinc(_XI) ** 4)).astype(np.float32)  # exp(.) = 1 / (4 sinc^4)
@@ -541,10 +541,6 @@ _SIGMAS = _SCREEN_MIN_SIGMA * 1.005 ** np.arange(418)
 _BOUNDS = _bound_tables(_SIGMAS)
 _WINDOW_MATRIX, _LEBESGUE, _OMEGA6 = _lagrange_window()
 _PHI6 = 15.0  # max |d^6/dz^6 phi(z)| / phi(0), attained at z = 0
-_SAMPLES = np.arange(-5, 6)  # coarse points feeding the window, around the coarse maximum
-_CELLS = np.arange(-2, 3)  # coarse points inside the window (excluded from the coarse bound)
-_OUTPUT = np.arange(-3, 4)  # output grid points around node `top`: cover [top - 1, top + 1)
-_TOP = np.arange(-1, 2)  # window positions of top - 1, top, top + 1
 _IMAGES = 2.0 * np.exp(-0.5 * 6.9**2)  # DCT mirror images sit >= 6.99 sigma from every node
 _EDGE = np.exp(-0.5 * (6.9 - 2.0 / _SCREEN_MIN_SIGMA) ** 2)  # D(i) / (sum(w) K(0)) at the end nodes
 
@@ -561,119 +557,52 @@ def _screened_mode(xs: np.ndarray, w: np.ndarray, frame: _Frame) -> tuple[np.nda
 def _screen(xs: np.ndarray, w: np.ndarray, frame: _Frame) -> tuple[np.ndarray, np.ndarray]:
     """:func:`_screened_mode` without the floating-point error state."""
     rows = xs.shape[0]
-    index = np.arange(rows)
     step = _kernel_step(frame)
     sigma = frame.bw / step
     total = np.full(rows, w[0].sum()) if rows > 1 and w.strides[0] == 0 else w.sum(axis=1)
     unit = total * (_INV_SQRT_2PI / frame.bw)  # sum(w) K(0): bounds are relative to it
-    ix, frac, lower, upper = _bins(xs, w, frame)
+    shared = w[:1].copy() if rows > 1 and w.strides[0] == 0 else w  # one weight row for all rows
+    delta = (frame.up - frame.lo) / (N_GRID - 1)
     # 1. D at the coarse points u_c = 4c + 1.5 (times kstep), within eps * unit.
-    dens, eps = _coarse_density(ix, frac, upper, w, sigma)
-    coarse_top = np.argmax(dens, axis=1)
-    centre = np.clip(coarse_top, 5, _NC - 6)
-    ok = centre == coarse_top
+    dens, eps = _coarse_density(xs, shared, frame.lo, delta, sigma)
     # 2. The 24 nodes around the coarse maximum by 6-point Lagrange interpolation; every other
     #    node is bounded by its cell's coarse points plus h^2/8 max|D''|.
-    flat = dens.reshape(-1)
-    cells = (index * _NC + centre)[:, None]
-    near = flat[cells + _SAMPLES] @ _WINDOW_MATRIX  # kstep * D at nodes 4 centre - 10 + (0..23)
-    flat[cells + _CELLS] = -np.inf
-    to_unit = 1.0 / (step * unit)
-    rest = flat[index * _NC + np.argmax(dens, axis=1)] * to_unit  # argmax: faster than max
-    rest += eps + (_SPREAD**2 / 8.0) / sigma**2
-    np.maximum(rest, _EDGE, out=rest)  # nodes 0, 1, 510, 511 lie outside the coarse points
-    p = np.argmax(near, axis=1)
-    ok &= (p >= 2) & (p <= 21)
-    np.clip(p, 2, 21, out=p)
-    top = 4 * centre - 10 + p
-    near = near.reshape(-1)
-    near[(index * 24 + p)[:, None] + _TOP] = -np.inf
-    far = near[index * 24 + np.argmax(near.reshape(rows, 24), axis=1)] * to_unit
-    far += _LEBESGUE * eps + (_OMEGA6 * _SPREAD**6 * _PHI6) / sigma**6
-    np.maximum(far, rest, out=far)  # upper bound of D / unit at every node but top - 1 .. top + 1
+    top = scratch("top", (rows,), np.int64)
+    far = scratch("far", (rows,))
+    ok = scratch("ok", (rows,), np.bool_)
+    _kernels.window_bounds(
+        dens,
+        _WINDOW_MATRIX,
+        1.0 / (step * unit),
+        eps + (_SPREAD**2 / 8.0) / sigma**2,
+        _LEBESGUE * eps + (_OMEGA6 * _SPREAD**6 * _PHI6) / sigma**6,
+        _EDGE,
+        top,
+        far,
+        ok,
+    )
     # 3. D summed exactly at top - 1, top, top + 1, then R's approx() and which.max().
-    exact = _exact_nodes(ix, lower, upper, top, step / frame.bw)
-    exact /= total[:, None]
-    mode, certified = _decide(exact, top, far, frame)
+    exact = scratch("exact", (rows, 3))
+    _kernels.exact_node_sums(xs, shared, frame.lo, delta, top, -0.5 * (step / frame.bw) ** 2, exact)
+    exact /= total[:, None]  # times sum(w) K(0): D at top - 1 .. top + 1
+    mode = np.empty(rows)
+    certified = np.empty(rows, dtype=np.bool_)
+    _kernels.decide(exact, top, far, frame.lo, frame.up, frame.frm, frame.to, mode, certified)
     return mode, ok & certified
 
 
-def _decide(exact: np.ndarray, top: np.ndarray, far: np.ndarray, frame: _Frame) -> tuple[np.ndarray, ...]:
-    """R's approx() and which.max() from D at top - 1, top, top + 1 (``exact [B, 3]``).
-
-    The output points whose segment is [top - 1, top] or [top, top + 1] (x0 <= x < x1, as R's
-    bisection finds) are interpolated; dx >= (6 / 14) Delta, so the 7 points k* - 3 .. k* + 3
-    cover both segments. Certified: every node but top - 1 .. top + 1 has an upper bound
-    (``far``, same units as ``exact``) below the best value, and so do top - 1 and top + 1
-    themselves; then no other output point reaches it.
-    """
-    delta = (frame.up - frame.lo) / (N_GRID - 1)
-    dx = (frame.to - frame.frm) / (N_GRID - 1)
-    nodes = _node(frame.lo, frame.up, delta, top[:, None] + _TOP)  # xords[top - 1 .. top + 1]
-    k = np.rint((nodes[:, 1] - frame.frm) / dx).astype(np.int64)[:, None] + _OUTPUT
-    np.clip(k, 0, N_GRID - 1, out=k)
-    x = _node(frame.frm, frame.to, dx, k)
-    right = x >= nodes[:, 1:2]
-    x0 = np.where(right, nodes[:, 1:2], nodes[:, :1])
-    y0 = np.where(right, exact[:, 1:2], exact[:, :1])
-    y1 = np.where(right, exact[:, 2:], exact[:, 1:2])
-    values = y0 + (y1 - y0) * ((x - x0) / (np.where(right, nodes[:, 2:], nodes[:, 1:2]) - x0))
-    values[(x < nodes[:, :1]) | (x >= nodes[:, 2:])] = -np.inf
-    index = np.arange(top.size)
-    best = np.argmax(values, axis=1)
-    level = values[index, best]
-    certified = (exact[:, 0] < level) & (exact[:, 2] < level) & (far < level)
-    return _node(frame.frm, frame.to, dx, k[index, best][:, None])[:, 0], certified
-
-
-def _bins(xs: np.ndarray, w: np.ndarray, frame: _Frame) -> tuple[np.ndarray, ...]:
-    """R's ``BinDist`` as arrays: lower bin ``ix``, ``frac``, and the masses w (1 - f), w f.
-
-    Scratch arrays, valid until the next call in this thread.
-    """
-    shape = xs.shape
-    pos = scratch("pos", shape)
-    np.subtract(xs, frame.lo[:, None], out=pos)
-    pos /= ((frame.up - frame.lo) / (N_GRID - 1))[:, None]
-    frac, floor = np.modf(pos, out=(pos, scratch("floor", shape)))  # pos >= 0: f = pos - floor(pos)
-    ix = scratch("ix", shape, np.int64)
-    np.copyto(ix, floor, casting="unsafe")
-    upper = np.multiply(w, frac, out=scratch("upper", shape))
-    lower = np.subtract(1.0, frac, out=scratch("lower", shape))
-    lower *= w
-    return ix, frac, lower, upper
-
-
 def _coarse_density(
-    ix: np.ndarray, frac: np.ndarray, upper: np.ndarray, w: np.ndarray, sigma: np.ndarray
+    xs: np.ndarray, w: np.ndarray, lo: np.ndarray, delta: np.ndarray, sigma: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """kstep * D(u_c) at the 128 coarse points (float32 scratch) and its error bound per row.
 
     B-spline spreading of the bins, DCT-II, the Gaussian's spectrum over sinc^4, DCT-III.
-    The bound is in units of sum(w) K(0) (see the comment block above).
+    ``w`` is ``[B, J]`` or one shared ``[1, J]`` row. The bound is in units of sum(w) K(0)
+    (see the comment block above).
     """
-    rows, width = ix.shape
-    phase = scratch("phase", (rows, width), np.int32)
-    np.bitwise_and(ix, 3, out=phase, casting="unsafe")
-    first = np.right_shift(ix, 2, out=scratch("first", (rows, width), np.int64))
-    first += (np.arange(rows) * _NC - 2)[:, None]
-    slots = np.add(first, _SLOT, out=scratch("slots", (5, rows, width), np.int64))
-    mass = scratch("mass", (5, rows, width))
-    extra = scratch("extra", (5, rows, width))
-    if rows > 1 and w.strides[0] == 0:  # one weight row: tables of w_j times the B-spline weights
-        phase += np.arange(0, 4 * width, 4, dtype=np.int32)
-        np.take((w[0][:, None] * _LOWER[:, None, :]).reshape(5, -1), phase, axis=1, out=mass)
-        np.take((w[0][:, None] * _DELTA[:, None, :]).reshape(5, -1), phase, axis=1, out=extra)
-        extra *= frac
-    else:
-        np.take(_LOWER, phase, axis=1, out=mass)
-        mass *= w
-        np.take(_DELTA, phase, axis=1, out=extra)
-        extra *= upper
-    mass += extra
-    coarse = np.bincount(slots.reshape(-1), mass.reshape(-1), minlength=rows * _NC)
+    rows = xs.shape[0]
     dens = scratch("coarse", (rows, _NC), np.float32)
-    np.copyto(dens, coarse.reshape(rows, _NC), casting="same_kind")
+    _kernels.spread_to_coarse(xs, w, lo, delta, _LOWER, _DELTA, dens)
     scipy.fft.dct(dens, type=2, axis=1, overwrite_x=True)
     gain = scratch("gain", (rows, _NC), np.float32)
     np.multiply.outer((-2.0 * np.pi**2 * sigma**2).astype(np.float32), _NU2, out=gain)
@@ -693,36 +622,6 @@ def _coarse_density(
     # sum(w) K(0) = sum(w) / (sqrt(2 pi) sigma kstep): divide kstep * D bounds by 1 / (sqrt(2 pi) sigma).
     eps = (alias + tail + rounding) * (np.sqrt(2.0 * np.pi) * sigma) + _IMAGES
     return dens, eps
-
-
-def _node(start: np.ndarray, stop: np.ndarray, step: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """:func:`_rseq` for 512 points with ``step = (stop - start) / 511`` given."""
-    return np.where(
-        index < N_GRID // 2,
-        start[:, None] + index * step[:, None],
-        stop[:, None] - (N_GRID - 1 - index) * step[:, None],
-    )
-
-
-def _exact_nodes(
-    ix: np.ndarray, lower: np.ndarray, upper: np.ndarray, top: np.ndarray, ratio: np.ndarray
-) -> np.ndarray:
-    """sum_m y_m exp(-z^2 / 2) at nodes top - 1, top, top + 1, ``[B, 3]``; times K(0) it is D.
-
-    Bin ix holds ``lower``, bin ix + 1 ``upper``; z = (node - bin) kstep / bw, ``ratio`` is
-    kstep / bw. Float64 direct sums, no transform.
-    """
-    rows, width = ix.shape
-    kern = scratch("kern", (4, rows, width))
-    np.subtract(top[:, None], ix, out=kern[0], casting="unsafe")
-    for t in range(1, 4):
-        np.add(kern[0], t - 2, out=kern[t])
-    kern[0] -= 2
-    np.square(kern, out=kern)
-    kern *= (-0.5 * ratio**2)[:, None]
-    np.exp(kern, out=kern)
-    # Node top - 1 + t: the lower bin sits at offset t - 1 (kern[t + 1]), the upper at t - 2.
-    return np.einsum("tbj,bj->bt", kern[1:], lower) + np.einsum("tbj,bj->bt", kern[:3], upper)
 
 
 def r_density(x: np.ndarray, bw: float, weights: np.ndarray | None = None) -> RDensity:

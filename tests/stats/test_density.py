@@ -148,15 +148,15 @@ def test_coarse_screen_and_window_stay_within_their_bounds():
         sigma = np.where(keep, bw, 1.0) / np.where(keep, step, 1.0)
         x, bw, w, frame, step, sigma = x[keep], bw[keep], w[keep], frame.take(keep), step[keep], sigma[keep]
         unit = w.sum(axis=1) / (np.sqrt(2 * np.pi) * bw)
-        ix, frac, lower, upper = density._bins(x, w, frame)
-        dens, eps = density._coarse_density(ix, frac, upper, w, sigma)
+        delta = (frame.up - frame.lo) / (N_GRID - 1)
+        dens, eps = density._coarse_density(x, w, frame.lo, delta, sigma)
         dens = dens.astype(np.float64) / step[:, None]
         u = 4.0 * np.arange(density._NC) + 1.5
         exact = _exact_continuous(x, w, bw, np.broadcast_to(u, dens.shape))
         assert np.all(np.abs(dens - exact) <= eps[:, None] * unit[:, None])
         # The Lagrange window around the coarse maximum.
         centre = np.clip(np.argmax(dens, axis=1), 5, density._NC - 6)
-        samples = dens[np.arange(dens.shape[0])[:, None], centre[:, None] + density._SAMPLES]
+        samples = dens[np.arange(dens.shape[0])[:, None], centre[:, None] + np.arange(-5, 6)]
         near = samples @ density._WINDOW_MATRIX
         nodes = 4 * centre[:, None] - 10 + np.arange(24)
         bound = density._LEBESGUE * eps + density._OMEGA6 * density._SPREAD**6 * density._PHI6 / sigma**6

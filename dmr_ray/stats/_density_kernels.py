@@ -1,0 +1,251 @@
+"""Compiled inner loops of the screened density search (:mod:`dmr_ray.stats.density`).
+
+The kernels walk each row's data points once and keep their sums in registers; in numpy the
+same arithmetic takes a dozen passes over ``[5, rows, J]`` temporaries and a ``bincount``,
+which cost three times more than the arithmetic. Each point's bins follow R's ``BinDist``:
+``pos = (x - lo) / delta``, lower bin ``ix = floor(pos)`` gets ``w (1 - f)`` and ``ix + 1``
+gets ``w f`` with ``f = pos - ix``. The kernels release the GIL, so the density search's
+thread pool runs them side by side.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+__all__ = ["exact_node_sums", "spread_to_coarse", "window_bounds"]
+
+
+@numba.njit(nogil=True, cache=True)
+def spread_to_coarse(
+    x: np.ndarray,
+    w: np.ndarray,
+    lo: np.ndarray,
+    delta: np.ndarray,
+    lower_table: np.ndarray,
+    delta_table: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """B-spline spreading of every row's bins onto the coarse points.
+
+    Parameters
+    ----------
+    x : ndarray [B, J]
+        Data, at least 7 bandwidths inside each row's ``[lo, up]``.
+    w : ndarray [B, J] or [1, J]
+        Weights; one row is shared by all rows.
+    lo, delta : ndarray [B]
+        First node and node spacing of each row's grid.
+    lower_table, delta_table : ndarray [5, 4]
+        Weights of a point's lower bin, and upper minus lower, on coarse points
+        ``q - 2 .. q + 2`` by ``ix % 4`` (``ix = 4 q + ix % 4``).
+    out : ndarray [B, C] of float32
+        Coarse sums (float64 accumulation, one rounding at the end).
+    """
+    rows, width = x.shape
+    coarse = np.empty(out.shape[1])
+    for r in range(rows):
+        weights = w[r] if w.shape[0] > 1 else w[0]
+        coarse[:] = 0.0
+        for j in range(width):
+            pos = (x[r, j] - lo[r]) / delta[r]
+            floor = np.floor(pos)
+            ix = int(floor)
+            phase = ix & 3
+            first = (ix >> 2) - 2
+            mass = weights[j]
+            upper = mass * (pos - floor)
+            for slot in range(5):
+                coarse[first + slot] += lower_table[slot, phase] * mass + delta_table[slot, phase] * upper
+        for c in range(coarse.size):
+            out[r, c] = coarse[c]
+
+
+@numba.njit(nogil=True, cache=True)
+def exact_node_sums(
+    x: np.ndarray,
+    w: np.ndarray,
+    lo: np.ndarray,
+    delta: np.ndarray,
+    top: np.ndarray,
+    coef: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """``sum_m y_m exp(coef (node - m)^2)`` over the bins at nodes ``top - 1 .. top + 1``.
+
+    Parameters
+    ----------
+    x, w, lo, delta : ndarray
+        As for :func:`spread_to_coarse`.
+    top : ndarray [B] of int
+        Each row's best node.
+    coef : ndarray [B]
+        ``-(kstep / bw)^2 / 2``, for kernels at least one node wide (so the ratios of
+        consecutive terms, at most ``exp(1023 |coef|)``, stay finite).
+    out : ndarray [B, 3]
+        The three sums (float64, no transform; each term within a few ulps of its own
+        ``exp``, far below what separates a certified maximum from the rest).
+    """
+    rows, width = x.shape
+    for r in range(rows):
+        weights = w[r] if w.shape[0] > 1 else w[0]
+        c = coef[r]
+        step = np.exp(2.0 * c)
+        at_lower = at_top = at_upper = 0.0
+        for j in range(width):
+            pos = (x[r, j] - lo[r]) / delta[r]
+            floor = np.floor(pos)
+            frac = pos - floor
+            lower = (1.0 - frac) * weights[j]
+            upper = weights[j] * frac
+            d = float(top[r] - int(floor)) - 2.0  # node top - 2 minus the lower bin
+            # exp(c (d + k)^2) for k = 0..3 from two exponentials: consecutive terms differ by
+            # the factor exp(c (2 (d + k) + 1)), and those factors by exp(2 c).
+            k0 = np.exp(c * d * d)
+            ratio = np.exp(c * (2.0 * d + 1.0))
+            k1 = k0 * ratio
+            ratio *= step
+            k2 = k1 * ratio
+            ratio *= step
+            k3 = k2 * ratio
+            at_lower += k1 * lower + k0 * upper
+            at_top += k2 * lower + k1 * upper
+            at_upper += k3 * lower + k2 * upper
+        out[r, 0] = at_lower
+        out[r, 1] = at_top
+        out[r, 2] = at_upper
+
+
+@numba.njit(nogil=True, cache=True)
+def window_bounds(
+    dens: np.ndarray,
+    window_matrix: np.ndarray,
+    to_unit: np.ndarray,
+    rest_slack: np.ndarray,
+    far_slack: np.ndarray,
+    edge: float,
+    top: np.ndarray,
+    far: np.ndarray,
+    ok: np.ndarray,
+) -> None:
+    """Step 2 of the screened search: the best node near the coarse maximum, bounds elsewhere.
+
+    Parameters
+    ----------
+    dens : ndarray [B, C] of float32
+        ``kstep * D`` at the coarse points.
+    window_matrix : ndarray [11, 24]
+        Lagrange interpolation of 24 nodes from the 11 coarse points around the maximum.
+    to_unit : ndarray [B]
+        Converts ``kstep * D`` to units of ``sum(w) K(0)``.
+    rest_slack, far_slack : ndarray [B]
+        What a node between two coarse points, and an interpolated node, may exceed its
+        estimate by (same units).
+    edge : float
+        Bound of the end nodes that lie outside the coarse points.
+    top, far, ok : ndarray [B]
+        Out: the best interpolated node; an upper bound of D at every node but
+        ``top - 1 .. top + 1``; whether both maxima lay inside their windows.
+    """
+    rows, n_coarse = dens.shape
+    near = np.empty(24)
+    for r in range(rows):
+        coarse_top = 0
+        for c in range(1, n_coarse):
+            if dens[r, c] > dens[r, coarse_top]:
+                coarse_top = c
+        centre = min(max(coarse_top, 5), n_coarse - 6)
+        rest = -np.inf
+        for c in range(n_coarse):
+            if abs(c - centre) > 2:
+                rest = max(rest, float(dens[r, c]))
+        rest = max(rest * to_unit[r] + rest_slack[r], edge)
+        near[:] = 0.0
+        for i in range(11):
+            sample = float(dens[r, centre - 5 + i])
+            for k in range(24):
+                near[k] += sample * window_matrix[i, k]
+        best = 0
+        for k in range(1, 24):
+            if near[k] > near[best]:
+                best = k
+        ok[r] = centre == coarse_top and 2 <= best <= 21
+        best = min(max(best, 2), 21)
+        top[r] = 4 * centre - 10 + best
+        bound = -np.inf
+        for k in range(24):
+            if abs(k - best) > 1:
+                bound = max(bound, near[k])
+        far[r] = max(bound * to_unit[r] + far_slack[r], rest)
+
+
+@numba.njit(nogil=True, cache=True)
+def _grid_point(start: float, stop: float, step: float, index: int) -> float:
+    """Element ``index`` of R's 512-point ``seq.int(start, stop, length.out = 512)``."""
+    if index < 256:
+        return start + index * step
+    return stop - (511 - index) * step
+
+
+@numba.njit(nogil=True, cache=True)
+def decide(
+    exact: np.ndarray,
+    top: np.ndarray,
+    far: np.ndarray,
+    lo: np.ndarray,
+    up: np.ndarray,
+    frm: np.ndarray,
+    to: np.ndarray,
+    mode: np.ndarray,
+    certified: np.ndarray,
+) -> None:
+    """Step 3 of the screened search: R's ``approx()`` and ``which.max()`` near node ``top``.
+
+    The output points ``k* - 3 .. k* + 3`` around node ``top`` cover the segments
+    ``[top - 1, top]`` and ``[top, top + 1]``; those inside them (``x0 <= x < x1``, as R's
+    bisection finds) are interpolated from ``exact`` and the first best is the mode. It is
+    certified when D at ``top - 1`` and ``top + 1`` and the bound ``far`` of every other node
+    all lie strictly below it.
+
+    Parameters
+    ----------
+    exact : ndarray [B, 3]
+        D at nodes ``top - 1 .. top + 1``.
+    top : ndarray [B] of int
+        The best node.
+    far : ndarray [B]
+        Upper bound of D at every other node (units of ``exact``).
+    lo, up, frm, to : ndarray [B]
+        R's node range and output range.
+    mode, certified : ndarray [B]
+        Out: the output point, and whether no other output point can reach it.
+    """
+    values = np.empty(7)
+    points = np.empty(7)
+    for r in range(top.size):
+        delta = (up[r] - lo[r]) / 511.0
+        dx = (to[r] - frm[r]) / 511.0
+        left = _grid_point(lo[r], up[r], delta, top[r] - 1)
+        middle = _grid_point(lo[r], up[r], delta, top[r])
+        right = _grid_point(lo[r], up[r], delta, top[r] + 1)
+        centre = int(np.rint((middle - frm[r]) / dx))
+        for i in range(7):
+            k = min(max(centre - 3 + i, 0), 511)
+            x = _grid_point(frm[r], to[r], dx, k)
+            points[i] = x
+            if x < left or x >= right:
+                values[i] = -np.inf
+            elif x >= middle:
+                values[i] = exact[r, 1] + (exact[r, 2] - exact[r, 1]) * ((x - middle) / (right - middle))
+            else:
+                values[i] = exact[r, 0] + (exact[r, 1] - exact[r, 0]) * ((x - left) / (middle - left))
+        best = -1
+        for i in range(7):  # numpy's argmax: the first maximum, or the first NaN
+            if np.isnan(values[i]):
+                best = i
+                break
+            if best < 0 or values[i] > values[best]:
+                best = i
+        level = values[best]
+        mode[r] = points[best]
+        certified[r] = exact[r, 0] < level and exact[r, 2] < level and far[r] < level
