@@ -53,6 +53,10 @@ def _add_ism_command(sub: argparse._SubParsersAction) -> None:
     ism.add_argument("--device", default=None, help="torch device (default: cuda when the cluster has GPUs, else cpu)")
     ism.add_argument("--fast", choices=["true", "false", "auto"], default="false",
                      help="receptive-field fast path")
+    # Checked by IsmJob rather than argparse choices, so that a bad value is one error line.
+    ism.add_argument("--precision", default="float32", metavar="{float32,bfloat16,float16}",
+                     help="autocast dtype of the fast path's linear layers on differences "
+                          "(default float32; the others need --fast true or auto and are meant for CUDA)")
     ism.add_argument("--overwrite", action="store_true", help="discard an existing output and start fresh")
     ray_options = ism.add_argument_group("Ray engine")
     ray_options.add_argument("--actors", type=int, default=None,
@@ -146,6 +150,7 @@ def _cmd_ism(args: argparse.Namespace) -> int:
     job = IsmJob(
         store=args.store, model=str(args.model), out=args.out, chunk_size=args.chunk_size,
         batch_size=args.batch_size, ddof=args.ddof, device=args.device, fast=_fast_option(args.fast),
+        precision=args.precision,
     )
     options = EngineOptions(
         actors=args.actors, replicate_groups=args.replicate_groups, threads=args.threads,

@@ -31,8 +31,15 @@ class IsmOptions(_Options):
     batch_size: int | None = Field(default=None, gt=0)
     ddof: int = Field(default=0, ge=0)
     fast: bool | Literal["auto"] = "auto"
+    precision: Literal["float32", "bfloat16", "float16"] = "float32"
     actors: int | None = Field(default=None, gt=0)
     device: str | None = None
+
+    @model_validator(mode="after")
+    def _precision_needs_fast(self) -> IsmOptions:
+        if self.precision != "float32" and self.fast is False:
+            raise ValueError(f"precision {self.precision!r} needs the fast path (fast: true or auto)")
+        return self
 
 
 class CalibrationOptions(_Options):
@@ -134,6 +141,13 @@ class DeepMRConfig(_Options):
     meta: MetaOptions = MetaOptions()
     report: ReportOptions = ReportOptions()
     ray: RayOptions = RayOptions()
+
+    @model_validator(mode="after")
+    def _precision_without_calibration(self) -> DeepMRConfig:
+        if self.calibration.method != "none" and self.ism.precision != "float32":
+            raise ValueError(f"ism.precision {self.ism.precision!r} cannot be combined with calibration: "
+                             "calibrated ISM runs the exact path in float32")
+        return self
 
     @field_validator("pairs")
     @classmethod

@@ -33,3 +33,11 @@ class ResumeConflictError(DmrRayError):
 
 class ChunkFailedError(DmrRayError):
     """A chunk of work failed for a deterministic reason (e.g. non-finite predictions)."""
+
+
+class EngineError(DmrRayError, RuntimeError):
+    """The run cannot go on (e.g. every actor of a replicate group is lost); committed chunks are kept."""
+
+
+class StalledRunError(EngineError, TimeoutError):
+    """Nothing finished within the stall timeout; the message says what was waiting."""

@@ -78,6 +78,12 @@ def test_store_build_info_and_ism_of_a_bpnet_ensemble(genome, tmp_path, capsys) 
     assert list(got["seq_id"]) == ["peakA", "peakB", "peakC"]
 
 
+def _one_line_error(capsys: pytest.CaptureFixture) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("dmr-ray: error:") and "\n" not in err, err
+    return err
+
+
 @pytest.mark.parametrize(
     ("bed_text", "fasta_patch", "message"),
     [
@@ -96,15 +102,19 @@ def test_bad_input_is_one_line_and_exit_code_2(genome, tmp_path, capsys, bed_tex
         fasta.write_text("\n".join(lines) + "\n")
     code = main(["store", "build", "--fasta", str(fasta), "--bed", str(bed), "--length", "32",
                  "--out", str(tmp_path / "bad.zarr")])
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and err.startswith("dmr-ray: error:") and message in err and "\n" not in err
+    assert code == 2 and message in _one_line_error(capsys)
     assert not (tmp_path / "bad.zarr").exists()
 
 
-def test_ism_with_a_broken_spec_names_the_field(genome, tmp_path, capsys) -> None:
+def _store_of_32_bp(genome: tuple[Path, Path], tmp_path: Path) -> Path:
     fasta, bed = genome
     store = tmp_path / "seqs.zarr"
     main(["store", "build", "--fasta", str(fasta), "--bed", str(bed), "--length", "32", "--out", str(store)])
+    return store
+
+
+def test_ism_with_a_broken_spec_names_the_field(genome, tmp_path, capsys) -> None:
+    store = _store_of_32_bp(genome, tmp_path)
     spec_path = _bpnet_spec(tmp_path, 32)
     spec = yaml.safe_load(spec_path.read_text())
     spec["outputs"][1]["index"] = 9
@@ -112,3 +122,40 @@ def test_ism_with_a_broken_spec_names_the_field(genome, tmp_path, capsys) -> Non
     code = main(["ism", "--store", str(store), "--model", str(spec_path), "--out",
                  str(tmp_path / "e.zarr"), "--actors", "0"])
     assert code == 2 and "outputs[1].index" in capsys.readouterr().err
+
+
+def test_ism_precision_runs_the_fast_path_in_bfloat16(genome, tmp_path) -> None:
+    store = _store_of_32_bp(genome, tmp_path)
+    spec_path = _bpnet_spec(tmp_path, 32)
+    out = tmp_path / "effects.zarr"
+    assert main(["ism", "--store", str(store), "--model", str(spec_path), "--out", str(out), "--actors", "0",
+                 "--fast", "true", "--precision", "bfloat16"]) == 0
+    effects = EffectsStore.open(str(out), mode="r")
+    assert effects.attrs["precision"] == "bfloat16"
+    tokens = open_sequence_store(str(store)).read(0, 3)
+    expected = saturation_mutagenesis(build_predictor(load_model_spec(spec_path)), tokens, fast=True,
+                                      precision="bfloat16")
+    np.testing.assert_allclose(effects.read(0, 3)["beta"], expected.beta, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--precision", "fp8"], "precision: must be one of ['bfloat16', 'float16', 'float32'], got 'fp8'"),
+    (["--precision", "bfloat16"], "precision: 'bfloat16' needs the fast path"),
+])
+def test_ism_bad_precision_is_one_line_and_exit_code_2(tmp_path, capsys, options, message) -> None:
+    argv = ["ism", "--store", str(tmp_path / "s.zarr"), "--model", str(tmp_path / "m.yaml"),
+            "--out", str(tmp_path / "e.zarr"), *options]
+    assert main(argv) == 2
+    assert message in _one_line_error(capsys)
+    assert not (tmp_path / "e.zarr").exists()
+
+
+@pytest.mark.parametrize(("ism", "message"), [
+    ({"precision": "fp8"}, "ism.precision: Input should be 'float32', 'bfloat16' or 'float16'"),
+    ({"fast": False, "precision": "float16"}, "ism: precision 'float16' needs the fast path (fast: true or auto)"),
+])
+def test_deep_mr_config_names_a_bad_ism_precision(tmp_path, capsys, ism, message) -> None:
+    config = tmp_path / "audit.yaml"
+    config.write_text(yaml.safe_dump({"store": "seqs.zarr", "model": "model.yaml", "out": "audit", "ism": ism}))
+    assert main(["deep-mr", "run", str(config)]) == 2
+    assert message in _one_line_error(capsys)

@@ -37,6 +37,10 @@ def test_urls_are_not_resolved_as_paths() -> None:
         ({"pairs": [["A", "A"]]}, "pairs"),
         ({"unknown_key": 1}, "unknown_key"),
         ({"ism": {"actors": 0}}, "ism.actors"),
+        ({"ism": {"precision": "float64"}}, "ism.precision"),
+        ({"ism": {"fast": False, "precision": "bfloat16"}}, "ism"),
+        ({"ism": {"precision": "float16"},
+          "calibration": {"method": "variance", "store": "c.zarr", "labels": "c.npy"}}, "ism.precision"),
     ],
 )
 def test_invalid_fields_are_named(patch: dict, field: str) -> None:

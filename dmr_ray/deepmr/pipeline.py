@@ -151,7 +151,7 @@ def _ism(config: DeepMRConfig, effects_path: Path, calibration_path: Path, overw
     options = config.ism
     job = IsmJob(store=config.store, model=str(config.model), out=str(effects_path),
                  chunk_size=options.chunk_size, batch_size=options.batch_size, ddof=options.ddof,
-                 device=options.device, fast=options.fast,
+                 device=options.device, fast=options.fast, precision=options.precision,
                  calibration=str(calibration_path) if calibration_path.exists() else None)
     engine = EngineOptions(actors=options.actors if options.actors is not None else 1,
                            address=config.ray.address)

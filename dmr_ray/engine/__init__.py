@@ -6,7 +6,8 @@
   connection they share.
 * :func:`plan_resources` -> :class:`ActorResources`: logical resources of the actors.
 * :func:`split_replicates`, :func:`merge_groups`: replicate groups spread over actors.
-* :class:`EngineError`, :class:`StalledRunError`: a run that cannot go on.
+* :class:`EngineError`, :class:`StalledRunError`: a run that cannot go on (defined in
+  :mod:`dmr_ray.errors`, re-exported here).
 """
 
 from dmr_ray.engine.chunks import ChunkReport
@@ -14,7 +15,7 @@ from dmr_ray.engine.job import IsmJob, RunSummary, run_in_process
 from dmr_ray.engine.replicas import merge_groups, split_replicates
 from dmr_ray.engine.resources import ActorResources, plan_resources
 from dmr_ray.engine.runner import EngineOptions, connect, run_ism, run_on_ray
-from dmr_ray.engine.scheduler import EngineError, StalledRunError
+from dmr_ray.errors import EngineError, StalledRunError
 
 __all__ = [
     "ActorResources",

@@ -1,7 +1,8 @@
 """The replica actor and the merge task: the code that runs in Ray workers.
 
 A :class:`ReplicaActor` loads the model spec once onto its device (all replicates, or one
-group of them) and then computes chunks by index: it reads the chunk's tokens directly from
+group of them), keeps its fast-ISM plan across chunks (:class:`~dmr_ray.ism.FastPlanCache`),
+and computes chunks by index: it reads the chunk's tokens directly from
 ``sequences.zarr``, builds the mutants on its device inside
 :func:`~dmr_ray.ism.saturation_mutagenesis`, and either commits the chunk to ``effects.zarr``
 itself (all replicates) or returns its group's ``ddof=0`` result to the object store, where
@@ -22,7 +23,7 @@ from dmr_ray.engine.chunks import ChunkReport, commit_partials, compute_chunk, p
 from dmr_ray.engine.job import IsmJob, job_predictor
 from dmr_ray.engine.resources import ActorResources, configure_worker, configure_zarr
 from dmr_ray.errors import ModelSpecError
-from dmr_ray.ism import ISMResult
+from dmr_ray.ism import FastPlanCache, ISMResult
 from dmr_ray.models import load_model_spec, model_digest
 from dmr_ray.store import EffectsStore, open_sequence_store
 
@@ -88,6 +89,7 @@ class ReplicaActor:
             )
         self.replicates = None if replicates is None else tuple(replicates)
         self.predictor = job_predictor(spec, job, resources.device, replicates=self.replicates)
+        self.plans = FastPlanCache()
         self._info = ActorInfo(
             pid=os.getpid(), node=ray.util.get_node_ip_address(), device=str(self.predictor.device),
             threads=resources.threads, replicates=self.replicates,
@@ -100,7 +102,7 @@ class ReplicaActor:
 
     def run(self, index: int) -> ChunkReport:
         """Compute chunk ``index`` with all replicates and commit it (see :func:`compute_chunk`)."""
-        return compute_chunk(self.predictor, self.sequences, self.effects, index, self.job, self.run_id)
+        return compute_chunk(self.predictor, self.sequences, self.effects, index, self.job, self.run_id, self.plans)
 
     @ray.method(num_returns=2)
     def partial(self, index: int) -> tuple[ChunkReport, ISMResult]:
@@ -109,7 +111,7 @@ class ReplicaActor:
         The report lets the driver learn that the chunk succeeded without fetching the result.
         """
         began = time.perf_counter()
-        result = partial_chunk(self.predictor, self.sequences, self.effects, index, self.job)
+        result = partial_chunk(self.predictor, self.sequences, self.effects, index, self.job, self.plans)
         start, stop = self.effects.chunk_bounds(index)
         return ChunkReport(index, stop - start, True, self._info.pid, time.perf_counter() - began), result
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from dmr_ray.engine.replicas import merge_groups
 from dmr_ray.errors import ChunkFailedError
-from dmr_ray.ism import ISMResult, NonFinitePredictionError, saturation_mutagenesis
+from dmr_ray.ism import FastPlanCache, ISMResult, NonFinitePredictionError, saturation_mutagenesis
 from dmr_ray.store import EffectsStore, SequenceStore
 from dmr_ray.uncertainty import ReplicatePredictor
 
@@ -83,10 +83,12 @@ def compute_chunk(
     index: int,
     job: IsmJob,
     run_id: str = "",
+    plans: FastPlanCache | None = None,
 ) -> ChunkReport:
     """Compute chunk ``index`` with every replicate of ``predictor`` and commit it.
 
-    A chunk whose completion flag is already set is not recomputed.
+    A chunk whose completion flag is already set is not recomputed. ``plans`` keeps the
+    fast-path plan of ``predictor`` across the chunks of a runner or actor.
 
     Raises
     ------
@@ -97,22 +99,29 @@ def compute_chunk(
     start, stop = effects.chunk_bounds(index)
     if effects.is_chunk_complete(index):
         return ChunkReport(index, stop - start, False, os.getpid(), 0.0)
-    result = _mutagenesis(predictor, sequences, index, (start, stop), job, job.ddof)
+    result = _mutagenesis(predictor, sequences, index, (start, stop), job, job.ddof, plans)
     effects.write_chunk(index, result.beta, result.se, result.ref_mean, result.ref_se, run_id=run_id)
     return ChunkReport(index, stop - start, True, os.getpid(), time.perf_counter() - began)
 
 
 def partial_chunk(
-    predictor: ReplicatePredictor, sequences: SequenceStore, effects: EffectsStore, index: int, job: IsmJob
+    predictor: ReplicatePredictor,
+    sequences: SequenceStore,
+    effects: EffectsStore,
+    index: int,
+    job: IsmJob,
+    plans: FastPlanCache | None = None,
 ) -> ISMResult:
     """The ``ddof=0`` result of chunk ``index`` for one group of replicates (not committed).
+
+    ``plans`` as for :func:`compute_chunk`.
 
     Raises
     ------
     ChunkFailedError
         As :func:`compute_chunk`.
     """
-    return _mutagenesis(predictor, sequences, index, effects.chunk_bounds(index), job, 0)
+    return _mutagenesis(predictor, sequences, index, effects.chunk_bounds(index), job, 0, plans)
 
 
 def commit_partials(
@@ -175,10 +184,12 @@ def _mutagenesis(
     bounds: tuple[int, int],
     job: IsmJob,
     ddof: int,
+    plans: FastPlanCache | None,
 ) -> ISMResult:
     try:
         tokens = sequences.read(*bounds)
-        return saturation_mutagenesis(predictor, tokens, batch_size=job.batch_size, fast=job.ism_fast, ddof=ddof)
+        return saturation_mutagenesis(predictor, tokens, batch_size=job.batch_size, fast=job.ism_fast, ddof=ddof,
+                                      precision=job.precision, plans=plans)
     except Exception as err:
         raise chunk_failure(sequences, bounds, index, err) from err
 

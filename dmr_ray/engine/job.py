@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass, replace
 from dmr_ray import __version__
 from dmr_ray.engine.chunks import FailureLog, compute_chunk
 from dmr_ray.engine.progress import Progress
-from dmr_ray.errors import ChunkFailedError
+from dmr_ray.errors import ChunkFailedError, InputError
+from dmr_ray.ism import FastPlanCache, Precision, check_precision
 from dmr_ray.models import ModelSpec, load_model_spec, model_digest
 from dmr_ray.store import EffectsStore, SequenceStore, open_sequence_store
 from dmr_ray.store._zarr_io import normalise
@@ -53,6 +54,17 @@ class IsmJob:
         Path of a ``calibration.json`` whose recalibration is applied to every replicate
         prediction before differencing (``None``: uncalibrated). Calibrated jobs run the
         exact path, which evaluates all replicates of an input together.
+    precision
+        ``"float32"``, ``"bfloat16"`` or ``"float16"``: autocast dtype of the fast path's
+        linear layers on differences (:func:`~dmr_ray.ism.saturation_mutagenesis`); other
+        than float32 it needs ``fast`` set and no ``calibration`` (calibrated jobs run the
+        exact path in float32).
+
+    Raises
+    ------
+    InputError
+        An unknown ``precision``, or one other than float32 with ``fast=False`` or with
+        ``calibration``.
     """
 
     store: str
@@ -64,6 +76,13 @@ class IsmJob:
     device: str | None = None
     fast: bool | str = False
     calibration: str | None = None
+    precision: Precision = "float32"
+
+    def __post_init__(self) -> None:
+        check_precision(self.precision, self.fast)
+        if self.calibration and self.precision != "float32":
+            raise InputError(f"precision: {self.precision!r} cannot be combined with calibration "
+                             "(calibrated jobs run the exact path in float32)")
 
     def resolved(self) -> IsmJob:
         """The same job with absolute paths (workers may run in another directory)."""
@@ -155,6 +174,7 @@ def open_job(job: IsmJob, *, overwrite: bool = False) -> tuple[SequenceStore, Mo
         "replicate_count": spec.n_replicates,
         "ddof": job.ddof,
         "fast": job.fast,
+        "precision": job.precision,
         "calibration": calibration_digest(job.calibration),
         "sequence_store": job.store,
     }
@@ -189,13 +209,13 @@ def run_in_process(job: IsmJob, *, overwrite: bool = False) -> RunSummary:
     sequences, spec, effects = open_job(job, overwrite=overwrite)
     todo = effects.missing_chunks()
     run_id = new_run_id()
-    predictor = job_predictor(spec, job, job.device)
+    predictor, plans = job_predictor(spec, job, job.device), FastPlanCache()
     progress = Progress(len(todo), "ism", mutants_per_sequence=3 * sequences.length)
     failures = FailureLog(sequences, effects)
     try:
         for index in todo:
             try:
-                report = compute_chunk(predictor, sequences, effects, index, job, run_id)
+                report = compute_chunk(predictor, sequences, effects, index, job, run_id, plans)
             except ChunkFailedError as err:
                 log.error("%s", err)
                 failures.add(index, err)

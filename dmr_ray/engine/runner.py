@@ -56,7 +56,7 @@ class EngineOptions:
         Worker losses one chunk may cause before it is reported as failed.
     stall_timeout_s : float
         Seconds without any finished work (a chunk, an actor start) before the run fails
-        with :class:`~dmr_ray.engine.scheduler.StalledRunError`. Must exceed the time one
+        with :class:`~dmr_ray.errors.StalledRunError`. Must exceed the time one
         actor needs for one chunk.
     address : str or None
         Ray cluster to join (``"auto"``, ``"host:port"``, ``"ray://..."``); ``None`` uses

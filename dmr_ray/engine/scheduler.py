@@ -35,7 +35,7 @@ from ray.exceptions import RayActorError, RayError, RayTaskError
 from dmr_ray.engine.actor import ActorInfo
 from dmr_ray.engine.chunks import ChunkReport, FailureLog
 from dmr_ray.engine.progress import Progress
-from dmr_ray.errors import DmrRayError
+from dmr_ray.errors import EngineError, StalledRunError
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +44,6 @@ _WAIT_SLICE_S = 1.0
 
 MergeSubmitter = Callable[[int, list[ray.ObjectRef]], ray.ObjectRef]
 """Starts the merge-and-commit task of a chunk from its groups' result references."""
-
-
-class EngineError(DmrRayError, RuntimeError):
-    """The run cannot go on (e.g. every actor of a replicate group is lost); committed chunks are kept."""
-
-
-class StalledRunError(EngineError, TimeoutError):
-    """Nothing finished within the stall timeout; the message says what was waiting."""
 
 
 @dataclass

@@ -32,7 +32,7 @@ from torch import nn
 
 from dmr_ray.errors import InputError
 from dmr_ray.ism.effects import EffectTable, check_references
-from dmr_ray.ism.fast import PRECISIONS, fast_path
+from dmr_ray.ism.fast import PRECISIONS, FastPlanCache, Precision, check_precision, fast_path
 from dmr_ray.ism.mutants import MutantPlan, as_token_tensor, build_mutants, reference_onehot
 from dmr_ray.ism.result import ISMResult
 from dmr_ray.uncertainty.predictors import ReplicatePredictor, as_predictor
@@ -54,7 +54,8 @@ def saturation_mutagenesis(
     fast: bool | Literal["auto"] = False,
     ddof: int = 0,
     memory_budget: int | None = None,
-    precision: Literal["float32", "bfloat16", "float16"] = "float32",
+    precision: Precision = "float32",
+    plans: FastPlanCache | None = None,
 ) -> ISMResult:
     """Effects of all ``3 L`` single-base substitutions of each reference, over replicates.
 
@@ -84,6 +85,10 @@ def saturation_mutagenesis(
     precision
         ``"bfloat16"``/``"float16"``: the fast path runs its linear layers on differences
         under autocast, accumulating in float32 (meant for CUDA); needs ``fast`` set.
+    plans
+        Keeps fast-path plans across calls with the same predictor object (e.g. the chunks
+        of an engine actor), so each is built once (:class:`~dmr_ray.ism.fast.FastPlanCache`);
+        ``None`` plans for this call only.
 
     Returns
     -------
@@ -102,10 +107,7 @@ def saturation_mutagenesis(
         predictor.to(device)
     if fast not in (True, False, "auto"):
         raise InputError(f"fast: must be True, False or 'auto', got {fast!r}")
-    if precision not in PRECISIONS:
-        raise InputError(f"precision: must be one of {sorted(PRECISIONS)}, got {precision!r}")
-    if fast is False and precision != "float32":
-        raise InputError(f"precision: {precision!r} needs the fast path (fast=True or 'auto')")
+    check_precision(precision, fast)
     n_rep = predictor.n_replicates
     if isinstance(ddof, bool) or not isinstance(ddof, int) or not 0 <= ddof < n_rep:
         raise InputError(f"ddof: must be an integer in [0, {n_rep}) for {n_rep} replicates, got {ddof!r}")
@@ -115,7 +117,7 @@ def saturation_mutagenesis(
     tokens = as_token_tensor(tokens, predictor.input_length).to(predictor.device)
     memory_budget = memory_budget or DEFAULT_MEMORY_BUDGET
     with torch.inference_mode():
-        path = fast_path(predictor, tokens, fast, PRECISIONS[precision]) if fast is not False else None
+        path = fast_path(predictor, tokens, fast, PRECISIONS[precision], plans) if fast is not False else None
         if path is not None:
             return path.run(tokens, batch_size, ddof, memory_budget)
         return _exact(predictor, tokens, batch_size, ddof, memory_budget)

@@ -30,6 +30,13 @@ Choosing the path
 when the plan's estimated work per mutant is below :data:`AUTO_MAX_WORK_RATIO` of a full
 forward's. Models that do not declare a layout are first checked against full forward passes
 on the substitutions of the first and last mutated positions of the first reference.
+
+Reusing plans
+-------------
+:func:`plan_fast_path` builds the plan (tracing, probes, the folded tail) for one predictor,
+length, device, ``fast`` mode and precision. A :class:`FastPlanCache` keeps it across calls
+(an engine actor's chunks), so it is built once per key; the check of undeclared models
+still runs on every call's references (:func:`fast_path`).
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ import torch
 from torch import fx
 
 from dmr_ray.alphabet import N_TOKEN
+from dmr_ray.errors import InputError
 from dmr_ray.ism.effects import EffectTable, ReplicateMoments, check_references
 from dmr_ray.ism.eligibility import BOUNDARY, FOLDED, LOCAL, SHAPE, NetworkPlan, NotEligible, Step, plan_network
 from dmr_ray.ism.graph import run_node
@@ -56,7 +64,10 @@ from dmr_ray.uncertainty.predictors import ReplicatePredictor, _plain_output
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+Precision = Literal["float32", "bfloat16", "float16"]
+"""A ``precision`` name."""
+
+PRECISIONS: dict[str, torch.dtype | None] = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 """Accepted ``precision`` names and the autocast dtype of each (``None``: plain float32)."""
 
 AUTO_MAX_WORK_RATIO = 0.5
@@ -169,6 +180,11 @@ class FastISM:
         self.runners = runners
         self.precision = precision
 
+    @property
+    def declared(self) -> bool:
+        """Whether every network declares its layout (else :meth:`matches_exact` checks the path)."""
+        return all(runner.plan.declared for runner in self.runners.values())
+
     def run(self, tokens: torch.Tensor, batch_size: int | None, ddof: int, memory_budget: int) -> ISMResult:
         """Saturation mutagenesis of ``tokens`` ``uint8 [n, L]`` (on the predictor's device).
 
@@ -238,21 +254,44 @@ class FastISM:
         return max(1, memory_budget // max(r.plan.site_bytes for r in self.runners.values()))
 
 
-def fast_path(
-    predictor: ReplicatePredictor, tokens: torch.Tensor, fast: bool | Literal["auto"], precision: torch.dtype | None
-) -> FastISM | None:
-    """The fast path for ``predictor`` on ``tokens``, or ``None`` to use the exact path.
+def check_precision(precision: str, fast: bool | str) -> None:
+    """Check a ``precision`` name and that it goes with ``fast``.
 
+    Parameters
+    ----------
+    precision
+        One of :data:`PRECISIONS`.
+    fast
+        The ``fast`` setting it runs with; a precision other than ``"float32"`` needs the
+        fast path (``True`` or ``"auto"``).
+
+    Raises
+    ------
+    InputError
+        Naming the ``precision`` field and the value at fault.
+    """
+    if precision not in PRECISIONS:
+        raise InputError(f"precision: must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    if fast is False and precision != "float32":
+        raise InputError(f"precision: {precision!r} needs the fast path (fast=True or 'auto')")
+
+
+def plan_fast_path(
+    predictor: ReplicatePredictor, length: int, fast: bool | Literal["auto"], precision: torch.dtype | None
+) -> FastISM | None:
+    """The fast path for ``predictor`` on sequences of ``length``, or ``None`` to use the exact path.
+
+    The plan is not yet checked against full forward passes (see :func:`fast_path`).
     ``fast=True`` logs one warning saying why it falls back; ``"auto"`` logs at debug level.
     """
-    report = log.warning if fast is True else log.debug
+    report = _reporter(fast)
     if not predictor.layerwise:
         report("fast ISM: a %s transforms all replicates together; using the exact path",
                type(predictor).__name__)
         return None
     networks = {id(net): net for net in predictor.networks}
     try:
-        plans = {key: plan_network(net, tokens.shape[1], predictor.device) for key, net in networks.items()}
+        plans = {key: plan_network(net, length, predictor.device) for key, net in networks.items()}
     except NotEligible as err:
         report("fast ISM: the model is not eligible (%s); using the exact path", err)
         return None
@@ -262,13 +301,58 @@ def fast_path(
                plan.fast_flops / plan.exact_flops)
         return None
     runners = {key: NetworkRunner(p, predictor.selector) for key, p in plans.items()}
-    path = FastISM(predictor, runners, precision)
-    if not plan.declared:
-        reason = path.matches_exact(tokens)
-        if reason is not None:
-            report("fast ISM: the traced model failed its check (%s); using the exact path", reason)
-            return None
+    return FastISM(predictor, runners, precision)
+
+
+class FastPlanCache:
+    """Fast-path plans kept across ISM calls (e.g. the chunks of one engine actor).
+
+    A plan depends on the predictor object (its networks and their weights, which must not
+    change while it is cached), the sequence length, the device, the ``fast`` mode and the
+    precision. Each key's plan, or its decision to take the exact path, is made once.
+    """
+
+    def __init__(self) -> None:
+        self._paths: dict[tuple[Any, ...], FastISM | None] = {}
+
+    def get(
+        self, predictor: ReplicatePredictor, length: int, fast: bool | Literal["auto"], precision: torch.dtype | None
+    ) -> FastISM | None:
+        """:func:`plan_fast_path` of these arguments, built on their first use."""
+        key = (predictor, length, predictor.device, fast, precision)
+        if key not in self._paths:
+            self._paths[key] = plan_fast_path(predictor, length, fast, precision)
+        return self._paths[key]
+
+
+def fast_path(
+    predictor: ReplicatePredictor,
+    tokens: torch.Tensor,
+    fast: bool | Literal["auto"],
+    precision: torch.dtype | None,
+    plans: FastPlanCache | None = None,
+) -> FastISM | None:
+    """The fast path for ``predictor`` on ``tokens``, or ``None`` to use the exact path.
+
+    The plan comes from ``plans`` when given (else it is built for this call). A model that
+    does not declare its layout is checked against full forward passes on ``tokens`` at
+    every call, cached plan or not. ``fast=True`` logs one warning saying why it falls back;
+    ``"auto"`` logs at debug level.
+    """
+    plans = plans if plans is not None else FastPlanCache()
+    path = plans.get(predictor, tokens.shape[1], fast, precision)
+    if path is None or path.declared:
+        return path
+    reason = path.matches_exact(tokens)
+    if reason is not None:
+        _reporter(fast)("fast ISM: the traced model failed its check (%s); using the exact path", reason)
+        return None
     return path
+
+
+def _reporter(fast: bool | Literal["auto"]) -> Callable[..., None]:
+    """Where fallbacks are logged: a warning when the fast path was asked for, else debug."""
+    return log.warning if fast is True else log.debug
 
 
 def _runs(valid: np.ndarray, per_batch: int) -> list[tuple[int, int]]:

@@ -93,7 +93,7 @@ class Rule(abc.ABC):
         return ()
 
     def prepare(self) -> None:
-        """Derive per-call constants from the current weights (once per ISM call)."""
+        """Derive constants from the current weights (once per plan; a cached plan keeps them)."""
 
     @abc.abstractmethod
     def flops(self) -> float:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
-from engine_support import N_SEQ, RUNTIME_ENV, make_tokens, write_spec
+from engine_support import N_SEQ, PLAN_LOG, RUNTIME_ENV, make_tokens, plans_built, write_spec
 
 from dmr_ray.engine import EngineError, EngineOptions, IsmJob, StalledRunError, run_ism
 from dmr_ray.errors import ChunkFailedError, ResumeConflictError
@@ -27,9 +29,10 @@ def options(**changes) -> EngineOptions:
     return EngineOptions(**{"actors": 2, "runtime_env": RUNTIME_ENV, "stall_timeout_s": 120.0, **changes})
 
 
-def assert_matches_in_process(out: Path, spec: Path, ddof: int = 0) -> None:
-    """``out`` holds what saturation_mutagenesis computes in this process, to 1e-6."""
-    expected = saturation_mutagenesis(build_predictor(load_model_spec(spec), device="cpu"), make_tokens(), ddof=ddof)
+def assert_matches_in_process(out: Path, spec: Path, ddof: int = 0, **ism: Any) -> None:
+    """``out`` holds what saturation_mutagenesis (with ``ism`` options) computes in this process, to 1e-6."""
+    predictor = build_predictor(load_model_spec(spec), device="cpu")
+    expected = saturation_mutagenesis(predictor, make_tokens(), ddof=ddof, **ism)
     effects = EffectsStore.open(out, mode="r")
     assert effects.is_complete
     got = effects.read()
@@ -54,6 +57,19 @@ def test_engine_equals_in_process(store: Path, workdir: Path, kind: str, groups:
     assert set(EffectsStore.open(out, mode="r").committed_by()) == {summary.run_id}
     again = run_ism(job, options(replicate_groups=groups))
     assert (again.computed, again.skipped) == (0, 6)
+
+
+def test_bfloat16_on_actors_equals_in_process_and_each_actor_plans_once(store: Path, workdir: Path) -> None:
+    spec = write_spec(workdir / "bf16", entrypoint="engine_support:plan_logging_cnn")
+    plan_log = workdir / "plans"
+    plan_log.mkdir()
+    logging_plans = {"env_vars": {**RUNTIME_ENV["env_vars"], PLAN_LOG: str(plan_log)}}
+    chunks_by_pid: Counter[int] = Counter()
+    job = IsmJob(str(store), str(spec), str(workdir / "effects_bf16.zarr"), fast=True, precision="bfloat16")
+    summary = run_ism(job, options(runtime_env=logging_plans), on_commit=lambda r: chunks_by_pid.update([r.pid]))
+    assert summary.computed == 6  # on at most 2 actors, so at least 3 chunks share one actor's plan
+    assert plans_built(plan_log) == dict.fromkeys(chunks_by_pid, 1)
+    assert_matches_in_process(job.out, spec, fast=True, precision="bfloat16")  # float32 differs by ~4e-5
 
 
 def test_sigkill_of_an_actor_loses_nothing(store: Path, workdir: Path) -> None:
@@ -93,6 +109,14 @@ def test_rerun_with_another_model_is_refused(store: Path, workdir: Path) -> None
     other = write_spec(workdir / "other", seed=7)
     with pytest.raises(ResumeConflictError, match="model_digest"):
         run_ism(IsmJob(str(store), str(other), str(out), chunk_size=12), options())
+
+
+def test_rerun_with_another_precision_is_refused(store: Path, workdir: Path) -> None:
+    spec = write_spec(workdir / "precision")
+    out = workdir / "effects_precision.zarr"
+    run_ism(IsmJob(str(store), str(spec), str(out), chunk_size=12, fast=True), options(actors=0))
+    with pytest.raises(ResumeConflictError, match=r"precision: 'float32' \(existing\) vs 'bfloat16' \(now\)"):
+        run_ism(IsmJob(str(store), str(spec), str(out), chunk_size=12, fast=True, precision="bfloat16"), options())
 
 
 def test_actors_that_cannot_load_the_model_fail_the_run_with_their_error(store: Path, workdir: Path) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from engine_support import N_SEQ, make_tokens, write_spec
+from engine_support import L, N_SEQ, make_tokens, write_spec
 
 from dmr_ray.cli import main
 from dmr_ray.engine import IsmJob, run_in_process
-from dmr_ray.errors import ChunkFailedError
+from dmr_ray.errors import ChunkFailedError, InputError
+from dmr_ray.ism import fast as ism_fast
 from dmr_ray.store import EffectsStore, write_sequence_store
 
 
@@ -33,3 +34,25 @@ def test_cli_runs_in_process_and_resumes(store: Path, workdir: Path, capsys: pyt
     assert "0 chunks computed, 6 already complete" in capsys.readouterr().out
     assert main([*argv, "--ddof", "1"]) == 2
     assert "ddof: 0 (existing) vs 1 (now)" in capsys.readouterr().err
+
+
+def test_in_process_chunks_share_one_fast_plan(store: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = write_spec(workdir / "planned", members=2)
+    builds = []
+    build = ism_fast.plan_fast_path
+    monkeypatch.setattr(ism_fast, "plan_fast_path", lambda *a: builds.append(a[1]) or build(*a))
+    summary = run_in_process(IsmJob(str(store), str(spec), str(workdir / "e_planned.zarr"), fast=True))
+    assert summary.computed == 6 and builds == [L]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"precision": "float64"}, "precision: must be one of"),
+        ({"precision": "bfloat16"}, "needs the fast path"),
+        ({"precision": "float16", "fast": True, "calibration": "cal.json"}, "cannot be combined with calibration"),
+    ],
+)
+def test_job_rejects_a_precision_it_would_not_run(options: dict, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        IsmJob("s.zarr", "spec.yaml", "out.zarr", **options)

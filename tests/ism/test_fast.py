@@ -267,3 +267,31 @@ def test_precision_is_checked():
     with pytest.raises(InputError, match="needs the fast path"):
         saturation_mutagenesis(_cnn(0), _tokens(1), precision="bfloat16")
 
+
+
+def test_a_plan_cache_builds_each_plan_once_and_still_checks_every_call(caplog, monkeypatch):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(4, 3, 5, padding=2), nn.ReLU(), nn.Conv1d(3, 2, 3, padding=1),
+                          nn.AdaptiveAvgPool1d(1), nn.Flatten()).eval()  # undeclared: checked before use
+    predictor = as_predictor(model)
+    chunks = [_tokens(2, L, seed) for seed in range(3)]
+    uncached = [saturation_mutagenesis(predictor, tokens, fast=True) for tokens in chunks]
+    builds, checks = [], []
+    build, check = ism_fast.plan_fast_path, ism_fast.FastISM.matches_exact
+    monkeypatch.setattr(ism_fast, "plan_fast_path", lambda *a: builds.append(a[1:]) or build(*a))
+    monkeypatch.setattr(ism_fast.FastISM, "matches_exact", lambda self, t: checks.append(1) or check(self, t))
+    plans = ism_fast.FastPlanCache()
+    for tokens, expected in zip(chunks, uncached, strict=True):
+        cached = saturation_mutagenesis(predictor, tokens, fast=True, plans=plans)
+        np.testing.assert_array_equal(cached.beta, expected.beta)
+        np.testing.assert_array_equal(cached.se, expected.se)
+    assert builds == [(L, True, None)] and len(checks) == 3
+    saturation_mutagenesis(predictor, _tokens(2, 2 * L), fast=True, plans=plans)
+    saturation_mutagenesis(predictor, chunks[0], fast=True, precision="bfloat16", plans=plans)
+    assert builds[1:] == [(2 * L, True, None), (L, True, torch.bfloat16)]
+
+    monkeypatch.setattr(ism_rules.Relu, "__call__", lambda self, diffs, batch, cache: diffs[0] * 0)
+    with caplog.at_level(logging.WARNING, logger="dmr_ray.ism"):
+        fallback = saturation_mutagenesis(predictor, chunks[1], fast=True, plans=plans)
+    assert "failed its check" in caplog.text and len(builds) == 3
+    np.testing.assert_array_equal(fallback.beta, saturation_mutagenesis(predictor, chunks[1]).beta)
