@@ -689,6 +689,7 @@ def _mbe(
     ok = reason == Reason.OK
     est = np.full(rows.n.shape, np.nan)
     est[ok] = density_mode(theta[ok], h[ok], w[ok], rows.valid[ok])
+    reason[(reason == Reason.OK) & ~np.isfinite(est)] = Reason.DEGENERATE  # h below the data's resolution
 
     def replicate(block: np.ndarray, z: np.ndarray) -> np.ndarray:
         if not rows.valid[block].all():

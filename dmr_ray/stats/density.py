@@ -234,7 +234,8 @@ def _approx(dens: np.ndarray, frame: _Frame, k: np.ndarray) -> np.ndarray:
     x1 = _rseq(frame.lo, frame.up, N_GRID, i + 1)
     y0 = np.maximum(take_last(dens, i), 0.0)  # R's pmax(0, .), applied where it is read
     y1 = np.maximum(take_last(dens, i + 1), 0.0)
-    return y0 + (y1 - y0) * ((x - x0) / (x1 - x0))
+    with np.errstate(invalid="ignore", divide="ignore"):  # nodes that coincide at the data's resolution
+        return y0 + (y1 - y0) * ((x - x0) / (x1 - x0))
 
 
 def _grid_argmax(dens: np.ndarray, frame: _Frame) -> np.ndarray:
@@ -297,7 +298,9 @@ def density_mode(
         Data, one row per density.
     bw : ndarray [B] or float
         Gaussian bandwidths; rows whose bandwidth is not finite and > 0 get NaN (R's
-        ``density`` stops with "'bw' is not positive").
+        ``density`` stops with "'bw' is not positive"), and so do rows whose bandwidth is so
+        far below the data's floating-point resolution that the grid's nodes coincide (R's
+        ``BinDist`` divides by zero there).
     weights : ndarray [B, J] or [J]
         Weights (R's ``density`` expects them to sum to 1; they are used as given).
     mask : ndarray [B, J] of bool, optional
@@ -403,17 +406,27 @@ def _chunk_mode(
     frame = _Frame.of(x, bw, valid, extremes)
     xs = x if valid is None else np.where(valid, x, frame.frm[:, None] + _CUT * bw[:, None])
     out = np.full(x.shape[0], np.nan)
-    done = np.zeros(x.shape[0], dtype=bool)
-    eligible = (bw >= _SCREEN_MIN_SIGMA * _kernel_step(frame)) & nonneg
+    pending = frame.up > frame.lo  # else the nodes coincide (R's BinDist divides by 0): NaN
+    delta = (frame.up - frame.lo) / (N_GRID - 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # The screen needs every bin >= 8 nodes inside the grid. The data lie 7 bw (>= 56
+        # nodes) inside in exact arithmetic, so this only turns away bandwidths at the data's
+        # floating-point resolution, whose rounded grid may put data on the end nodes.
+        inside = ((frame.frm - frame.lo) / delta >= _SCREEN_MARGIN) & (
+            (frame.to - frame.lo) / delta <= N_GRID - 1 - _SCREEN_MARGIN
+        )
+    eligible = pending & nonneg & inside & (bw >= _SCREEN_MIN_SIGMA * _kernel_step(frame))
     if eligible.all():
-        out, done = _screened_mode(xs, w, frame)
+        out, certified = _screened_mode(xs, w, frame)
+        pending = ~certified
     elif eligible.any():
         rows = np.flatnonzero(eligible)
-        out[rows], done[rows] = _screened_mode(xs[rows], w[rows], frame.take(rows))
-    if not done.any():
+        out[rows], certified = _screened_mode(xs[rows], w[rows], frame.take(rows))
+        pending[rows[certified]] = False
+    if pending.all():
         return _full_grid_mode(xs, w, frame)
-    if not done.all():
-        rows = np.flatnonzero(~done)
+    if pending.any():
+        rows = np.flatnonzero(pending)
         out[rows] = _full_grid_mode(xs[rows], w[rows], frame.take(rows))
     return out
 
@@ -460,6 +473,7 @@ def _full_grid_mode(xs: np.ndarray, w: np.ndarray, frame: _Frame) -> np.ndarray:
 #    nodes) take the full grid.
 
 _SCREEN_MIN_SIGMA = 8.0  # narrower kernels: the coarse grid aliases too much, use the full grid
+_SCREEN_MARGIN = 8  # nodes between the grid's ends and the screen's bins: the coarse spreading's reach
 _NC = 128  # coarse points, 4 nodes apart
 _SPREAD = 4
 _F32_EPS = float(np.finfo(np.float32).eps)
@@ -517,8 +531,7 @@ def _lagrange_window() -> tuple[np.ndarray, float, float]:
 
 _LOWER, _DELTA = _spread_tables()
 _XI = np.arange(_NC) / 256.0  # coarse-grid frequency of DCT index n (cycles per coarse step)
-_NU2 = ((np.arange(_NC) / (2.0 * N_GRID)) ** 2).astype(np.float32)  # (cycles per node)^2
-_DECONVOLVE = (-np.log(4.0 * np.sinc(_XI) ** 4)).astype(np.float32)  # exp(.) = 1 / (4 sinc^4)
+_DECONVOLVE = 1.0 / (4.0 * np.sinc(_XI) ** 4)  # the coarse B-spline's transform, divided out
 
 
 def _bound_tables(sigmas: np.ndarray) -> np.ndarray:
@@ -604,19 +617,16 @@ def _coarse_density(
     dens = scratch("coarse", (rows, _NC), np.float32)
     _kernels.spread_to_coarse(xs, w, lo, delta, _LOWER, _DELTA, dens)
     scipy.fft.dct(dens, type=2, axis=1, overwrite_x=True)
-    gain = scratch("gain", (rows, _NC), np.float32)
-    np.multiply.outer((-2.0 * np.pi**2 * sigma**2).astype(np.float32), _NU2, out=gain)
-    gain += _DECONVOLVE
-    np.exp(gain, out=gain)
-    dens *= gain
+    alpha = (2.0 * np.pi**2 / (2.0 * N_GRID) ** 2) * sigma**2  # the Gaussian is exp(-alpha n^2)
+    _kernels.apply_gaussian(-alpha, _DECONVOLVE, dens)
     scipy.fft.idct(dens, type=2, axis=1, overwrite_x=True)
     # Bounds per unit of sum(w), in kstep * D units: aliasing, spectral truncation (n >= 128,
     # Mills' bound), float32 rounding (an L1 bound per transform, (c log2 n + 4) u |input|_1 <=
     # 64 u |input|_1; forward and inverse give ~u sum c_n M_n, M_n's relative error
-    # (|exponent| + 3) u the moment term); then the DCT's mirror images.
+    # (|exponent| + 3) u the moment term, a generous bound since apply_gaussian rounds once, to
+    # float32); then the DCT's mirror images.
     below = np.clip(np.searchsorted(_SIGMAS, sigma, side="right") - 1, 0, _SIGMAS.size - 1)
     alias, scale, moment = _BOUNDS[:, below]  # at the tabulated sigma just below: upper bounds
-    alpha = (2.0 * np.pi**2 / (2.0 * N_GRID) ** 2) * sigma**2
     tail = np.exp(-alpha * (_NC - 1) ** 2) / (2.0 * alpha * (_NC - 1) * 256.0)
     rounding = (2.0 * _F32_EPS) * (1.1 * scale + (0.02 * np.pi**2) * sigma**2 * moment)
     # sum(w) K(0) = sum(w) / (sqrt(2 pi) sigma kstep): divide kstep * D bounds by 1 / (sqrt(2 pi) sigma).

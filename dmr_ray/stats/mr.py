@@ -114,7 +114,8 @@ def _run(
     if reason == Reason.DEGENERATE:
         raise InputError(
             f"{_LABELS[method]} cannot be estimated from these data: the instruments have no "
-            "spread (identical |bx| for MR-Egger, zero bandwidth for MBE, or an exact fit)"
+            "spread (identical |bx| for MR-Egger, a bandwidth of zero or below the data's floating-point "
+            "resolution for MBE, or an exact fit)"
         )
     if reason == Reason.NOT_CONVERGED:
         warnings.warn(f"{_LABELS[method]}: the robust MM fit did not converge", RuntimeWarning, stacklevel=3)

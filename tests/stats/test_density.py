@@ -108,6 +108,22 @@ def test_bandwidth_below_the_data_resolution_uses_r_edge_bins():
     assert density_mode(x[None, :], 5e-18, w)[0] == _r_mode(x, 5e-18, w)
 
 
+@pytest.mark.parametrize("bw", [1e-17, 5e-17, 1e-16, 1e-15, 1e-14])
+def test_bandwidths_at_the_data_resolution_stay_on_the_grid(bw: float):
+    # A few ulps of spread: the rounded grid may put data on its end nodes, where the screen's
+    # compiled spreading must not go; such rows take the full grid.
+    x = (1.0 + np.spacing(1.0) * np.array([0.0, 1.0, 3.0, 2.0, 0.0, 1.0]))[None, :]
+    w = np.full(x.shape, 1.0 / x.size)
+    frame = density._Frame.of(x, np.array([bw]), None)
+    assert density_mode(x, bw, w)[0] == density._full_grid_mode(x, w, frame)[0]
+
+
+def test_grid_nodes_that_coincide_give_nan_not_an_exception():
+    # bw far below the resolution of x = 1: every node rounds to 1.0 (R's BinDist divides by 0).
+    x = np.array([[1.0, 1.0, 1.0 + 5e-18, 1.0 - 1e-17]])
+    assert np.isnan(density_mode(x, 1e-17, np.full(x.shape, 0.25))[0])
+
+
 # --------------------------------------------------------------------------- screened search
 
 
