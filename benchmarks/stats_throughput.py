@@ -22,7 +22,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -213,11 +212,29 @@ def bench_batched(regions: int, repeats: int) -> dict[str, object]:
     }
 
 
-def bench_robust(repeats: int) -> dict[str, object]:
-    if importlib.util.find_spec("dmr_ray.stats.lmrob") is None:
-        return {"skipped": "dmr_ray.stats.lmrob is not available"}
+def bench_robust(repeats: int, regions: int = 1000) -> dict[str, object]:
+    """Robust Egger per call against R, and batched over ``regions`` against a scalar loop."""
     args = _instruments(np.random.default_rng(5), (J,))
-    return {"J": J, **_versus_r("egger_robust", _time(lambda: mr.egger(*args, robust=True), repeats))}
+    many = _instruments(np.random.default_rng(6), (regions, J))
+    loop_regions = max(1, regions // 10)
+
+    def loop() -> None:
+        for r in range(loop_regions):
+            mr.egger(*(a[r] for a in many), robust=True)
+
+    timing = _time(lambda: batched.egger(*many, robust=True), max(1, repeats // 2))
+    naive = _time(loop, max(1, repeats // 2))
+    scale = regions / loop_regions
+    return {
+        "J": J,
+        **_versus_r("egger_robust", _time(lambda: mr.egger(*args, robust=True), repeats)),
+        "batched": {
+            "regions": regions,
+            **timing,
+            "seconds_per_region": timing["wall_median_s"] / regions,
+            "speedup_vs_scalar_loop_wall_median": naive["wall_median_s"] * scale / timing["wall_median_s"],
+        },
+    }
 
 
 def main() -> None:

@@ -60,6 +60,7 @@ from functools import cached_property
 import numpy as np
 
 from dmr_ray.errors import InputError, InsufficientInstrumentsError
+from dmr_ray.stats import _lmrob_kernels as _kernels
 
 __all__ = ["LmrobBatchFit", "LmrobFit", "lmrob_mm", "lmrob_mm_batched"]
 
@@ -336,58 +337,14 @@ def _m_scale(res: np.ndarray, start: np.ndarray, dof: np.ndarray, maxit: int) ->
     Newton on ``g(t) = log(sum rho / dof) - log(BB)`` in ``t = log s`` from ``start``; the
     root is bracketed as iterates fall on either side, and a step leaving the bracket is
     replaced by a secant step inside it (or by a unit step in ``t`` while one side is open).
+    See :func:`dmr_ray.stats._lmrob_kernels.m_scale_log`.
     """
-    flat_r2 = ((res / C_CHI) ** 2).reshape(-1, res.shape[-1])
+    r2 = ((res / C_CHI) ** 2).reshape(-1, res.shape[-1])
     n_terms = np.broadcast_to(dof, start.shape).reshape(-1) * BB
-    t = np.log(start).reshape(-1)
-    lo, hi = np.full_like(t, -np.inf), np.full_like(t, np.inf)
-    g_lo, g_hi = np.full_like(t, np.nan), np.full_like(t, np.nan)
-    active = np.flatnonzero(np.isfinite(t))
-    for _ in range(maxit):
-        if active.size == 0:
-            break
-        tt = t[active]
-        v = np.minimum(flat_r2[active] * np.exp(-2.0 * tt)[:, None], 1.0)
-        f = _rho_of_v(v).sum(axis=1)
-        slope = -6.0 * np.einsum("ij,ij->i", v, (1.0 - v) ** 2)
-        g = np.log(f / n_terms[active])
-        left = g > 0
-        lo[active] = np.where(left, tt, lo[active])
-        g_lo[active] = np.where(left, g, g_lo[active])
-        hi[active] = np.where(left, hi[active], tt)
-        g_hi[active] = np.where(left, g_hi[active], g)
-        newton = g * f / slope
-        nxt = _safeguarded_step(tt, g, newton, lo[active], hi[active], g_lo[active], g_hi[active])
-        tol = 1e-12 * np.maximum(1.0, np.abs(tt))
-        done = (g == 0) | (np.abs(nxt - tt) <= tol) | (hi[active] - lo[active] <= tol)
-        done |= np.isnan(g)
-        t[active] = np.where(g == 0, tt, nxt)
-        active = active[~done]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.log(start).reshape(-1)
+    _kernels.m_scale_log(np.ascontiguousarray(r2), np.ascontiguousarray(n_terms), t, maxit)
     return np.exp(t).reshape(start.shape)
-
-
-def _safeguarded_step(
-    t: np.ndarray,
-    g: np.ndarray,
-    newton: np.ndarray,
-    lo: np.ndarray,
-    hi: np.ndarray,
-    g_lo: np.ndarray,
-    g_hi: np.ndarray,
-) -> np.ndarray:
-    """Next iterate for a decreasing ``g``: ``t - newton`` while it stays inside ``(lo, hi)``.
-
-    Otherwise a secant step between the bracket ends (bisection if that one is unusable
-    too), or a unit step towards the root while one end is still open.
-    """
-    step = t - newton
-    secant = hi - g_hi * (hi - lo) / (g_hi - g_lo)
-    inside = (step > lo) & (step < hi)
-    secant_ok = (secant > lo) & (secant < hi)
-    bracketed = np.isfinite(lo) & np.isfinite(hi)
-    fallback = np.where(secant_ok, secant, 0.5 * (lo + hi))
-    fallback = np.where(bracketed, fallback, np.where(g > 0, t + 1.0, t - 1.0))
-    return np.where(inside, step, fallback)
 
 
 def _candidate_step(
