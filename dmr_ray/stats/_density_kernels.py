@@ -13,7 +13,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["apply_gaussian", "decide", "exact_node_sums", "spread_to_coarse", "window_bounds"]
+__all__ = ["apply_gaussian", "decide", "exact_node_sums", "narrow_modes", "spread_to_coarse", "window_bounds"]
 
 
 @numba.njit(nogil=True, cache=True)
@@ -277,3 +277,113 @@ def decide(
         level = values[best]
         mode[r] = points[best]
         certified[r] = exact[r, 0] < level and exact[r, 2] < level and far[r] < level
+
+
+@numba.njit(nogil=True, cache=True)
+def _output_value(dens: np.ndarray, lo: float, up: float, delta: float, x: float) -> float:
+    """R's ``approx(xords, pmax(0, dens), x)``: the node segment holding ``x`` by R's
+    bisection (``xords[i] <= x < xords[i + 1]``), then linear interpolation."""
+    i = min(max(int(np.floor((x - lo) / delta)), 0), 510)
+    if _grid_point(lo, up, delta, i) > x:
+        i -= 1
+    if _grid_point(lo, up, delta, i + 1) <= x:
+        i += 1
+    i = min(max(i, 0), 510)
+    x0 = _grid_point(lo, up, delta, i)
+    x1 = _grid_point(lo, up, delta, i + 1)
+    y0 = max(dens[i], 0.0)
+    y1 = max(dens[i + 1], 0.0)
+    return y0 + (y1 - y0) * ((x - x0) / (x1 - x0))
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def narrow_modes(
+    x: np.ndarray,
+    w: np.ndarray,
+    lo: np.ndarray,
+    up: np.ndarray,
+    frm: np.ndarray,
+    to: np.ndarray,
+    bw: np.ndarray,
+    reach_z: float,
+    out: np.ndarray,
+) -> None:
+    """Modes of R's density for kernels a few nodes wide, by direct convolution.
+
+    R convolves the binned weights with ``dnorm(|i - m| kstep, bw)`` (its mirrored kernel
+    makes the circular convolution wrap-free for ``|i - m| <= 511``); for a narrow kernel the
+    sum over the bins within ``reach_z`` bandwidths is cheaper than R's transforms. Bins follow ``BinDist`` (``w - w f`` to node ``ix``, ``w f`` to ``ix + 1``
+    unless ``ix = 511``); the mode is the first maximum of R's ``approx`` on the 512 output
+    points (the first NaN, as numpy's argmax, if any), found near the highest node.
+
+    Parameters
+    ----------
+    x, w : ndarray [B, J], [B, J] or [1, J]
+        Data and weights, as for :func:`spread_to_coarse`.
+    lo, up, frm, to, bw : ndarray [B]
+        R's node range, output range and bandwidth of each row.
+    reach_z : float
+        Kernel terms beyond ``reach_z`` bandwidths are left out.
+    out : ndarray [B]
+        The modes.
+    """
+    rows, width = x.shape
+    dens = np.empty(512)
+    kernel = np.empty(512)
+    for r in range(rows):
+        weights = w[r] if w.shape[0] > 1 else w[0]
+        delta = (up[r] - lo[r]) / 511.0
+        kstep = 2.0 * (up[r] - lo[r]) / 1023.0
+        reach = min(512, int(np.ceil(reach_z * bw[r] / kstep)) + 2)
+        for k in range(reach):
+            z = (k * kstep) / bw[r]
+            kernel[k] = 0.398942280401432677939946059934 * np.exp(-0.5 * z * z) / bw[r]
+        dens[:] = 0.0
+        for j in range(width):
+            pos = (x[r, j] - lo[r]) / delta
+            floor = np.floor(pos)
+            ix = int(floor)
+            upper = weights[j] * (pos - floor)
+            _spread_bin(dens, kernel, reach, ix, weights[j] - upper)
+            if ix < 511:
+                _spread_bin(dens, kernel, reach, ix + 1, upper)
+        dx = (to[r] - frm[r]) / 511.0
+        # The output points around the highest node cover both of its segments. When every
+        # other node lies below their best value, no output point elsewhere (each between
+        # two nodes, one of them not the highest) reaches it; else scan the whole grid.
+        top = np.argmax(dens)
+        peak = dens[top]
+        centre = int(np.rint((_grid_point(lo[r], up[r], delta, top) - frm[r]) / dx))
+        first, last = max(centre - 4, 0), min(centre + 5, 512)
+        best, level = _first_max(dens, lo[r], up[r], delta, frm[r], to[r], dx, first, last)
+        dens[top] = -np.inf
+        others = dens.max()
+        dens[top] = peak
+        if not others < level:
+            best, level = _first_max(dens, lo[r], up[r], delta, frm[r], to[r], dx, 0, 512)
+        out[r] = _grid_point(frm[r], to[r], dx, best)
+
+
+@numba.njit(nogil=True, cache=True)
+def _first_max(
+    dens: np.ndarray, lo: float, up: float, delta: float, frm: float, to: float, dx: float, first: int, last: int
+) -> tuple[int, float]:
+    """First maximum of R's ``approx`` at output points ``first .. last - 1`` (or the first
+    NaN, as numpy's argmax), and its value."""
+    best, level = first, -np.inf
+    for k in range(first, last):
+        value = _output_value(dens, lo, up, delta, _grid_point(frm, to, dx, k))
+        if np.isnan(value):
+            return k, value
+        if value > level:
+            best, level = k, value
+    return best, level
+
+
+@numba.njit(nogil=True, cache=True)
+def _spread_bin(dens: np.ndarray, kernel: np.ndarray, reach: int, node: int, mass: float) -> None:
+    """Add ``mass * kernel[|i - node|]`` to ``dens[i]`` for the nodes within ``reach``."""
+    first = max(node - reach + 1, 0)
+    last = min(node + reach, 512)
+    for i in range(first, last):
+        dens[i] += mass * kernel[abs(i - node)]

@@ -13,7 +13,7 @@ peaks. R's algorithm (``stats:::density.default`` and ``massdist.c`` of R 4.2) i
    ``x = seq.int(from, to, length.out = 512)``.
 
 :func:`r_density` is a literal port. :func:`density_mode` returns the argmax of the same
-grid for many rows at once, in two ways:
+grid for many rows at once, in three ways:
 
 * The screened search (rows whose kernel SD spans >= 8 nodes, non-negative weights; in
   bootstraps nearly all rows) never builds the 512-node density. A float32 coarse density on
@@ -22,16 +22,20 @@ grid for many rows at once, in two ways:
   and its two neighbours. R's interpolation onto the output grid is applied to those exact
   values, and the row is *certified* only when a rigorous upper bound on every other node
   stays below the winning value; see the comment block above :func:`_screened_mode`.
+* Narrow kernels (SD below 3 nodes, e.g. outlying ratio estimates): the binned weights are
+  convolved directly with R's sampled kernel ``dnorm(|i - m| kstep, bw)`` out to 12
+  bandwidths, which costs less than transforms of 512 nodes.
 * The full grid (every other row): the binned weights go through one DCT-II, are multiplied
   by the kernel's spectrum and come back through one DCT-III. The data lie at least ``7h``
   inside ``[lo, up]``, so the DCT's mirror images add less than ``e^-24`` of a kernel peak at
   any node and less than ``e^-60`` near the data; the result equals R's circular convolution
-  up to rounding. The kernel spectrum is the Gaussian's (Poisson summation) when the kernel
-  spans at least 3 nodes, else the DCT-I of the sampled kernel, exactly as R builds it. The
-  argmax is taken from R's own interpolation formula on the few grid points around the
-  highest node, with a whole-grid fallback for rows where another node comes close.
+  up to rounding. The kernel spans at least 3 nodes here, so its spectrum is the Gaussian's
+  (Poisson summation; aliasing below ``e^-44``).
 
-Both equal the argmax of R's grid except where two output values tie to within rounding.
+The last two take the argmax from R's own interpolation formula on the few output points
+around the highest node, with a whole-grid fallback for rows where another node comes close.
+
+All equal the argmax of R's grid except where two output values tie to within rounding.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ _CUT = 3.0  # density(cut = 3)
 _PAD = 4.0  # lo = from - 4 bw, up = to + 4 bw
 _INV_SQRT_2PI = 0.398942280401432677939946059934  # M_1_SQRT_2PI
 _UNDERFLOW_Z = 38.7  # exp(-z^2 / 2) is 0 in float64 beyond
+_NARROW_REACH_Z = 12.0  # direct convolution: terms beyond weigh < e^-72 of the kernel's peak
 _ANALYTIC_MIN_SIGMA = 3.0  # kernel SD in nodes above which aliasing is below e^-44
 _SPECTRUM_CUTOFF = 1.527  # exp(-2 pi^2 (sigma nu)^2) < 1e-20 beyond nu = cutoff / sigma
 _WINDOW = np.arange(-4, 5)  # grid points tried around the highest node
@@ -202,23 +207,19 @@ def _sampled_kernel(frame: _Frame) -> np.ndarray:
 
 
 def _kernel_spectrum(frame: _Frame) -> np.ndarray:
-    """DFT (length 1024, first 512 terms) of R's mirrored kernel, ``[B, k]``.
+    """DFT (length 1024, first 512 terms) of R's mirrored kernel, ``[B, k]``, for kernels at
+    least 3 nodes wide: there the Gaussian's own spectrum (Poisson summation) equals the
+    sampled kernel's up to aliasing below ``e^-44``.
 
     Trailing terms below 1e-20 of the first are dropped, so ``k <= 512`` columns come back.
     """
     step = _kernel_step(frame)
     sigma = frame.bw / step  # kernel SD in nodes
-    narrow = sigma < _ANALYTIC_MIN_SIGMA
-    n_terms = N_GRID
-    if not narrow.any():
-        n_terms = min(N_GRID, int(np.ceil(2 * N_GRID * _SPECTRUM_CUTOFF / sigma.min())) + 1)
+    n_terms = min(N_GRID, int(np.ceil(2 * N_GRID * _SPECTRUM_CUTOFF / sigma.min())) + 1)
     nu = np.arange(n_terms) / (2 * N_GRID)
     spectrum = np.multiply.outer(-2.0 * np.pi**2 * sigma**2, nu * nu)
     np.exp(spectrum, out=spectrum)
     spectrum /= step[:, None]
-    if narrow.any():
-        exact = scipy.fft.dct(_sampled_kernel(frame.take(narrow)), type=1, axis=1)
-        spectrum[narrow] = exact[:, :N_GRID]
     return spectrum
 
 
@@ -423,16 +424,31 @@ def _chunk_mode(
         rows = np.flatnonzero(eligible)
         out[rows], certified = _screened_mode(xs[rows], w[rows], frame.take(rows))
         pending[rows[certified]] = False
-    if pending.all():
-        return _full_grid_mode(xs, w, frame)
-    if pending.any():
-        rows = np.flatnonzero(pending)
-        out[rows] = _full_grid_mode(xs[rows], w[rows], frame.take(rows))
+    narrow = pending & (bw < _ANALYTIC_MIN_SIGMA * _kernel_step(frame))
+    for which, mode in ((narrow, _narrow_mode), (pending & ~narrow, _full_grid_mode)):
+        if which.all():
+            return mode(xs, w, frame)
+        if which.any():
+            rows = np.flatnonzero(which)
+            out[rows] = mode(xs[rows], w[rows], frame.take(rows))
+    return out
+
+
+def _narrow_mode(xs: np.ndarray, w: np.ndarray, frame: _Frame) -> np.ndarray:
+    """Modes of rows whose kernel SD is below 3 nodes: direct convolution of the bins.
+
+    Kernel terms beyond 12 bandwidths are left out: together they change a node by less than
+    ``J e^-72`` of the kernel's peak, far below the rounding of R's own FFT convolution.
+    """
+    out = np.empty(xs.shape[0])
+    shared = w[:1].copy() if xs.shape[0] > 1 and w.strides[0] == 0 else w
+    _kernels.narrow_modes(xs, shared, frame.lo, frame.up, frame.frm, frame.to, frame.bw, _NARROW_REACH_Z, out)
     return out
 
 
 def _full_grid_mode(xs: np.ndarray, w: np.ndarray, frame: _Frame) -> np.ndarray:
-    """Modes from the whole binned density: one DCT-II and one DCT-III of 512 nodes per row."""
+    """Modes from the whole binned density: one DCT-II and one DCT-III of 512 nodes per row
+    (kernel SD at least 3 nodes)."""
     binned = _bin(xs, w, frame)
     spectrum = _kernel_spectrum(frame)
     coef = scipy.fft.dct(binned, type=2, axis=1, overwrite_x=True)

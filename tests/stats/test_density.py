@@ -192,6 +192,19 @@ def test_screened_modes_equal_the_full_grid_and_most_rows_are_certified():
     assert certified.mean() > 0.9
 
 
+def test_narrow_kernels_convolved_directly_give_r_modes():
+    # Kernels under 3 nodes (outlying ratio estimates: LDL's median is 0.75) skip the
+    # transforms; every mode equals the argmax of the literal port of R's density().
+    rng = np.random.default_rng(14)
+    x, bw, w = _mbe_like_rows(rng, 800, 25)
+    bw = bw * rng.uniform(0.005, 0.2, bw.shape)
+    sigma = bw / density._kernel_step(density._Frame.of(x, bw, None))
+    x, bw, w = x[sigma < 3], bw[sigma < 3], w[sigma < 3]
+    assert x.shape[0] > 300 and (sigma < 0.5).any()
+    modes = density_mode(x, bw, w)
+    assert [_r_mode(x[i], bw[i], w[i]) for i in range(x.shape[0])] == modes.tolist()
+
+
 def test_symmetric_twin_peaks_are_not_certified():
     # Two mirror-image clusters: the peaks tie up to rounding, so the screen must defer.
     half = np.array([-0.3, -0.1, 0.0, 0.15, 0.2])
