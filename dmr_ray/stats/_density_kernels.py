@@ -5,7 +5,9 @@ same arithmetic takes a dozen passes over ``[5, rows, J]`` temporaries and a ``b
 which cost three times more than the arithmetic. Each point's bins follow R's ``BinDist``:
 ``pos = (x - lo) / delta``, lower bin ``ix = floor(pos)`` gets ``w (1 - f)`` and ``ix + 1``
 gets ``w f`` with ``f = pos - ix``. The kernels release the GIL, so the density search's
-thread pool runs them side by side.
+thread pool runs them side by side. Divisions follow IEEE (numba's ``error_model="numpy"``),
+as the numpy code they replace did: nodes that coincide at the data's resolution give NaN
+values, not an exception.
 """
 
 from __future__ import annotations
@@ -13,10 +15,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["apply_gaussian", "decide", "exact_node_sums", "narrow_modes", "spread_to_coarse", "window_bounds"]
+__all__ = ["apply_gaussian", "decide", "exact_node_sums", "grid_modes", "narrow_modes", "spread_to_coarse", "window_bounds"]
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(nogil=True, cache=True, error_model="numpy")
 def spread_to_coarse(
     x: np.ndarray,
     w: np.ndarray,
@@ -61,7 +63,7 @@ def spread_to_coarse(
             out[r, c] = coarse[c]
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(nogil=True, cache=True, error_model="numpy")
 def apply_gaussian(coef: np.ndarray, deconvolve: np.ndarray, spectrum: np.ndarray) -> None:
     """Multiply each row of ``spectrum`` by ``exp(coef n^2) deconvolve[n]``, n = 0, 1, ...
 
@@ -89,7 +91,7 @@ def apply_gaussian(coef: np.ndarray, deconvolve: np.ndarray, spectrum: np.ndarra
             ratio *= step
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(nogil=True, cache=True, error_model="numpy")
 def exact_node_sums(
     x: np.ndarray,
     w: np.ndarray,
@@ -144,7 +146,7 @@ def exact_node_sums(
         out[r, 2] = at_upper
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(nogil=True, cache=True, error_model="numpy")
 def window_bounds(
     dens: np.ndarray,
     window_matrix: np.ndarray,
@@ -207,7 +209,7 @@ def window_bounds(
         far[r] = max(bound * to_unit[r] + far_slack[r], rest)
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(nogil=True, cache=True, error_model="numpy")
 def _grid_point(start: float, stop: float, step: float, index: int) -> float:
     """Element ``index`` of R's 512-point ``seq.int(start, stop, length.out = 512)``."""
     if index < 256:
@@ -215,7 +217,7 @@ def _grid_point(start: float, stop: float, step: float, index: int) -> float:
     return stop - (511 - index) * step
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(nogil=True, cache=True, error_model="numpy")
 def decide(
     exact: np.ndarray,
     top: np.ndarray,
@@ -279,7 +281,7 @@ def decide(
         certified[r] = exact[r, 0] < level and exact[r, 2] < level and far[r] < level
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(nogil=True, cache=True, error_model="numpy")
 def _output_value(dens: np.ndarray, lo: float, up: float, delta: float, x: float) -> float:
     """R's ``approx(xords, pmax(0, dens), x)``: the node segment holding ``x`` by R's
     bisection (``xords[i] <= x < xords[i + 1]``), then linear interpolation."""
@@ -347,24 +349,50 @@ def narrow_modes(
             _spread_bin(dens, kernel, reach, ix, weights[j] - upper)
             if ix < 511:
                 _spread_bin(dens, kernel, reach, ix + 1, upper)
-        dx = (to[r] - frm[r]) / 511.0
-        # The output points around the highest node cover both of its segments. When every
-        # other node lies below their best value, no output point elsewhere (each between
-        # two nodes, one of them not the highest) reaches it; else scan the whole grid.
-        top = np.argmax(dens)
-        peak = dens[top]
-        centre = int(np.rint((_grid_point(lo[r], up[r], delta, top) - frm[r]) / dx))
-        first, last = max(centre - 4, 0), min(centre + 5, 512)
-        best, level = _first_max(dens, lo[r], up[r], delta, frm[r], to[r], dx, first, last)
-        dens[top] = -np.inf
-        others = dens.max()
-        dens[top] = peak
-        if not others < level:
-            best, level = _first_max(dens, lo[r], up[r], delta, frm[r], to[r], dx, 0, 512)
-        out[r] = _grid_point(frm[r], to[r], dx, best)
+        out[r] = _row_mode(dens, lo[r], up[r], frm[r], to[r])
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def grid_modes(dens: np.ndarray, lo: np.ndarray, up: np.ndarray, frm: np.ndarray, to: np.ndarray,
+               out: np.ndarray) -> None:
+    """Modes of R's density from its values at the 512 nodes, row by row.
+
+    Parameters
+    ----------
+    dens : ndarray [B, 512]
+        The density at R's nodes ``xords`` (before ``pmax(0, .)``).
+    lo, up, frm, to : ndarray [B]
+        R's node range and output range.
+    out : ndarray [B]
+        ``x[which.max(approx(xords, pmax(0, dens), x))]`` with ``x`` the output grid.
+    """
+    for r in range(dens.shape[0]):
+        out[r] = _row_mode(dens[r], lo[r], up[r], frm[r], to[r])
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def _row_mode(dens: np.ndarray, lo: float, up: float, frm: float, to: float) -> float:
+    """The output point where R's interpolated density first peaks (``dens`` [512] at nodes).
+
+    The output points around the highest node cover both of its segments. When every other
+    node lies below their best value, no output point elsewhere (each between two nodes, one
+    of them not the highest) reaches it; else the whole grid is scanned.
+    """
+    delta = (up - lo) / 511.0
+    dx = (to - frm) / 511.0
+    top = np.argmax(dens)
+    peak = dens[top]
+    centre = int(np.rint((_grid_point(lo, up, delta, top) - frm) / dx))
+    best, level = _first_max(dens, lo, up, delta, frm, to, dx, max(centre - 4, 0), min(centre + 5, 512))
+    dens[top] = -np.inf
+    others = dens.max()
+    dens[top] = peak
+    if not others < level:
+        best, level = _first_max(dens, lo, up, delta, frm, to, dx, 0, 512)
+    return _grid_point(frm, to, dx, best)
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
 def _first_max(
     dens: np.ndarray, lo: float, up: float, delta: float, frm: float, to: float, dx: float, first: int, last: int
 ) -> tuple[int, float]:
@@ -380,7 +408,7 @@ def _first_max(
     return best, level
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(nogil=True, cache=True, error_model="numpy")
 def _spread_bin(dens: np.ndarray, kernel: np.ndarray, reach: int, node: int, mass: float) -> None:
     """Add ``mass * kernel[|i - node|]`` to ``dens[i]`` for the nodes within ``reach``."""
     first = max(node - reach + 1, 0)

@@ -68,7 +68,6 @@ _UNDERFLOW_Z = 38.7  # exp(-z^2 / 2) is 0 in float64 beyond
 _NARROW_REACH_Z = 12.0  # direct convolution: terms beyond weigh < e^-72 of the kernel's peak
 _ANALYTIC_MIN_SIGMA = 3.0  # kernel SD in nodes above which aliasing is below e^-44
 _SPECTRUM_CUTOFF = 1.527  # exp(-2 pi^2 (sigma nu)^2) < 1e-20 beyond nu = cutoff / sigma
-_WINDOW = np.arange(-4, 5)  # grid points tried around the highest node
 _CHUNK_ROWS = 2048
 _CHUNK_VALUES = 1 << 16  # rows x J per chunk: the screen's scratch stays a few MiB
 
@@ -237,34 +236,6 @@ def _approx(dens: np.ndarray, frame: _Frame, k: np.ndarray) -> np.ndarray:
     y1 = np.maximum(take_last(dens, i + 1), 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):  # nodes that coincide at the data's resolution
         return y0 + (y1 - y0) * ((x - x0) / (x1 - x0))
-
-
-def _grid_argmax(dens: np.ndarray, frame: _Frame) -> np.ndarray:
-    """Index of the first maximum of the interpolated density on R's output grid, ``[B]``.
-
-    Only the grid points around the highest node are interpolated. They cover both node
-    segments next to it, so their best value is at least as high as both neighbours; when no
-    other node reaches that value, no grid point elsewhere can, and the window holds the
-    answer. Other rows fall back to the whole grid.
-    """
-    rows = dens.shape[0]
-    top = np.argmax(dens, axis=1)
-    x_top = _rseq(frame.lo, frame.up, N_GRID, top[:, None])[:, 0]
-    dx = (frame.to - frame.frm) / (N_GRID - 1)
-    centre = np.rint((x_top - frame.frm) / dx).astype(np.int64)
-    k = np.clip(centre[:, None] + _WINDOW, 0, N_GRID - 1)
-    values = _approx(dens, frame, k)
-    best = np.argmax(values, axis=1)
-    out = k[np.arange(rows), best]
-    peak = dens[np.arange(rows), top]
-    dens[np.arange(rows), top] = -np.inf
-    ambiguous = dens.max(axis=1) >= values[np.arange(rows), best]
-    dens[np.arange(rows), top] = peak
-    if ambiguous.any():
-        sub = np.flatnonzero(ambiguous)
-        full = np.broadcast_to(np.arange(N_GRID), (sub.size, N_GRID))
-        out[sub] = np.argmax(_approx(dens[sub], frame.take(sub), full), axis=1)
-    return out
 
 
 def _prepare(
@@ -455,8 +426,9 @@ def _full_grid_mode(xs: np.ndarray, w: np.ndarray, frame: _Frame) -> np.ndarray:
     coef[:, : spectrum.shape[1]] *= spectrum
     coef[:, spectrum.shape[1] :] = 0.0
     dens = scipy.fft.idct(coef, type=2, axis=1, overwrite_x=True)
-    k = _grid_argmax(dens, frame)
-    return _rseq(frame.frm, frame.to, N_GRID, k[:, None])[:, 0]
+    out = np.empty(xs.shape[0])
+    _kernels.grid_modes(dens, frame.lo, frame.up, frame.frm, frame.to, out)
+    return out
 
 
 # --------------------------------------------------------------------------- screened mode

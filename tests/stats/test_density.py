@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dmr_ray.stats import density
+from dmr_ray.stats import _density_kernels, density
 from dmr_ray.stats.density import N_GRID, density_mode, r_density
 
 
@@ -83,8 +83,9 @@ def test_ties_resolve_to_the_first_grid_point():
     frame = density._Frame(*(np.array([v]) for v in (1.0, -3.0, 3.0, -7.0, 7.0)))
     dens = np.zeros((1, N_GRID))
     dens[0, 180:191] = dens[0, 300:311] = 1.0  # two equal plateaus: R's which.max takes the first
-    k = density._grid_argmax(dens, frame)[0]
-    x = density._rseq(frame.frm, frame.to, N_GRID, np.array([[k]]))[0, 0]
+    mode = np.empty(1)
+    _density_kernels.grid_modes(dens, frame.lo, frame.up, frame.frm, frame.to, mode)
+    x = mode[0]
     nodes = density._rseq(frame.lo, frame.up, N_GRID, np.array([[180, 181]]))[0]
     assert nodes[0] <= x <= nodes[1]
 
