@@ -306,10 +306,8 @@ def _density_modes(
     :meth:`_Frame.of`; ``parallel=False`` keeps every chunk in the calling thread."""
     out = np.full(x.shape[0], np.nan)
     good = np.isfinite(bw) & (bw > 0)
-    if w.shape[0] > 1 and w.strides[0] == 0:  # one weight row for all rows
-        nonneg = np.broadcast_to((w[0] >= 0).all() & (w[0].sum() > 0), good.shape)
-    else:
-        nonneg = (w >= 0).all(axis=1) & (w.sum(axis=1) > 0)
+    rows_w = _kernel_weights(w)  # one row when all rows share it
+    nonneg = np.broadcast_to((rows_w >= 0).all(axis=1) & (rows_w.sum(axis=1) > 0), good.shape)
     size = max(1, min(_CHUNK_ROWS, _CHUNK_VALUES // max(1, x.shape[1])))
     if good.all():
         chunks = [slice(start, start + size) for start in range(0, x.shape[0], size)]
@@ -405,6 +403,12 @@ def _chunk_mode(
     return out
 
 
+def _kernel_weights(w: np.ndarray) -> np.ndarray:
+    """``w`` [B, J] as the compiled kernels take it: one shared ``[1, J]`` row when every row
+    is the same broadcast row (the bootstrap's case), else ``w`` itself."""
+    return w[:1].copy() if w.shape[0] > 1 and w.strides[0] == 0 else w
+
+
 def _narrow_mode(xs: np.ndarray, w: np.ndarray, frame: _Frame) -> np.ndarray:
     """Modes of rows whose kernel SD is below 3 nodes: direct convolution of the bins.
 
@@ -412,8 +416,7 @@ def _narrow_mode(xs: np.ndarray, w: np.ndarray, frame: _Frame) -> np.ndarray:
     ``J e^-72`` of the kernel's peak, far below the rounding of R's own FFT convolution.
     """
     out = np.empty(xs.shape[0])
-    shared = w[:1].copy() if xs.shape[0] > 1 and w.strides[0] == 0 else w
-    _kernels.narrow_modes(xs, shared, frame.lo, frame.up, frame.frm, frame.to, frame.bw, _NARROW_REACH_Z, out)
+    _kernels.narrow_modes(xs, _kernel_weights(w), frame.lo, frame.up, frame.frm, frame.to, frame.bw, _NARROW_REACH_Z, out)
     return out
 
 
@@ -560,9 +563,9 @@ def _screen(xs: np.ndarray, w: np.ndarray, frame: _Frame) -> tuple[np.ndarray, n
     rows = xs.shape[0]
     step = _kernel_step(frame)
     sigma = frame.bw / step
-    total = np.full(rows, w[0].sum()) if rows > 1 and w.strides[0] == 0 else w.sum(axis=1)
+    shared = _kernel_weights(w)
+    total = np.broadcast_to(shared.sum(axis=1), (rows,))
     unit = total * (_INV_SQRT_2PI / frame.bw)  # sum(w) K(0): bounds are relative to it
-    shared = w[:1].copy() if rows > 1 and w.strides[0] == 0 else w  # one weight row for all rows
     delta = (frame.up - frame.lo) / (N_GRID - 1)
     # 1. D at the coarse points u_c = 4c + 1.5 (times kstep), within eps * unit.
     dens, eps = _coarse_density(xs, shared, frame.lo, delta, sigma)
