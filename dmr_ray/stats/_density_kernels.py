@@ -15,7 +15,15 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["apply_gaussian", "decide", "exact_node_sums", "grid_modes", "narrow_modes", "spread_to_coarse", "window_bounds"]
+__all__ = [
+    "apply_gaussian",
+    "decide",
+    "exact_node_sums",
+    "grid_modes",
+    "narrow_modes",
+    "spread_to_coarse",
+    "window_bounds",
+]
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
@@ -314,7 +322,8 @@ def narrow_modes(
 
     R convolves the binned weights with ``dnorm(|i - m| kstep, bw)`` (its mirrored kernel
     makes the circular convolution wrap-free for ``|i - m| <= 511``); for a narrow kernel the
-    sum over the bins within ``reach_z`` bandwidths is cheaper than R's transforms. Bins follow ``BinDist`` (``w - w f`` to node ``ix``, ``w f`` to ``ix + 1``
+    sum over the bins within ``reach_z`` bandwidths is cheaper than R's transforms. Bins
+    follow ``BinDist`` (``w - w f`` to node ``ix``, ``w f`` to ``ix + 1``
     unless ``ix = 511``); the mode is the first maximum of R's ``approx`` on the 512 output
     points (the first NaN, as numpy's argmax, if any), found near the highest node.
 
@@ -394,7 +403,15 @@ def _row_mode(dens: np.ndarray, lo: float, up: float, frm: float, to: float) -> 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
 def _first_max(
-    dens: np.ndarray, lo: float, up: float, delta: float, frm: float, to: float, dx: float, first: int, last: int
+    dens: np.ndarray,
+    lo: float,
+    up: float,
+    delta: float,
+    frm: float,
+    to: float,
+    dx: float,
+    first: int,
+    last: int,
 ) -> tuple[int, float]:
     """First maximum of R's ``approx`` at output points ``first .. last - 1`` (or the first
     NaN, as numpy's argmax), and its value."""

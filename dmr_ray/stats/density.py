@@ -378,6 +378,7 @@ def _chunk_mode(
     out = np.full(x.shape[0], np.nan)
     pending = frame.up > frame.lo  # else the nodes coincide (R's BinDist divides by 0): NaN
     delta = (frame.up - frame.lo) / (N_GRID - 1)
+    step = _kernel_step(frame)
     with np.errstate(divide="ignore", invalid="ignore"):
         # The screen needs every bin >= 8 nodes inside the grid. The data lie 7 bw (>= 56
         # nodes) inside in exact arithmetic, so this only turns away bandwidths at the data's
@@ -385,7 +386,7 @@ def _chunk_mode(
         inside = ((frame.frm - frame.lo) / delta >= _SCREEN_MARGIN) & (
             (frame.to - frame.lo) / delta <= N_GRID - 1 - _SCREEN_MARGIN
         )
-    eligible = pending & nonneg & inside & (bw >= _SCREEN_MIN_SIGMA * _kernel_step(frame))
+    eligible = pending & nonneg & inside & (bw >= _SCREEN_MIN_SIGMA * step)
     if eligible.all():
         out, certified = _screened_mode(xs, w, frame)
         pending = ~certified
@@ -393,7 +394,7 @@ def _chunk_mode(
         rows = np.flatnonzero(eligible)
         out[rows], certified = _screened_mode(xs[rows], w[rows], frame.take(rows))
         pending[rows[certified]] = False
-    narrow = pending & (bw < _ANALYTIC_MIN_SIGMA * _kernel_step(frame))
+    narrow = pending & (bw < _ANALYTIC_MIN_SIGMA * step)
     for which, mode in ((narrow, _narrow_mode), (pending & ~narrow, _full_grid_mode)):
         if which.all():
             return mode(xs, w, frame)
@@ -416,7 +417,9 @@ def _narrow_mode(xs: np.ndarray, w: np.ndarray, frame: _Frame) -> np.ndarray:
     ``J e^-72`` of the kernel's peak, far below the rounding of R's own FFT convolution.
     """
     out = np.empty(xs.shape[0])
-    _kernels.narrow_modes(xs, _kernel_weights(w), frame.lo, frame.up, frame.frm, frame.to, frame.bw, _NARROW_REACH_Z, out)
+    _kernels.narrow_modes(
+        xs, _kernel_weights(w), frame.lo, frame.up, frame.frm, frame.to, frame.bw, _NARROW_REACH_Z, out
+    )
     return out
 
 
