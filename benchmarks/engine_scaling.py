@@ -108,13 +108,20 @@ def engine_rate(store: Path, spec: Path, out: Path, actors: int, threads: int, l
         per_actor[report.pid] = [first, cpu, done + report.n_sequences]
 
     began = time.perf_counter()
-    run_on_ray(IsmJob(str(store), str(spec), str(out)), EngineOptions(actors=actors, threads=threads),
-               overwrite=True, on_commit=record)
+    run_on_ray(
+        IsmJob(str(store), str(spec), str(out)),
+        EngineOptions(actors=actors, threads=threads),
+        overwrite=True,
+        on_commit=record,
+    )
     wall = time.perf_counter() - began
     cpu = sum(last - first for first, last, _ in per_actor.values())
     mutants = sum(done for _, _, done in per_actor.values()) * 3 * length
-    return {"steady": steady_rate(times, sizes, 3 * length), "end_to_end": sum(sizes) * 3 * length / wall,
-            "per_cpu_second": mutants / cpu}
+    return {
+        "steady": steady_rate(times, sizes, 3 * length),
+        "end_to_end": sum(sizes) * 3 * length / wall,
+        "per_cpu_second": mutants / cpu,
+    }
 
 
 def in_process_rate(store: Path, spec: Path, threads: int, length: int) -> dict:
@@ -131,8 +138,11 @@ def in_process_rate(store: Path, spec: Path, threads: int, length: int) -> dict:
         cpu.append(time.process_time())
         sizes.append(len(block))
     wall = time.perf_counter() - began
-    return {"steady": steady_rate(times, sizes, 3 * length), "end_to_end": sum(sizes) * 3 * length / wall,
-            "per_cpu_second": steady_rate(cpu, sizes, 3 * length)}
+    return {
+        "steady": steady_rate(times, sizes, 3 * length),
+        "end_to_end": sum(sizes) * 3 * length / wall,
+        "per_cpu_second": steady_rate(cpu, sizes, 3 * length),
+    }
 
 
 def median_of(runs: list[dict]) -> dict:
@@ -228,16 +238,28 @@ def main() -> None:
         rss = driver_rss(folder, args.rss_sizes, args.cpus)
     steady = {name: value["steady"] for name, value in rates.items()}
     report = {
-        "machine": {"cpus_visible": os.cpu_count(), "ray_cpus": args.cpus, "torch": torch.__version__,
-                    "load_average_at_end": os.getloadavg()},
-        "workload": {"sequences": args.sequences, "length": args.length, "chunk_size": args.chunk_size,
-                     "members": args.members, "model": {"small_cnn": architecture},
-                     "mutants_per_member": args.sequences * 3 * args.length},
-        "mutants_per_s": {name: {k: (round(v) if isinstance(v, float) else v) for k, v in value.items()}
-                          for name, value in rates.items()},
+        "machine": {
+            "cpus_visible": os.cpu_count(),
+            "ray_cpus": args.cpus,
+            "torch": torch.__version__,
+            "load_average_at_end": os.getloadavg(),
+        },
+        "workload": {
+            "sequences": args.sequences,
+            "length": args.length,
+            "chunk_size": args.chunk_size,
+            "members": args.members,
+            "model": {"small_cnn": architecture},
+            "mutants_per_member": args.sequences * 3 * args.length,
+        },
+        "mutants_per_s": {
+            name: {k: (round(v) if isinstance(v, float) else v) for k, v in value.items()}
+            for name, value in rates.items()
+        },
         "scaling_2_actors_vs_1": round(steady["engine_2x1t"] / steady["engine_1x1t"], 3),
         "cpu_efficiency_2_actors_vs_1": round(
-            rates["engine_2x1t"]["per_cpu_second"] / rates["engine_1x1t"]["per_cpu_second"], 3),
+            rates["engine_2x1t"]["per_cpu_second"] / rates["engine_1x1t"]["per_cpu_second"], 3
+        ),
         "overhead_vs_in_process": {
             "1_thread": round(1 - steady["engine_1x1t"] / steady["in_process_1t"], 3),
             "2_threads (2 actors x 1 vs 1 loop x 2)": round(1 - steady["engine_2x1t"] / steady["in_process_2t"], 3),

@@ -34,16 +34,21 @@ def local_table(rows: int, seed: int = 0) -> pa.Table:
     tasks, methods = np.array(TASKS, dtype=object), np.array(METHODS, dtype=object)
     estimate = rng.normal(0.3, 0.2, rows)
     estimate[rng.random(rows) < 0.05] = np.nan
-    return pa.table({"exposure": tasks[rng.integers(0, len(TASKS), rows)],
-                     "outcome": tasks[rng.integers(0, len(TASKS), rows)],
-                     "method": methods[rng.integers(0, len(METHODS), rows)],
-                     "estimate": estimate, "se": rng.uniform(0.05, 0.3, rows)})
+    return pa.table(
+        {
+            "exposure": tasks[rng.integers(0, len(TASKS), rows)],
+            "outcome": tasks[rng.integers(0, len(TASKS), rows)],
+            "method": methods[rng.integers(0, len(METHODS), rows)],
+            "estimate": estimate,
+            "se": rng.uniform(0.05, 0.3, rows),
+        }
+    )
 
 
 def joined_key_grouping(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     """The former grouping: one joined string key per row, ``numpy.unique`` over them."""
     columns = [table.column(name).to_numpy(zero_copy_only=False) for name in GROUP_KEYS]
-    keys = np.array(["\x1f".join(parts) for parts in zip(*columns)], dtype=object)
+    keys = np.array(["\x1f".join(parts) for parts in zip(*columns, strict=True)], dtype=object)
     return np.unique(keys, return_inverse=True)
 
 
@@ -63,13 +68,21 @@ def main() -> None:
     new = median_seconds(lambda: group_rows(table, GROUP_KEYS), args.repeats)
     _, old_inverse = joined_key_grouping(table)
     _, new_inverse = group_rows(table, GROUP_KEYS)
-    print(json.dumps({
-        "rows": args.rows, "groups": int(new_inverse.max()) + 1, "repeats": args.repeats,
-        "same_groups": bool(np.array_equal(old_inverse, new_inverse)),
-        "joined_key_grouping_median_s": old, "group_rows_median_s": new, "speedup": old / new,
-        "global_effects_table_median_s": median_seconds(lambda: global_effects_table(table),
-                                                        args.repeats),
-    }, indent=1))
+    print(
+        json.dumps(
+            {
+                "rows": args.rows,
+                "groups": int(new_inverse.max()) + 1,
+                "repeats": args.repeats,
+                "same_groups": bool(np.array_equal(old_inverse, new_inverse)),
+                "joined_key_grouping_median_s": old,
+                "group_rows_median_s": new,
+                "speedup": old / new,
+                "global_effects_table_median_s": median_seconds(lambda: global_effects_table(table), args.repeats),
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -87,8 +87,9 @@ def naive(tasks: Callable[[torch.Tensor], torch.Tensor], tokens: torch.Tensor, b
     return out.cpu().numpy()
 
 
-def tangermeme_fast(model: nn.Module, selector: OutputSelector | None, tokens: torch.Tensor, batch: int,
-                    device: torch.device) -> tuple[np.ndarray, float]:
+def tangermeme_fast(
+    model: nn.Module, selector: OutputSelector | None, tokens: torch.Tensor, batch: int, device: torch.device
+) -> tuple[np.ndarray, float]:
     """Effects from tangermeme's forced fast path (``selector`` applied to the model's outputs),
     and its set-up seconds (capture + check)."""
     import tangermeme.saturation_mutagenesis as tm
@@ -103,8 +104,15 @@ def tangermeme_fast(model: nn.Module, selector: OutputSelector | None, tokens: t
 
     tm._FAST_MIN_SECONDS, tm._fast_path = 0.0, timed_fast_path
     try:
-        y0, y_hat = tm.saturation_mutagenesis(model, reference_onehot(tokens.cpu()), batch_size=batch,
-                                              raw_outputs=True, func=selector, device=device, fast=True)
+        y0, y_hat = tm.saturation_mutagenesis(
+            model,
+            reference_onehot(tokens.cpu()),
+            batch_size=batch,
+            raw_outputs=True,
+            func=selector,
+            device=device,
+            fast=True,
+        )
     finally:
         tm._fast_path = original
     y_hat = y_hat.permute(0, 2, 1, 3).float()
@@ -130,14 +138,18 @@ def run_model(name: str, args: argparse.Namespace, device: torch.device) -> dict
     methods: dict[str, Callable[[], tuple[np.ndarray, float]]] = {
         "naive": lambda: (naive(tasks, tokens, args.naive_batch), 0.0),
         "dmr_exact": lambda: (saturation_mutagenesis(predictor, tokens, fast=False).beta, 0.0),
-        "dmr_fast": lambda: (saturation_mutagenesis(predictor, tokens, fast=True, batch_size=args.fast_batch).beta,
-                             dmr_setup(predictor, tokens, None)),
+        "dmr_fast": lambda: (
+            saturation_mutagenesis(predictor, tokens, fast=True, batch_size=args.fast_batch).beta,
+            dmr_setup(predictor, tokens, None),
+        ),
     }
     if args.precision != "float32":
         methods[f"dmr_fast_{args.precision}"] = lambda: (
-            saturation_mutagenesis(predictor, tokens, fast=True, batch_size=args.fast_batch,
-                                   precision=args.precision).beta,
-            dmr_setup(predictor, tokens, PRECISIONS[args.precision]))
+            saturation_mutagenesis(
+                predictor, tokens, fast=True, batch_size=args.fast_batch, precision=args.precision
+            ).beta,
+            dmr_setup(predictor, tokens, PRECISIONS[args.precision]),
+        )
     if _has_tangermeme():
         methods["tangermeme_fast"] = lambda: tangermeme_fast(model, selector, tokens, args.tangermeme_batch, device)
     methods = {m: fn for m, fn in methods.items() if m not in args.skip}
@@ -162,14 +174,19 @@ def run_model(name: str, args: argparse.Namespace, device: torch.device) -> dict
             "mutants_per_s_best": round(mutants / min(seconds), 1),
             "setup_s": round(statistics.median(setup for (_, setup), _ in runs[method]), 3),
             "max_abs_diff_vs_naive": None if reference is None else float(np.nanmax(np.abs(effects - reference))),
-            "max_rel_diff_vs_naive": None if reference is None else float(
-                np.nanmax(np.abs(effects - reference).max(axis=(0, 1, 2)) / scale)),
+            "max_rel_diff_vs_naive": None
+            if reference is None
+            else float(np.nanmax(np.abs(effects - reference).max(axis=(0, 1, 2)) / scale)),
         }
         print(f"{name} {method}: {results[method]}", file=sys.stderr)
     return {
-        "n_seq": args.n_seq, "length": args.length, "mutants": mutants, "output_scale": scale.tolist(),
+        "n_seq": args.n_seq,
+        "length": args.length,
+        "mutants": mutants,
+        "output_scale": scale.tolist(),
         "params": sum(p.numel() for p in model.parameters()),
-        "methods": results, "speedups": _speedups(results),
+        "methods": results,
+        "speedups": _speedups(results),
     }
 
 
@@ -181,8 +198,12 @@ def dmr_setup(predictor: SinglePredictor, tokens: torch.Tensor, precision: torch
 
 def _speedups(results: dict[str, Any]) -> dict[str, float]:
     rate = {m: r["mutants_per_s"] for m, r in results.items()}
-    pairs = [("dmr_fast", "naive"), ("dmr_fast", "dmr_exact"), ("dmr_fast", "tangermeme_fast"),
-             ("tangermeme_fast", "naive")]
+    pairs = [
+        ("dmr_fast", "naive"),
+        ("dmr_fast", "dmr_exact"),
+        ("dmr_fast", "tangermeme_fast"),
+        ("tangermeme_fast", "naive"),
+    ]
     return {f"{a}_vs_{b}": round(rate[a] / rate[b], 2) for a, b in pairs if a in rate and b in rate}
 
 
@@ -201,16 +222,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--length", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precision", default="float32", choices=sorted(PRECISIONS),
-                        help="also run dmr_ray fast in this autocast precision (CUDA)")
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="runs of each fast method, round robin (median and best reported)")
+    parser.add_argument(
+        "--precision",
+        default="float32",
+        choices=sorted(PRECISIONS),
+        help="also run dmr_ray fast in this autocast precision (CUDA)",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="runs of each fast method, round robin (median and best reported)"
+    )
     parser.add_argument("--slow-repeats", type=int, default=1, help="runs of naive and dmr_exact")
     parser.add_argument("--naive-batch", type=int, default=3000)
     parser.add_argument("--fast-batch", type=int, default=None, help="dmr_ray fast mutants per pass (default: auto)")
     parser.add_argument("--tangermeme-batch", type=int, default=256)
-    parser.add_argument("--profile-reduce", default="sum", choices=["sum", "mean", "max"],
-                        help="reduction of BPNet's profile task (max: a nonlinear task)")
+    parser.add_argument(
+        "--profile-reduce",
+        default="sum",
+        choices=["sum", "mean", "max"],
+        help="reduction of BPNet's profile task (max: a nonlinear task)",
+    )
     parser.add_argument("--skip", nargs="*", default=[], help="methods to leave out")
     parser.add_argument("--out", default=None, help="JSON file (default: stdout)")
     args = parser.parse_args(argv)
@@ -221,7 +251,10 @@ def main(argv: list[str] | None = None) -> None:
         "command": " ".join(["python", *sys.argv]),
         "torch": torch.__version__,
         "tangermeme": _version("tangermeme"),
-        "threads": args.threads, "device": str(device), "profile_reduce": args.profile_reduce, "cpu": platform.processor() or platform.machine(),
+        "threads": args.threads,
+        "device": str(device),
+        "profile_reduce": args.profile_reduce,
+        "cpu": platform.processor() or platform.machine(),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "models": {name: run_model(name, args, device) for name in args.models},
     }

@@ -27,6 +27,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import scipy
@@ -144,12 +145,12 @@ def bench_bootstraps(repeats: int) -> dict[str, object]:
             "draws": DRAWS,
             "J": J,
             "target_speedup_vs_R": targets[name],
-            "r_stream_seed": _versus_r(name, _time(lambda: func(*args), repeats)),
-            "r_stream_seed_one_thread": _versus_r(name, _time(_one_thread(lambda: func(*args)), repeats)),
-            "r_stream_seed_cold_cache": _versus_r(name, _time(_cold(lambda: func(*args)), repeats)),
-            "numpy_generator_seed": _versus_r(name, _time(lambda: func(*args, seed=gen), repeats)),
+            "r_stream_seed": _versus_r(name, _time(partial(func, *args), repeats)),
+            "r_stream_seed_one_thread": _versus_r(name, _time(_one_thread(partial(func, *args)), repeats)),
+            "r_stream_seed_cold_cache": _versus_r(name, _time(_cold(partial(func, *args)), repeats)),
+            "numpy_generator_seed": _versus_r(name, _time(partial(func, *args, seed=gen), repeats)),
         }
-        naive_timing = _time(lambda: naive(*args, naive_draws, 3), max(1, repeats // 2))
+        naive_timing = _time(partial(naive, *args, naive_draws, 3), max(1, repeats // 2))
         scale = DRAWS / naive_draws
         entry["naive_per_draw_loop"] = {
             "measured_draws": naive_draws,

@@ -76,9 +76,7 @@ def check_tokens(tokens: np.ndarray, what: str = "tokens", first_row: int = 0) -
     if bad.any():
         index = tuple(int(v[0]) for v in np.nonzero(bad))
         index = (index[0] + first_row, *index[1:])
-        raise InputError(
-            f"{what}: value {tokens[bad][0]} at index {index} is not a token (must lie in 0..{N_TOKEN})"
-        )
+        raise InputError(f"{what}: value {tokens[bad][0]} at index {index} is not a token (must lie in 0..{N_TOKEN})")
 
 
 def decode(tokens: np.ndarray) -> str:

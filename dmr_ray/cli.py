@@ -22,10 +22,15 @@ def _add_store_commands(sub: argparse._SubParsersAction) -> None:
     build.add_argument("--fasta", required=True, type=Path, help="reference FASTA (indexed on the fly)")
     build.add_argument("--bed", required=True, type=Path, help="BED intervals (0-based, half-open)")
     build.add_argument("--out", required=True, help="output store path")
-    build.add_argument("--length", type=int, default=None,
-                       help="window length centred on each interval (default: the intervals as they are)")
-    build.add_argument("--sample", type=int, default=None,
-                       help="sample this many windows at random from the intervals instead")
+    build.add_argument(
+        "--length",
+        type=int,
+        default=None,
+        help="window length centred on each interval (default: the intervals as they are)",
+    )
+    build.add_argument(
+        "--sample", type=int, default=None, help="sample this many windows at random from the intervals instead"
+    )
     build.add_argument("--seed", type=int, default=0, help="seed for --sample")
     build.add_argument("--chunk-size", type=int, default=None, help="sequences per Zarr chunk")
     build.add_argument("--overwrite", action="store_true", help="replace an existing store")
@@ -38,48 +43,78 @@ def _add_store_commands(sub: argparse._SubParsersAction) -> None:
 
 def _add_ism_command(sub: argparse._SubParsersAction) -> None:
     ism = sub.add_parser(
-        "ism", help="saturation mutagenesis of every store sequence into effects.zarr (on Ray)",
+        "ism",
+        help="saturation mutagenesis of every store sequence into effects.zarr (on Ray)",
         description="Saturation mutagenesis on Ray replica actors, committed chunk by chunk: rerunning the "
-                    "same command resumes; a run with another model or options is refused.",
+        "same command resumes; a run with another model or options is refused.",
     )
     ism.add_argument("--store", required=True, help="sequences.zarr path or URL")
     ism.add_argument("--model", required=True, type=Path, help="model spec YAML")
     ism.add_argument("--out", required=True, help="effects.zarr output path or URL")
-    ism.add_argument("--chunk-size", type=int, default=None,
-                     help="sequences per unit of work, commit and resume (default: the store's chunk size)")
-    ism.add_argument("--batch-size", type=int, default=None,
-                     help="mutants per forward pass (default: derived from a memory budget)")
+    ism.add_argument(
+        "--chunk-size",
+        type=int,
+        default=None,
+        help="sequences per unit of work, commit and resume (default: the store's chunk size)",
+    )
+    ism.add_argument(
+        "--batch-size", type=int, default=None, help="mutants per forward pass (default: derived from a memory budget)"
+    )
     ism.add_argument("--ddof", type=int, default=0, help="ddof of the replicate SD (0 as the original)")
     ism.add_argument("--device", default=None, help="torch device (default: cuda when the cluster has GPUs, else cpu)")
-    ism.add_argument("--fast", choices=["true", "false", "auto"], default="false",
-                     help="receptive-field fast path")
+    ism.add_argument("--fast", choices=["true", "false", "auto"], default="false", help="receptive-field fast path")
     # Checked by IsmJob rather than argparse choices, so that a bad value is one error line.
-    ism.add_argument("--precision", default="float32", metavar="{float32,bfloat16,float16}",
-                     help="autocast dtype of the fast path's linear layers on differences "
-                          "(default float32; the others need --fast true or auto and are meant for CUDA)")
+    ism.add_argument(
+        "--precision",
+        default="float32",
+        metavar="{float32,bfloat16,float16}",
+        help="autocast dtype of the fast path's linear layers on differences "
+        "(default float32; the others need --fast true or auto and are meant for CUDA)",
+    )
     ism.add_argument("--overwrite", action="store_true", help="discard an existing output and start fresh")
     ray_options = ism.add_argument_group("Ray engine")
-    ray_options.add_argument("--actors", type=int, default=None,
-                             help="replica actors (default: one per GPU, else one per CPU); "
-                                  "0 runs in this process without Ray")
-    ray_options.add_argument("--address", default=None,
-                             help="Ray cluster to join: 'auto' or host:port "
-                                  "(default: RAY_ADDRESS, else a local instance)")
-    ray_options.add_argument("--replicate-groups", type=int, default=1,
-                             help="spread ensemble members / MC-dropout passes over this many groups of actors "
-                                  "(default 1: all replicates in every actor)")
-    ray_options.add_argument("--threads", type=int, default=None,
-                             help="torch threads per actor (default: CPUs / actors on CPU, 1 on GPU)")
-    ray_options.add_argument("--gpus-per-actor", type=float, default=None,
-                             help="GPU share per actor, e.g. 0.25 for 4 replicas per GPU "
-                                  "(default: GPUs / actors, at most 1)")
+    ray_options.add_argument(
+        "--actors",
+        type=int,
+        default=None,
+        help="replica actors (default: one per GPU, else one per CPU); 0 runs in this process without Ray",
+    )
+    ray_options.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster to join: 'auto' or host:port (default: RAY_ADDRESS, else a local instance)",
+    )
+    ray_options.add_argument(
+        "--replicate-groups",
+        type=int,
+        default=1,
+        help="spread ensemble members / MC-dropout passes over this many groups of actors "
+        "(default 1: all replicates in every actor)",
+    )
+    ray_options.add_argument(
+        "--threads", type=int, default=None, help="torch threads per actor (default: CPUs / actors on CPU, 1 on GPU)"
+    )
+    ray_options.add_argument(
+        "--gpus-per-actor",
+        type=float,
+        default=None,
+        help="GPU share per actor, e.g. 0.25 for 4 replicas per GPU (default: GPUs / actors, at most 1)",
+    )
     ray_options.add_argument("--max-in-flight", type=int, default=2, help="chunks queued per actor (default 2)")
     ray_options.add_argument("--max-restarts", type=int, default=3, help="restarts of a lost actor (default 3)")
-    ray_options.add_argument("--stall-timeout", type=float, default=1800.0,
-                             help="seconds without finished work before the run fails (default 1800)")
-    ray_options.add_argument("--runtime-env-json", type=_json_object, default=None,
-                             help="Ray runtime environment of the actors, e.g. "
-                                  "'{\"py_modules\": [\"my_models\"]}' for model code that is not installed")
+    ray_options.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=1800.0,
+        help="seconds without finished work before the run fails (default 1800)",
+    )
+    ray_options.add_argument(
+        "--runtime-env-json",
+        type=_json_object,
+        default=None,
+        help="Ray runtime environment of the actors, e.g. "
+        '\'{"py_modules": ["my_models"]}\' for model code that is not installed',
+    )
     ism.set_defaults(func=_cmd_ism)
 
 
@@ -116,8 +151,14 @@ def _cmd_store_build(args: argparse.Namespace) -> int:
     from dmr_ray.store import build_from_fasta_bed
 
     store = build_from_fasta_bed(
-        args.fasta, args.bed, args.out, length=args.length, sample=args.sample, seed=args.seed,
-        chunk_size=args.chunk_size, overwrite=args.overwrite,
+        args.fasta,
+        args.bed,
+        args.out,
+        length=args.length,
+        sample=args.sample,
+        seed=args.seed,
+        chunk_size=args.chunk_size,
+        overwrite=args.overwrite,
     )
     print(f"wrote {store.n_seq} sequences of {store.length} bp to {args.out}")
     return 0
@@ -148,14 +189,26 @@ def _cmd_ism(args: argparse.Namespace) -> int:
     from dmr_ray.engine import EngineOptions, IsmJob, run_ism
 
     job = IsmJob(
-        store=args.store, model=str(args.model), out=args.out, chunk_size=args.chunk_size,
-        batch_size=args.batch_size, ddof=args.ddof, device=args.device, fast=_fast_option(args.fast),
+        store=args.store,
+        model=str(args.model),
+        out=args.out,
+        chunk_size=args.chunk_size,
+        batch_size=args.batch_size,
+        ddof=args.ddof,
+        device=args.device,
+        fast=_fast_option(args.fast),
         precision=args.precision,
     )
     options = EngineOptions(
-        actors=args.actors, replicate_groups=args.replicate_groups, threads=args.threads,
-        gpus_per_actor=args.gpus_per_actor, max_in_flight=args.max_in_flight, max_restarts=args.max_restarts,
-        stall_timeout_s=args.stall_timeout, address=args.address, runtime_env=args.runtime_env_json,
+        actors=args.actors,
+        replicate_groups=args.replicate_groups,
+        threads=args.threads,
+        gpus_per_actor=args.gpus_per_actor,
+        max_in_flight=args.max_in_flight,
+        max_restarts=args.max_restarts,
+        stall_timeout_s=args.stall_timeout,
+        address=args.address,
+        runtime_env=args.runtime_env_json,
     )
     summary = run_ism(job, options, overwrite=args.overwrite)
     print(summary.describe())

@@ -53,8 +53,10 @@ class CalibrationOptions(_Options):
     @model_validator(mode="after")
     def _needs_data(self) -> CalibrationOptions:
         if self.method != "none" and (self.store is None or self.labels is None):
-            raise ValueError(f"method {self.method!r} needs both 'store' (labelled sequences) "
-                             "and 'labels' (observed task values, .npy [n, tasks])")
+            raise ValueError(
+                f"method {self.method!r} needs both 'store' (labelled sequences) "
+                "and 'labels' (observed task values, .npy [n, tasks])"
+            )
         return self
 
 
@@ -145,8 +147,10 @@ class DeepMRConfig(_Options):
     @model_validator(mode="after")
     def _precision_without_calibration(self) -> DeepMRConfig:
         if self.calibration.method != "none" and self.ism.precision != "float32":
-            raise ValueError(f"ism.precision {self.ism.precision!r} cannot be combined with calibration: "
-                             "calibrated ISM runs the exact path in float32")
+            raise ValueError(
+                f"ism.precision {self.ism.precision!r} cannot be combined with calibration: "
+                "calibrated ISM runs the exact path in float32"
+            )
         return self
 
     @field_validator("pairs")
@@ -166,8 +170,7 @@ class DeepMRConfig(_Options):
         for exposure, outcome in self.pairs:
             for name in (exposure, outcome):
                 if name not in tasks:
-                    raise ConfigError(f"pairs: task {name!r} is not an output of the model "
-                                      f"(outputs: {tasks})")
+                    raise ConfigError(f"pairs: task {name!r} is not an output of the model (outputs: {tasks})")
         return list(self.pairs)
 
 
@@ -189,8 +192,9 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
             data[key] = _resolve(base, data[key])
     calibration = data.get("calibration")
     if isinstance(calibration, dict):
-        data["calibration"] = {k: (_resolve(base, v) if k in ("store", "labels") else v)
-                               for k, v in calibration.items()}
+        data["calibration"] = {
+            k: (_resolve(base, v) if k in ("store", "labels") else v) for k, v in calibration.items()
+        }
     return data
 
 
@@ -203,8 +207,7 @@ def _format_error(source: str, exc: ValidationError) -> str:
     return f"{source}: invalid configuration: " + "; ".join(problems)
 
 
-def config_from_dict(data: dict[str, Any], *, base_dir: Path | None = None,
-                     source: str = "config") -> DeepMRConfig:
+def config_from_dict(data: dict[str, Any], *, base_dir: Path | None = None, source: str = "config") -> DeepMRConfig:
     """Validate a configuration mapping; relative paths resolve against ``base_dir``."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")

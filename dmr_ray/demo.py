@@ -54,13 +54,19 @@ def _train_and_save(sim, settings: DemoSettings, model_dir: Path, seed: int) -> 
         threads = torch.get_num_threads()
         torch.set_num_threads(settings.train_threads)  # small batches: extra threads cost more than they give
         try:
-            members = train_ensemble(lambda _: small_cnn(**_model_kwargs(settings.length)),
-                                     sim.tokens, sim.labels, settings.members, seed=seed,
-                                     epochs=settings.epochs, batch_size=settings.batch_size,
-                                     lr=settings.learning_rate)
+            members = train_ensemble(
+                lambda _: small_cnn(**_model_kwargs(settings.length)),
+                sim.tokens,
+                sim.labels,
+                settings.members,
+                seed=seed,
+                epochs=settings.epochs,
+                batch_size=settings.batch_size,
+                lr=settings.learning_rate,
+            )
         finally:
             torch.set_num_threads(threads)
-        for member, path in zip(members, weights):
+        for member, path in zip(members, weights, strict=True):
             save_weights(member, path)
     spec = {
         "entrypoint": SMALL_CNN,
@@ -81,8 +87,13 @@ def _write_stores(sim, audit: np.ndarray, calibration: np.ndarray, out: Path) ->
     ids = np.array([f"sim{i:05d}" for i in range(len(sim.tokens))])
     for name, rows in (("sequences.zarr", audit), ("calibration.zarr", calibration)):
         if not (out / name).exists():
-            write_sequence_store(out / name, sim.tokens[rows], ids[rows], source="dmr_ray demo "
-                                 "TF-cooperativity simulation", chunk_size=16)
+            write_sequence_store(
+                out / name,
+                sim.tokens[rows],
+                ids[rows],
+                source="dmr_ray demo TF-cooperativity simulation",
+                chunk_size=16,
+            )
     np.save(out / "calibration_labels.npy", sim.labels[calibration].astype(np.float64))
 
 
@@ -91,8 +102,12 @@ def _config(out: Path, spec: Path) -> Path:
         "store": "sequences.zarr",
         "model": str(spec.relative_to(out)),
         "out": "audit",
-        "calibration": {"method": "isotonic", "mode": "quantile", "store": "calibration.zarr",
-                        "labels": "calibration_labels.npy"},
+        "calibration": {
+            "method": "isotonic",
+            "mode": "quantile",
+            "store": "calibration.zarr",
+            "labels": "calibration_labels.npy",
+        },
         "instruments": {"filter": "zscore", "threshold": 1.0, "direction_filter": True},
         "methods": {"estimators": ["deepmr", "ivw", "weighted_median"], "iterations": 1000},
         "meta": {"method": "DL"},
@@ -116,21 +131,23 @@ def prepare_demo(out: Path, *, seed: int = 0, settings: DemoSettings = DemoSetti
     rest = np.arange(settings.n_train + settings.n_calibration, total)
     # Audit the sequences the truth is defined on (both motifs): the original sampled all
     # exposure-carrying sequences but scored against pair-only truths (its quirk #3).
-    audit = rest[sim.is_pair[rest]][:settings.n_audit]
+    audit = rest[sim.is_pair[rest]][: settings.n_audit]
     train_sim = _subset(sim, train)
     spec = _train_and_save(train_sim, settings, out / "model", seed)
     _write_stores(sim, audit, calibration, out)
-    truth = {"planted exposure": "GATA", "planted outcome": "TAL1",
-             "true global causal effect GATA→TAL1": global_true_effect(_subset(sim, audit)),
-             "true effect TAL1→GATA": 0.0}
+    truth = {
+        "planted exposure": "GATA",
+        "planted outcome": "TAL1",
+        "true global causal effect GATA→TAL1": global_true_effect(_subset(sim, audit)),
+        "true effect TAL1→GATA": 0.0,
+    }
     return _config(out, spec), truth
 
 
 def _subset(sim, rows: np.ndarray):
     from dataclasses import fields, replace
 
-    arrays = {f.name: getattr(sim, f.name)[rows] for f in fields(sim)
-              if isinstance(getattr(sim, f.name), np.ndarray)}
+    arrays = {f.name: getattr(sim, f.name)[rows] for f in fields(sim) if isinstance(getattr(sim, f.name), np.ndarray)}
     return replace(sim, **arrays)
 
 
@@ -141,6 +158,8 @@ def run_demo(out: Path, *, seed: int = 0, settings: DemoSettings = DemoSettings(
 
     config_path, truth = prepare_demo(out, seed=seed, settings=settings)
     summary = run_audit(load_config(config_path), run_info={"simulation": truth})
-    return (f"Deep MR demo finished. True GATA→TAL1 effect "
-            f"{truth['true global causal effect GATA→TAL1']:.3f}.\n"
-            f"Open the report: {summary.report}")
+    return (
+        f"Deep MR demo finished. True GATA→TAL1 effect "
+        f"{truth['true global causal effect GATA→TAL1']:.3f}.\n"
+        f"Open the report: {summary.report}"
+    )

@@ -39,8 +39,13 @@ def test_urls_are_not_resolved_as_paths() -> None:
         ({"ism": {"actors": 0}}, "ism.actors"),
         ({"ism": {"precision": "float64"}}, "ism.precision"),
         ({"ism": {"fast": False, "precision": "bfloat16"}}, "ism"),
-        ({"ism": {"precision": "float16"},
-          "calibration": {"method": "variance", "store": "c.zarr", "labels": "c.npy"}}, "ism.precision"),
+        (
+            {
+                "ism": {"precision": "float16"},
+                "calibration": {"method": "variance", "store": "c.zarr", "labels": "c.npy"},
+            },
+            "ism.precision",
+        ),
     ],
 )
 def test_invalid_fields_are_named(patch: dict, field: str) -> None:
@@ -69,7 +74,13 @@ def test_unreadable_files_fail_clearly(tmp_path: Path) -> None:
 def test_pairs_resolve_against_the_model_tasks() -> None:
     cfg = config_from_dict(MINIMAL)
     assert cfg.resolve_pairs(["A", "B", "C"]) == [
-        ("A", "B"), ("A", "C"), ("B", "A"), ("B", "C"), ("C", "A"), ("C", "B")]
+        ("A", "B"),
+        ("A", "C"),
+        ("B", "A"),
+        ("B", "C"),
+        ("C", "A"),
+        ("C", "B"),
+    ]
     explicit = config_from_dict({**MINIMAL, "pairs": [["A", "B"], ["A", "B"]]})
     assert explicit.resolve_pairs(["A", "B"]) == [("A", "B")]
     with pytest.raises(ConfigError, match="'Z'"):

@@ -34,16 +34,23 @@ class CalibrationFit:
 
     def to_dict(self) -> dict:
         """A JSON-safe form (the file format of ``calibration.json``)."""
-        return {"recalibrator": self.recalibrator, "tasks": list(self.tasks),
-                "expected": self.expected.tolist(), "observed_before": self.observed_before.tolist(),
-                "observed_after": self.observed_after.tolist(),
-                "error_before": self.error_before.tolist(), "error_after": self.error_after.tolist()}
+        return {
+            "recalibrator": self.recalibrator,
+            "tasks": list(self.tasks),
+            "expected": self.expected.tolist(),
+            "observed_before": self.observed_before.tolist(),
+            "observed_after": self.observed_after.tolist(),
+            "error_before": self.error_before.tolist(),
+            "error_after": self.error_after.tolist(),
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> CalibrationFit:
         """Inverse of :meth:`to_dict`."""
-        arrays = {k: np.asarray(data[k], dtype=float) for k in
-                  ("expected", "observed_before", "observed_after", "error_before", "error_after")}
+        arrays = {
+            k: np.asarray(data[k], dtype=float)
+            for k in ("expected", "observed_before", "observed_after", "error_before", "error_after")
+        }
         return cls(recalibrator=data["recalibrator"], tasks=tuple(data["tasks"]), **arrays)
 
 
@@ -56,12 +63,13 @@ def _load_labels(path: Path, n: int, tasks: tuple[str, ...]) -> np.ndarray:
     if labels.ndim == 1 and len(tasks) == 1:
         labels = labels[:, None]
     if labels.shape != (n, len(tasks)):
-        raise InputError(f"{path}: calibration labels have shape {labels.shape}; expected "
-                         f"({n}, {len(tasks)}) for {n} sequences and tasks {list(tasks)}")
+        raise InputError(
+            f"{path}: calibration labels have shape {labels.shape}; expected "
+            f"({n}, {len(tasks)}) for {n} sequences and tasks {list(tasks)}"
+        )
     bad = np.argwhere(~np.isfinite(labels))
     if bad.size:
-        raise InputError(f"{path}: calibration label at row {bad[0][0]}, task "
-                         f"{tasks[bad[0][1]]!r} is not finite")
+        raise InputError(f"{path}: calibration label at row {bad[0][0]}, task {tasks[bad[0][1]]!r} is not finite")
     return labels
 
 
@@ -73,7 +81,7 @@ def replicate_predictions(predictor, tokens: np.ndarray, batch_size: int = 512) 
 
     parts = []
     for start in range(0, len(tokens), batch_size):
-        onehot = torch.from_numpy(tokens_to_onehot(tokens[start:start + batch_size]))
+        onehot = torch.from_numpy(tokens_to_onehot(tokens[start : start + batch_size]))
         with torch.inference_mode():
             parts.append(predictor.predict_all(onehot.to(predictor.device)).double().cpu().numpy())
     return np.concatenate(parts, axis=1)
@@ -107,8 +115,7 @@ def fit_calibration(options: CalibrationOptions, spec, predictor) -> Calibration
     tasks = tuple(spec.task_names)
     labels = _load_labels(Path(options.labels), store.n_seq, tasks)
     if store.n_seq < 4:
-        raise InputError(f"{options.store}: calibration needs at least 4 labelled sequences, "
-                         f"found {store.n_seq}")
+        raise InputError(f"{options.store}: calibration needs at least 4 labelled sequences, found {store.n_seq}")
     preds = replicate_predictions(predictor, store.read(0, store.n_seq))
     fit_rows, score_rows = np.arange(0, store.n_seq, 2), np.arange(1, store.n_seq, 2)
     mu, sigma = replicate_moments(preds[:, fit_rows])
@@ -122,8 +129,11 @@ def fit_calibration(options: CalibrationOptions, spec, predictor) -> Calibration
     expected, before = calibration_curve(mu, sigma, held_out)
     _, after = calibration_curve(mu_after, sigma_after, held_out)
     return CalibrationFit(
-        recalibrator=recal.to_dict(), tasks=tasks, expected=np.asarray(expected),
-        observed_before=np.asarray(before), observed_after=np.asarray(after),
+        recalibrator=recal.to_dict(),
+        tasks=tasks,
+        expected=np.asarray(expected),
+        observed_before=np.asarray(before),
+        observed_after=np.asarray(after),
         error_before=np.asarray(calibration_error(mu, sigma, held_out)),
         error_after=np.asarray(calibration_error(mu_after, sigma_after, held_out)),
     )

@@ -46,15 +46,21 @@ class ExposureMoments:
 
     def to_dict(self) -> dict:
         """A JSON-safe form, recorded with the run."""
-        return {"tasks": list(self.tasks), "count": self.count.tolist(),
-                "mean": self.mean.tolist(), "sd": self.sd.tolist(),
-                "reference_sd": self.reference_sd.tolist()}
+        return {
+            "tasks": list(self.tasks),
+            "count": self.count.tolist(),
+            "mean": self.mean.tolist(),
+            "sd": self.sd.tolist(),
+            "reference_sd": self.reference_sd.tolist(),
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ExposureMoments:
         """The moments recorded by :meth:`to_dict` (floats round-trip exactly through JSON)."""
-        return cls(tuple(data["tasks"]), *(np.asarray(data[name], dtype=np.float64)
-                                           for name in ("count", "mean", "sd", "reference_sd")))
+        return cls(
+            tuple(data["tasks"]),
+            *(np.asarray(data[name], dtype=np.float64) for name in ("count", "mean", "sd", "reference_sd")),
+        )
 
 
 def _chunk_moments(beta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -100,8 +106,9 @@ def exposure_moments(effects) -> ExposureMoments:
         effect_state = moments if effect_state is None else _combine(effect_state, moments)
         reference_state = reference if reference_state is None else _combine(reference_state, reference)
     count, mean, m2 = effect_state
-    return ExposureMoments(tuple(effects.tasks), count, mean, _sd(count, m2),
-                           _sd(reference_state[0], reference_state[2]))
+    return ExposureMoments(
+        tuple(effects.tasks), count, mean, _sd(count, m2), _sd(reference_state[0], reference_state[2])
+    )
 
 
 def effects_fingerprint(effects) -> str | None:
@@ -125,9 +132,15 @@ def effects_fingerprint(effects) -> str | None:
     committed = effects.committed_by().tolist()
     if not all(committed):
         return None
-    content = {"attrs": effects.attrs, "n_seq": effects.n_seq, "length": effects.length,
-               "tasks": effects.tasks, "chunk_size": effects.chunk_size,
-               "complete": sorted(effects.completed_chunks()), "committed_by": committed}
+    content = {
+        "attrs": effects.attrs,
+        "n_seq": effects.n_seq,
+        "length": effects.length,
+        "tasks": effects.tasks,
+        "chunk_size": effects.chunk_size,
+        "complete": sorted(effects.completed_chunks()),
+        "committed_by": committed,
+    }
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
@@ -139,8 +152,10 @@ def passes_direction(beta_x: np.ndarray, beta_y: np.ndarray, sd_x: float, sd_y: 
     """Substitutions that move the exposure more than the outcome, each on the scale of its
     spread over the reference sequences (see the module docstring)."""
     if not (sd_x > 0 and sd_y > 0):
-        raise InputError(f"the direction filter needs outputs that vary over the reference "
-                         f"sequences; their SDs are {sd_x} and {sd_y}")
+        raise InputError(
+            f"the direction filter needs outputs that vary over the reference "
+            f"sequences; their SDs are {sd_x} and {sd_y}"
+        )
     with np.errstate(invalid="ignore"):
         return np.abs(beta_x) / sd_x > np.abs(beta_y) / sd_y
 
@@ -148,12 +163,26 @@ def passes_direction(beta_x: np.ndarray, beta_y: np.ndarray, sd_x: float, sd_y: 
 def usable(beta_x: np.ndarray, se_x: np.ndarray, beta_y: np.ndarray, se_y: np.ndarray) -> np.ndarray:
     """Substitutions that can be instruments at all: finite effects, positive SEs, bx != 0."""
     with np.errstate(invalid="ignore"):
-        return (np.isfinite(beta_x) & np.isfinite(beta_y) & (beta_x != 0)
-                & (se_x > 0) & (se_y > 0) & np.isfinite(se_x) & np.isfinite(se_y))
+        return (
+            np.isfinite(beta_x)
+            & np.isfinite(beta_y)
+            & (beta_x != 0)
+            & (se_x > 0)
+            & (se_y > 0)
+            & np.isfinite(se_x)
+            & np.isfinite(se_y)
+        )
 
 
-def passes_filter(beta_x: np.ndarray, se_x: np.ndarray, *, kind: str, threshold: float,
-                  mean: float | None = None, sd: float | None = None) -> np.ndarray:
+def passes_filter(
+    beta_x: np.ndarray,
+    se_x: np.ndarray,
+    *,
+    kind: str,
+    threshold: float,
+    mean: float | None = None,
+    sd: float | None = None,
+) -> np.ndarray:
     """Boolean mask of substitutions whose exposure effect passes the instrument filter.
 
     Parameters

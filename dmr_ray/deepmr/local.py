@@ -20,16 +20,34 @@ from dmr_ray.stats.batched import Reason
 ROBUST_ABOVE = 10
 """The original fits robust Egger to regions with more than this many instruments."""
 
-_MR_FIELDS = ("estimate", "se", "ci_low", "ci_high", "p_value", "intercept", "intercept_se",
-              "intercept_p", "i2_gx", "rse", "q", "q_p")
+_MR_FIELDS = (
+    "estimate",
+    "se",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "intercept",
+    "intercept_se",
+    "intercept_p",
+    "i2_gx",
+    "rse",
+    "q",
+    "q_p",
+)
 
 SCHEMA = pa.schema(
-    [("seq_id", pa.string()), ("region", pa.int32()), ("region_start", pa.int32()),
-     ("region_end", pa.int32()), ("exposure", pa.string()), ("outcome", pa.string()),
-     ("method", pa.string()), ("estimator", pa.string())]
+    [
+        ("seq_id", pa.string()),
+        ("region", pa.int32()),
+        ("region_start", pa.int32()),
+        ("region_end", pa.int32()),
+        ("exposure", pa.string()),
+        ("outcome", pa.string()),
+        ("method", pa.string()),
+        ("estimator", pa.string()),
+    ]
     + [(name, pa.float64()) for name in _MR_FIELDS]
-    + [("direction", pa.int8()), ("n_instruments", pa.int32()), ("n_unusable", pa.int32()),
-       ("reason", pa.string())]
+    + [("direction", pa.int8()), ("n_instruments", pa.int32()), ("n_unusable", pa.int32()), ("reason", pa.string())]
 )
 """Columns of ``local_effects.parquet``."""
 
@@ -94,16 +112,14 @@ def _tile(a: np.ndarray, width: int, fill: float) -> np.ndarray:
     return padded.reshape(n * n_regions, width * alts)
 
 
-def region_rows(beta: np.ndarray, se: np.ndarray, exposure: int, outcome: int,
-                options: LocalMROptions) -> RegionRows:
+def region_rows(beta: np.ndarray, se: np.ndarray, exposure: int, outcome: int, options: LocalMROptions) -> RegionRows:
     """Gather the instruments of one pair into padded region rows (kept ones first)."""
     bx, sx = beta[..., exposure], se[..., exposure]
     by, sy = beta[..., outcome], se[..., outcome]
     ok = usable(bx, sx, by, sy)
     mean = options.moments_mean[exposure] if options.moments_mean else None
     sd = options.moments_sd[exposure] if options.moments_sd else None
-    keep = ok & passes_filter(bx, sx, kind=options.filter, threshold=options.threshold,
-                              mean=mean, sd=sd)
+    keep = ok & passes_filter(bx, sx, kind=options.filter, threshold=options.threshold, mean=mean, sd=sd)
     if options.direction_sd:
         keep &= passes_direction(bx, by, options.direction_sd[exposure], options.direction_sd[outcome])
     width = options.region_width
@@ -121,9 +137,12 @@ def region_rows(beta: np.ndarray, se: np.ndarray, exposure: int, outcome: int,
     mask = np.take_along_axis(keep_rows, order, axis=1)
     # Padding must hold valid numbers for the estimators' input checks; the mask hides it.
     return RegionRows(
-        bx=np.where(mask, take(bx, 1.0), 1.0), bxse=np.where(mask, take(sx, 1.0), 1.0),
-        by=np.where(mask, take(by, 0.0), 0.0), byse=np.where(mask, take(sy, 1.0), 1.0),
-        mask=mask, n_unusable=n_unusable,
+        bx=np.where(mask, take(bx, 1.0), 1.0),
+        bxse=np.where(mask, take(sx, 1.0), 1.0),
+        by=np.where(mask, take(by, 0.0), 0.0),
+        byse=np.where(mask, take(sy, 1.0), 1.0),
+        mask=mask,
+        n_unusable=n_unusable,
     )
 
 
@@ -134,9 +153,16 @@ def _run_estimator(name: str, rows: RegionRows, options: LocalMROptions) -> tupl
     n_rows = rows.mask.shape[0]
     if name == "steiger":
         res = batched.steiger(*args, alpha=options.alpha)
-        cols = {"estimate": res.mean_difference, "se": res.se, "ci_low": res.ci_low,
-                "ci_high": res.ci_high, "p_value": res.p_value, "direction": res.direction,
-                "n_instruments": res.n_instruments, "reason": res.reason}
+        cols = {
+            "estimate": res.mean_difference,
+            "se": res.se,
+            "ci_low": res.ci_low,
+            "ci_high": res.ci_high,
+            "p_value": res.p_value,
+            "direction": res.direction,
+            "n_instruments": res.n_instruments,
+            "reason": res.reason,
+        }
         return cols, np.full(n_rows, "steiger", dtype=object)
     if name == "deepmr":
         return _deepmr_rows(rows, options)
@@ -165,8 +191,9 @@ def _deepmr_rows(rows: RegionRows, options: LocalMROptions) -> tuple[dict, np.nd
     estimator[n < batched.MIN_INSTRUMENTS["egger"]] = ""
     big = np.flatnonzero(n > ROBUST_ABOVE)
     if big.size:
-        robust = _mr_columns(batched.egger(*(a[big] for a in args), alpha=options.alpha,
-                                           robust=True, seed=options.seed))
+        robust = _mr_columns(
+            batched.egger(*(a[big] for a in args), alpha=options.alpha, robust=True, seed=options.seed)
+        )
         for key, values in robust.items():
             column = np.asarray(cols.get(key, np.full(n.shape, np.nan)), dtype=np.result_type(values))
             column[big] = values
@@ -174,8 +201,7 @@ def _deepmr_rows(rows: RegionRows, options: LocalMROptions) -> tuple[dict, np.nd
     return cols, estimator
 
 
-def local_effects_table(beta: np.ndarray, se: np.ndarray, seq_ids: np.ndarray,
-                        options: LocalMROptions) -> pa.Table:
+def local_effects_table(beta: np.ndarray, se: np.ndarray, seq_ids: np.ndarray, options: LocalMROptions) -> pa.Table:
     """Local causal effects of one chunk of ``effects.zarr``.
 
     Parameters
@@ -202,13 +228,24 @@ def local_effects_table(beta: np.ndarray, se: np.ndarray, seq_ids: np.ndarray,
         rows = region_rows(beta, se, index[exposure], index[outcome], options)
         for method in options.estimators:
             cols, estimator = _run_estimator(method, rows, options)
-            parts.append(_part(cols, estimator, seq_ids, region, width, length, exposure, outcome,
-                               method, rows.n_unusable))
+            parts.append(
+                _part(cols, estimator, seq_ids, region, width, length, exposure, outcome, method, rows.n_unusable)
+            )
     return pa.concat_tables(parts) if parts else SCHEMA.empty_table()
 
 
-def _part(cols: dict, estimator: np.ndarray, seq_ids: np.ndarray, region: np.ndarray, width: int,
-          length: int, exposure: str, outcome: str, method: str, n_unusable: np.ndarray) -> pa.Table:
+def _part(
+    cols: dict,
+    estimator: np.ndarray,
+    seq_ids: np.ndarray,
+    region: np.ndarray,
+    width: int,
+    length: int,
+    exposure: str,
+    outcome: str,
+    method: str,
+    n_unusable: np.ndarray,
+) -> pa.Table:
     n_rows = region.shape[0]
     n_regions = n_rows // len(seq_ids)
     reason = np.asarray(cols["reason"])
@@ -228,5 +265,4 @@ def _part(cols: dict, estimator: np.ndarray, seq_ids: np.ndarray, region: np.nda
     }
     for name in _MR_FIELDS:
         data[name] = cols.get(name, np.full(n_rows, np.nan))
-    return pa.Table.from_pydict({f.name: pa.array(data[f.name], type=f.type) for f in SCHEMA},
-                                schema=SCHEMA)
+    return pa.Table.from_pydict({f.name: pa.array(data[f.name], type=f.type) for f in SCHEMA}, schema=SCHEMA)

@@ -81,9 +81,13 @@ class _Stages:
         self.echo(f"[{name}] {text} ({self.summary.seconds[name]:.1f} s)")
 
 
-def run_audit(config: DeepMRConfig, *, overwrite: bool = False,
-              echo: Callable[[str], None] = print,
-              run_info: Mapping[str, Any] | None = None) -> AuditSummary:
+def run_audit(
+    config: DeepMRConfig,
+    *,
+    overwrite: bool = False,
+    echo: Callable[[str], None] = print,
+    run_info: Mapping[str, Any] | None = None,
+) -> AuditSummary:
     """Run (or resume) the Deep MR audit described by ``config``.
 
     Parameters
@@ -141,25 +145,31 @@ def _calibrate(config: DeepMRConfig, spec, path: Path, overwrite: bool) -> str:
 
 
 def _errors(fit) -> str:
-    return ", ".join(f"{t} {b:.3f}→{a:.3f}" for t, b, a in
-                     zip(fit.tasks, fit.error_before, fit.error_after))
+    rows = zip(fit.tasks, fit.error_before, fit.error_after, strict=True)
+    return ", ".join(f"{t} {b:.3f}→{a:.3f}" for t, b, a in rows)
 
 
 def _ism(config: DeepMRConfig, effects_path: Path, calibration_path: Path, overwrite: bool) -> str:
     from dmr_ray.engine import EngineOptions, IsmJob, run_ism
 
     options = config.ism
-    job = IsmJob(store=config.store, model=str(config.model), out=str(effects_path),
-                 chunk_size=options.chunk_size, batch_size=options.batch_size, ddof=options.ddof,
-                 device=options.device, fast=options.fast, precision=options.precision,
-                 calibration=str(calibration_path) if calibration_path.exists() else None)
-    engine = EngineOptions(actors=options.actors if options.actors is not None else 1,
-                           address=config.ray.address)
+    job = IsmJob(
+        store=config.store,
+        model=str(config.model),
+        out=str(effects_path),
+        chunk_size=options.chunk_size,
+        batch_size=options.batch_size,
+        ddof=options.ddof,
+        device=options.device,
+        fast=options.fast,
+        precision=options.precision,
+        calibration=str(calibration_path) if calibration_path.exists() else None,
+    )
+    engine = EngineOptions(actors=options.actors if options.actors is not None else 1, address=config.ray.address)
     return run_ism(job, engine, overwrite=overwrite).describe()
 
 
-def local_options(config: DeepMRConfig, effects_path: Path,
-                  pairs: list[tuple[str, str]]) -> LocalMROptions:
+def local_options(config: DeepMRConfig, effects_path: Path, pairs: list[tuple[str, str]]) -> LocalMROptions:
     """The local-MR options of ``config``, with the pooled moments of the effects that the
     instrument filters need (see :func:`pooled_moments`; recorded beside the effects)."""
     from dmr_ray.store import EffectsStore
@@ -170,13 +180,18 @@ def local_options(config: DeepMRConfig, effects_path: Path,
     zscore = instruments.filter == "zscore"
     methods = config.methods
     return LocalMROptions(
-        tasks=tuple(effects.tasks), pairs=tuple(pairs), estimators=methods.estimators,
-        filter=instruments.filter, threshold=instruments.threshold,
+        tasks=tuple(effects.tasks),
+        pairs=tuple(pairs),
+        estimators=methods.estimators,
+        filter=instruments.filter,
+        threshold=instruments.threshold,
         moments_mean=tuple(moments.mean.tolist()) if zscore else (),
         moments_sd=tuple(moments.sd.tolist()) if zscore else (),
         region_width=config.regions.width if config.regions.kind == "tiles" else effects.length,
         direction_sd=tuple(moments.reference_sd.tolist()) if instruments.direction_filter else (),
-        alpha=methods.alpha, iterations=methods.iterations, seed=methods.seed,
+        alpha=methods.alpha,
+        iterations=methods.iterations,
+        seed=methods.seed,
     )
 
 
@@ -222,15 +237,16 @@ def _local(effects_path: Path, local_dir: Path, options: LocalMROptions, overwri
 
 
 def _meta(config: DeepMRConfig, local_dir: Path, out: Path) -> str:
-    table = run_global_stage(local_dir, out, method=config.meta.method, test=config.meta.test,
-                             alpha=config.methods.alpha)
-    significant = sum(p < config.methods.alpha for p in table.column("p_value").to_pylist()
-                      if p == p)
+    table = run_global_stage(
+        local_dir, out, method=config.meta.method, test=config.meta.test, alpha=config.methods.alpha
+    )
+    significant = sum(p < config.methods.alpha for p in table.column("p_value").to_pylist() if p == p)
     return f"{table.num_rows} pooled effects, {significant} significant at {config.methods.alpha}"
 
 
-def _report(config: DeepMRConfig, out: Path, pairs: list[tuple[str, str]],
-            options: LocalMROptions, run_info: Mapping[str, Any]) -> str:
+def _report(
+    config: DeepMRConfig, out: Path, pairs: list[tuple[str, str]], options: LocalMROptions, run_info: Mapping[str, Any]
+) -> str:
     from dmr_ray.deepmr.report_inputs import build_report
 
     path = build_report(config, out, pairs, options, run_info)

@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
@@ -22,9 +21,12 @@ from dmr_ray.stats import mr
 
 def _scatter_rows(local, method: str, exposure: str, outcome: str, count: int) -> list[dict]:
     """The ``count`` fitted regions of a pair with the most instruments."""
-    chosen = local.filter(pc.and_(
-        pc.and_(pc.equal(local["method"], method), pc.equal(local["reason"], "ok")),
-        pc.and_(pc.equal(local["exposure"], exposure), pc.equal(local["outcome"], outcome))))
+    chosen = local.filter(
+        pc.and_(
+            pc.and_(pc.equal(local["method"], method), pc.equal(local["reason"], "ok")),
+            pc.and_(pc.equal(local["exposure"], exposure), pc.equal(local["outcome"], outcome)),
+        )
+    )
     rows = chosen.select(["seq_id", "region", "n_instruments"]).to_pylist()
     return sorted(rows, key=lambda r: (-r["n_instruments"], r["seq_id"], r["region"]))[:count]
 
@@ -42,8 +44,9 @@ def _fit_lines(bx, bxse, by, byse) -> tuple[float, float, float]:
         return ivw, float("nan"), float("nan")
 
 
-def scatter_inputs(effects, options: LocalMROptions, local, method: str, pair: tuple[str, str],
-                   count: int) -> list[ScatterData]:
+def scatter_inputs(
+    effects, options: LocalMROptions, local, method: str, pair: tuple[str, str], count: int
+) -> list[ScatterData]:
     """Instruments and fitted lines of the best-instrumented regions of one pair."""
     exposure, outcome = pair
     ids = {str(s): i for i, s in enumerate(effects.seq_ids())}
@@ -52,15 +55,23 @@ def scatter_inputs(effects, options: LocalMROptions, local, method: str, pair: t
     for row in _scatter_rows(local, method, exposure, outcome, count):
         index = ids[row["seq_id"]]
         chunk = effects.read(index, index + 1)
-        rows = region_rows(chunk["beta"], chunk["se"], tasks.index(exposure), tasks.index(outcome),
-                           options)
+        rows = region_rows(chunk["beta"], chunk["se"], tasks.index(exposure), tasks.index(outcome), options)
         keep = rows.mask[row["region"]]
         arrays = [a[row["region"]][keep] for a in (rows.bx, rows.bxse, rows.by, rows.byse)]
         ivw, intercept, slope = _fit_lines(*arrays)
         start = row["region"] * options.region_width
-        out.append(ScatterData(row["seq_id"], exposure, outcome, *arrays, ivw_slope=ivw,
-                               egger_intercept=intercept, egger_slope=slope,
-                               region=f"{start}-{min(start + options.region_width, effects.length)}"))
+        out.append(
+            ScatterData(
+                row["seq_id"],
+                exposure,
+                outcome,
+                *arrays,
+                ivw_slope=ivw,
+                egger_intercept=intercept,
+                egger_slope=slope,
+                region=f"{start}-{min(start + options.region_width, effects.length)}",
+            )
+        )
     return out
 
 
@@ -69,14 +80,24 @@ def calibration_inputs(path: Path, method: str) -> CalibrationCurves | None:
     if not path.exists():
         return None
     fit = load_calibration(path)
-    return CalibrationCurves(tasks=fit.tasks, expected=fit.expected,
-                             observed_before=fit.observed_before.T,
-                             observed_after=fit.observed_after.T, error_before=fit.error_before,
-                             error_after=fit.error_after, method=method)
+    return CalibrationCurves(
+        tasks=fit.tasks,
+        expected=fit.expected,
+        observed_before=fit.observed_before.T,
+        observed_after=fit.observed_after.T,
+        error_before=fit.error_before,
+        error_after=fit.error_after,
+        method=method,
+    )
 
 
-def build_report(config: DeepMRConfig, out: Path, pairs: list[tuple[str, str]], options: LocalMROptions,
-                 run_info: Mapping[str, Any] | None = None) -> Path:
+def build_report(
+    config: DeepMRConfig,
+    out: Path,
+    pairs: list[tuple[str, str]],
+    options: LocalMROptions,
+    run_info: Mapping[str, Any] | None = None,
+) -> Path:
     """Write ``out/report/index.html`` from the audit outputs in ``out``."""
     from dmr_ray.store import EffectsStore
 
@@ -84,9 +105,16 @@ def build_report(config: DeepMRConfig, out: Path, pairs: list[tuple[str, str]], 
     global_table = pq.read_table(out / "global_effects.parquet")
     primary = config.methods.estimators[0]
     effects = EffectsStore.open(str(out / "effects.zarr"), mode="r")
-    scatter = scatter_inputs(effects, options, local, primary, pairs[0],
-                             config.report.scatter_sequences) if pairs else []
+    scatter = (
+        scatter_inputs(effects, options, local, primary, pairs[0], config.report.scatter_sequences) if pairs else []
+    )
     info = {"configuration": json.loads(config.model_dump_json()), **(run_info or {})}
-    return write_report(out, global_table=global_table, local_table=local, scatter=scatter,
-                        calibration=calibration_inputs(out / CALIBRATION_FILE, config.calibration.method),
-                        run_info=info, primary_method=primary)
+    return write_report(
+        out,
+        global_table=global_table,
+        local_table=local,
+        scatter=scatter,
+        calibration=calibration_inputs(out / CALIBRATION_FILE, config.calibration.method),
+        run_info=info,
+        primary_method=primary,
+    )

@@ -73,7 +73,8 @@ def claim_directory(directory: Path, identity: dict, *, overwrite: bool = False)
             keys = sorted(k for k in set(recorded) | set(identity) if recorded.get(k) != identity.get(k))
             raise ResumeConflictError(
                 f"{directory} holds results computed with different settings ({', '.join(keys)}); "
-                "rerun with --overwrite to start fresh, or choose another output directory")
+                "rerun with --overwrite to start fresh, or choose another output directory"
+            )
         return
     directory.mkdir(parents=True, exist_ok=True)
     write_text_atomic(json.dumps(identity, indent=1, sort_keys=True), stage_file)
@@ -88,9 +89,15 @@ def _local_chunk(effects_path: str, index: int, options: LocalMROptions, out: st
     return table.num_rows
 
 
-def run_local_stage(effects_path: str, directory: Path, options: LocalMROptions, *,
-                    overwrite: bool = False, max_in_flight: int | None = None,
-                    stall_timeout_s: float = 1800.0) -> int:
+def run_local_stage(
+    effects_path: str,
+    directory: Path,
+    options: LocalMROptions,
+    *,
+    overwrite: bool = False,
+    max_in_flight: int | None = None,
+    stall_timeout_s: float = 1800.0,
+) -> int:
     """Compute the missing parts of ``local_effects.parquet`` as Ray CPU tasks.
 
     Parameters
@@ -123,8 +130,7 @@ def run_local_stage(effects_path: str, directory: Path, options: LocalMROptions,
     from dmr_ray.store import EffectsStore
 
     effects = EffectsStore.open(effects_path, mode="r")
-    claim_directory(directory, {"effects": str(effects_path), **_jsonable(asdict(options))},
-                    overwrite=overwrite)
+    claim_directory(directory, {"effects": str(effects_path), **_jsonable(asdict(options))}, overwrite=overwrite)
     todo = [i for i in range(effects.n_chunks) if not part_path(directory, i).exists()]
     task = ray.remote(num_cpus=1, max_retries=2)(_local_chunk)
     limit = max_in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
@@ -142,7 +148,8 @@ def run_local_stage(effects_path: str, directory: Path, options: LocalMROptions,
             if not done:
                 raise ChunkFailedError(
                     f"local MR stalled: no chunk finished within {stall_timeout_s:.0f} s "
-                    f"(chunks in flight: {sorted(pending.values())}); check the Ray cluster's CPUs")
+                    f"(chunks in flight: {sorted(pending.values())}); check the Ray cluster's CPUs"
+                )
             for ref in done:
                 index = pending.pop(ref)
                 start, stop = effects.chunk_bounds(index)
@@ -155,8 +162,11 @@ def run_local_stage(effects_path: str, directory: Path, options: LocalMROptions,
     finally:
         progress.close()
     if failures:
-        raise ChunkFailedError("local MR failed for " + "; ".join(failures)
-                               + "; the other chunks are written and a rerun retries only these")
+        raise ChunkFailedError(
+            "local MR failed for "
+            + "; ".join(failures)
+            + "; the other chunks are written and a rerun retries only these"
+        )
     return len(todo)
 
 
@@ -177,12 +187,24 @@ def read_local_effects(directory: Path) -> pa.Table:
 GROUP_KEYS = ("exposure", "outcome", "method")
 """The columns of ``local_effects.parquet`` that :func:`global_effects_table` pools by."""
 
-GLOBAL_FIELDS = ("estimate", "se", "ci_low", "ci_high", "p_value", "tau2", "tau", "q", "q_p",
-                 "i2", "h2", "pi_low", "pi_high")
+GLOBAL_FIELDS = (
+    "estimate",
+    "se",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "tau2",
+    "tau",
+    "q",
+    "q_p",
+    "i2",
+    "h2",
+    "pi_low",
+    "pi_high",
+)
 
 
-def global_effects_table(local: pa.Table, *, method: str = "DL", test: str = "z",
-                         alpha: float = 0.05) -> pa.Table:
+def global_effects_table(local: pa.Table, *, method: str = "DL", test: str = "z", alpha: float = 0.05) -> pa.Table:
     """Pool local effects per (exposure, outcome, method) by meta-analysis.
 
     Only regions with a finite estimate and a positive SE enter (failed or skipped regions
@@ -244,11 +266,11 @@ def group_rows(table: pa.Table, names: tuple[str, ...]) -> tuple[dict[str, pa.Ar
     inverse : numpy.ndarray
         Each row's group index.
     """
-    values, codes = zip(*(_ranked(table.column(name)) for name in names))
+    values, codes = zip(*(_ranked(table.column(name)) for name in names), strict=True)
     dims = tuple(len(v) for v in values)
     flat, inverse = np.unique(np.ravel_multi_index(codes, dims), return_inverse=True)
     digits = np.unravel_index(flat, dims)
-    return {name: v.take(d) for name, v, d in zip(names, values, digits)}, inverse
+    return {name: v.take(d) for name, v, d in zip(names, values, digits, strict=True)}, inverse
 
 
 def _ranked(column: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
@@ -269,12 +291,12 @@ def _rank_within(groups: np.ndarray) -> np.ndarray:
     return rank
 
 
-def run_global_stage(local_dir: Path, out: Path, *, method: str, test: str,
-                     alpha: float = 0.05) -> pa.Table:
+def run_global_stage(local_dir: Path, out: Path, *, method: str, test: str, alpha: float = 0.05) -> pa.Table:
     """Meta-analyse ``local_effects.parquet`` into ``global_effects.parquet`` (atomically)."""
     started = time.monotonic()
     table = global_effects_table(read_local_effects(local_dir), method=method, test=test, alpha=alpha)
     write_atomic(table, out)
-    log.info("global effects: %d (exposure, outcome, method) groups in %.1f s", table.num_rows,
-             time.monotonic() - started)
+    log.info(
+        "global effects: %d (exposure, outcome, method) groups in %.1f s", table.num_rows, time.monotonic() - started
+    )
     return table

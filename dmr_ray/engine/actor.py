@@ -91,8 +91,11 @@ class ReplicaActor:
         self.predictor = job_predictor(spec, job, resources.device, replicates=self.replicates)
         self.plans = FastPlanCache()
         self._info = ActorInfo(
-            pid=os.getpid(), node=ray.util.get_node_ip_address(), device=str(self.predictor.device),
-            threads=resources.threads, replicates=self.replicates,
+            pid=os.getpid(),
+            node=ray.util.get_node_ip_address(),
+            device=str(self.predictor.device),
+            threads=resources.threads,
+            replicates=self.replicates,
         )
 
     @ray.method(concurrency_group="control")

@@ -125,7 +125,11 @@ def partial_chunk(
 
 
 def commit_partials(
-    effects: EffectsStore, index: int, parts: Sequence[ISMResult], job: IsmJob, replicate_kind: str,
+    effects: EffectsStore,
+    index: int,
+    parts: Sequence[ISMResult],
+    job: IsmJob,
+    replicate_kind: str,
     run_id: str = "",
 ) -> ChunkReport:
     """Merge the replicate groups' results of chunk ``index`` and commit the chunk."""
@@ -188,8 +192,15 @@ def _mutagenesis(
 ) -> ISMResult:
     try:
         tokens = sequences.read(*bounds)
-        return saturation_mutagenesis(predictor, tokens, batch_size=job.batch_size, fast=job.ism_fast, ddof=ddof,
-                                      precision=job.precision, plans=plans)
+        return saturation_mutagenesis(
+            predictor,
+            tokens,
+            batch_size=job.batch_size,
+            fast=job.ism_fast,
+            ddof=ddof,
+            precision=job.precision,
+            plans=plans,
+        )
     except Exception as err:
         raise chunk_failure(sequences, bounds, index, err) from err
 

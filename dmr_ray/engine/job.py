@@ -81,14 +81,21 @@ class IsmJob:
     def __post_init__(self) -> None:
         check_precision(self.precision, self.fast)
         if self.calibration and self.precision != "float32":
-            raise InputError(f"precision: {self.precision!r} cannot be combined with calibration "
-                             "(calibrated jobs run the exact path in float32)")
+            raise InputError(
+                f"precision: {self.precision!r} cannot be combined with calibration "
+                "(calibrated jobs run the exact path in float32)"
+            )
 
     def resolved(self) -> IsmJob:
         """The same job with absolute paths (workers may run in another directory)."""
         calibration = os.path.abspath(self.calibration) if self.calibration else None
-        return replace(self, store=normalise(self.store), model=os.path.abspath(self.model),
-                       out=normalise(self.out), calibration=calibration)
+        return replace(
+            self,
+            store=normalise(self.store),
+            model=os.path.abspath(self.model),
+            out=normalise(self.out),
+            calibration=calibration,
+        )
 
     @property
     def ism_fast(self) -> bool | str:
@@ -138,9 +145,11 @@ class RunSummary:
         """One line for the terminal."""
         rate = self.mutants / self.seconds if self.seconds > 0 else 0.0
         lost = f", {self.reassigned} unit(s) reassigned after lost workers" if self.reassigned else ""
-        return (f"effects written to {self.out}: {self.computed} chunks computed, {self.skipped} "
-                f"already complete, {self.mutants:,} mutants in {self.seconds:.1f} s "
-                f"({rate:,.0f} mutants/s){lost}")
+        return (
+            f"effects written to {self.out}: {self.computed} chunks computed, {self.skipped} "
+            f"already complete, {self.mutants:,} mutants in {self.seconds:.1f} s "
+            f"({rate:,.0f} mutants/s){lost}"
+        )
 
 
 def new_run_id() -> str:
@@ -179,9 +188,14 @@ def open_job(job: IsmJob, *, overwrite: bool = False) -> tuple[SequenceStore, Mo
         "sequence_store": job.store,
     }
     effects = EffectsStore.create(
-        job.out, seq_ids=sequences.seq_ids(), length=sequences.length, tasks=spec.task_names,
-        chunk_size=job.chunk_size or sequences.chunk_size, attrs=attrs,
-        info={"code_version": __version__, "job": asdict(job)}, overwrite=overwrite,
+        job.out,
+        seq_ids=sequences.seq_ids(),
+        length=sequences.length,
+        tasks=spec.task_names,
+        chunk_size=job.chunk_size or sequences.chunk_size,
+        attrs=attrs,
+        info={"code_version": __version__, "job": asdict(job)},
+        overwrite=overwrite,
     )
     return sequences, spec, effects
 
@@ -190,9 +204,16 @@ def summarise(
     effects: EffectsStore, todo: list[int], progress: Progress, run_id: str, reassigned: int = 0
 ) -> RunSummary:
     """The :class:`RunSummary` of a run that had ``todo`` chunks to compute."""
-    return RunSummary(out=effects.location, n_chunks=effects.n_chunks, computed=progress.done,
-                      skipped=effects.n_chunks - len(todo), mutants=progress.mutants,
-                      seconds=progress.elapsed_s, run_id=run_id, reassigned=reassigned)
+    return RunSummary(
+        out=effects.location,
+        n_chunks=effects.n_chunks,
+        computed=progress.done,
+        skipped=effects.n_chunks - len(todo),
+        mutants=progress.mutants,
+        seconds=progress.elapsed_s,
+        run_id=run_id,
+        reassigned=reassigned,
+    )
 
 
 def run_in_process(job: IsmJob, *, overwrite: bool = False) -> RunSummary:

@@ -26,9 +26,15 @@ class Progress:
         Minimum seconds between two log lines when not on a terminal.
     """
 
-    def __init__(self, total_chunks: int, label: str, mutants_per_sequence: int, *,
-                 rate_unit: str = "mutants",
-                 interval_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        total_chunks: int,
+        label: str,
+        mutants_per_sequence: int,
+        *,
+        rate_unit: str = "mutants",
+        interval_s: float = 10.0,
+    ) -> None:
         self.total = total_chunks
         self.label = label
         self.mutants_per_sequence = mutants_per_sequence
@@ -57,8 +63,15 @@ class Progress:
         if now - self._last_log >= self.interval_s or self.done == self.total:
             self._last_log = now
             remaining = (self.total - self.done) * (now - self._start) / self.done
-            log.info("%s: %d/%d chunks, %.0f %s/s, ETA %.0f s", self.label, self.done,
-                     self.total, rate, self.rate_unit, remaining)
+            log.info(
+                "%s: %d/%d chunks, %.0f %s/s, ETA %.0f s",
+                self.label,
+                self.done,
+                self.total,
+                rate,
+                self.rate_unit,
+                remaining,
+            )
 
     def close(self) -> None:
         """Close the terminal bar, if any."""

@@ -83,8 +83,14 @@ def merge_groups(parts: Sequence[ISMResult], ddof: int, replicate_kind: str) -> 
     beta, se = _merge([p.beta for p in parts], [p.se for p in parts], counts, ddof)
     ref_mean, ref_se = _merge([p.ref_mean for p in parts], [p.ref_se for p in parts], counts, ddof)
     return ISMResult(
-        beta=beta, se=se, ref_mean=ref_mean, ref_se=ref_se, task_names=parts[0].task_names,
-        n_replicates=n, replicate_kind=replicate_kind, ddof=ddof,
+        beta=beta,
+        se=se,
+        ref_mean=ref_mean,
+        ref_se=ref_se,
+        task_names=parts[0].task_names,
+        n_replicates=n,
+        replicate_kind=replicate_kind,
+        ddof=ddof,
     )
 
 

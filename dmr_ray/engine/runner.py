@@ -162,8 +162,10 @@ def run_on_ray(
     """Run ``job`` on a pool of replica actors (see :func:`run_ism`)."""
     job = job.resolved()
     if job.calibration and options.replicate_groups > 1:
-        raise InputError("replicate_groups: a calibrated job needs every replicate in one actor "
-                         "(recalibration uses the mean and SD over all replicates); use 1")
+        raise InputError(
+            "replicate_groups: a calibrated job needs every replicate in one actor "
+            "(recalibration uses the mean and SD over all replicates); use 1"
+        )
     sequences, spec, effects = open_job(job, overwrite=overwrite)
     todo, run_id = effects.missing_chunks(), new_run_id()
     progress = Progress(len(todo), "ism", mutants_per_sequence=3 * sequences.length)
@@ -183,8 +185,7 @@ def run_on_ray(
         log.info("%d actor(s), each %s; %d chunks to compute", n_actors, resources.describe(), len(todo))
         digest = effects.attrs["model_digest"]
         actors = [
-            _start_actor(job, groups, k % len(groups), resources, run_id, digest, options)
-            for k in range(n_actors)
+            _start_actor(job, groups, k % len(groups), resources, run_id, digest, options) for k in range(n_actors)
         ]
 
         def merge(chunk: int, parts: list[ray.ObjectRef]) -> ray.ObjectRef:
@@ -192,9 +193,17 @@ def run_on_ray(
             return task.remote(effects, chunk, job, spec.replicates.kind, run_id, *parts)
 
         scheduler = ChunkScheduler(
-            actors, todo, len(groups), merge=merge, failures=failures, progress=progress, on_commit=on_commit,
-            max_in_flight=options.max_in_flight, max_chunk_attempts=options.max_chunk_attempts,
-            stall_timeout_s=options.stall_timeout_s, resources=resources.describe(),
+            actors,
+            todo,
+            len(groups),
+            merge=merge,
+            failures=failures,
+            progress=progress,
+            on_commit=on_commit,
+            max_in_flight=options.max_in_flight,
+            max_chunk_attempts=options.max_chunk_attempts,
+            stall_timeout_s=options.stall_timeout_s,
+            resources=resources.describe(),
         )
         scheduler.run()
     finally:
@@ -219,8 +228,11 @@ def _start_actor(
     """Create the actor serving replicate group ``group`` (all replicates when there is one group)."""
     replicates = None if len(groups) == 1 else groups[group]
     handle = ReplicaActor.options(
-        num_cpus=resources.num_cpus, num_gpus=resources.num_gpus, max_restarts=options.max_restarts,
-        max_task_retries=0, runtime_env=_runtime_env(options),
+        num_cpus=resources.num_cpus,
+        num_gpus=resources.num_gpus,
+        max_restarts=options.max_restarts,
+        max_task_retries=0,
+        runtime_env=_runtime_env(options),
     ).remote(job, replicates, resources, run_id, digest)
     return PoolActor(handle=handle, group=group)
 

@@ -55,20 +55,69 @@ from dmr_ray.uncertainty.dropout import LockedDropout
 from dmr_ray.uncertainty.predictors import ReplicatePredictor, as_predictor
 
 STATIC, LOCAL, SHAPE, BOUNDARY, FOLDED, GLOBAL, OUTPUT = (
-    "static", "local", "shape", "boundary", "folded", "global", "output"
+    "static",
+    "local",
+    "shape",
+    "boundary",
+    "folded",
+    "global",
+    "output",
 )
 _FLOAT = 4
 
 POINTWISE_MODULES = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
-    nn.Sigmoid, nn.Tanh, nn.Softplus, nn.Softsign, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid,
-    nn.LogSigmoid, nn.Tanhshrink, nn.Softshrink, nn.Hardshrink, nn.Threshold,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Softplus,
+    nn.Softsign,
+    nn.Hardtanh,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.LogSigmoid,
+    nn.Tanhshrink,
+    nn.Softshrink,
+    nn.Hardshrink,
+    nn.Threshold,
 )
-POINTWISE_FUNCTIONS = frozenset({
-    torch.relu, F.relu, F.relu6, F.leaky_relu, F.elu, F.selu, F.celu, F.gelu, F.silu, F.mish, F.softplus,
-    F.softsign, F.hardtanh, F.hardswish, F.hardsigmoid, F.logsigmoid, torch.sigmoid, F.sigmoid, torch.tanh,
-    F.tanh, torch.exp, torch.log1p, torch.abs, torch.square, torch.clamp,
-})
+POINTWISE_FUNCTIONS = frozenset(
+    {
+        torch.relu,
+        F.relu,
+        F.relu6,
+        F.leaky_relu,
+        F.elu,
+        F.selu,
+        F.celu,
+        F.gelu,
+        F.silu,
+        F.mish,
+        F.softplus,
+        F.softsign,
+        F.hardtanh,
+        F.hardswish,
+        F.hardsigmoid,
+        F.logsigmoid,
+        torch.sigmoid,
+        F.sigmoid,
+        torch.tanh,
+        F.tanh,
+        torch.exp,
+        torch.log1p,
+        torch.abs,
+        torch.square,
+        torch.clamp,
+    }
+)
 POINTWISE_METHODS = frozenset({"relu", "sigmoid", "tanh", "exp", "log1p", "abs", "square", "clamp"})
 _RELU = frozenset({torch.relu, F.relu, "relu"})
 _COPY_METHODS = frozenset({"contiguous", "clone", "detach", "float"})
@@ -80,14 +129,47 @@ _NEG = frozenset({operator.neg, torch.neg, "neg"})
 _REDUCE = {torch.mean: True, torch.sum: False, "mean": True, "sum": False}
 _FLATTEN = frozenset({torch.flatten, "flatten"})
 _SHAPE_METHODS = frozenset({"size", "dim"})
-_LINEAR_RULES = (rules.Input, rules.Conv, rules.ChannelScale, rules.AvgPool, rules.Crop, rules.Sum, rules.Scale,
-                 rules.Relabel, rules.FlattenLinear, rules.LengthReduce)
+_LINEAR_RULES = (
+    rules.Input,
+    rules.Conv,
+    rules.ChannelScale,
+    rules.AvgPool,
+    rules.Crop,
+    rules.Sum,
+    rules.Scale,
+    rules.Relabel,
+    rules.FlattenLinear,
+    rules.LengthReduce,
+)
 _LINEAR_MODULES = (nn.Linear, nn.Conv1d, nn.AvgPool1d, nn.AdaptiveAvgPool1d, nn.Flatten, nn.Unflatten, nn.Identity)
-_LINEAR_CALLS = frozenset({
-    operator.getitem, torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze, torch.transpose,
-    torch.permute, torch.cat, torch.stack, torch.mean, torch.sum, "flatten", "unflatten", "view", "reshape",
-    "squeeze", "unsqueeze", "transpose", "permute", "contiguous", "clone", "float", "mean", "sum",
-})
+_LINEAR_CALLS = frozenset(
+    {
+        operator.getitem,
+        torch.flatten,
+        torch.reshape,
+        torch.squeeze,
+        torch.unsqueeze,
+        torch.transpose,
+        torch.permute,
+        torch.cat,
+        torch.stack,
+        torch.mean,
+        torch.sum,
+        "flatten",
+        "unflatten",
+        "view",
+        "reshape",
+        "squeeze",
+        "unsqueeze",
+        "transpose",
+        "permute",
+        "contiguous",
+        "clone",
+        "float",
+        "mean",
+        "sum",
+    }
+)
 
 
 class NotEligible(Exception):
@@ -216,8 +298,11 @@ def fast_ism_eligibility(model: ReplicatePredictor | nn.Module, length: int | No
     if length is None:
         raise ValueError("length: the model accepts any length; give the one to check")
     if not predictor.layerwise:
-        return Eligibility(False, f"a {type(predictor).__name__} transforms all replicates together",
-                           declares_layout(predictor.networks[0]))
+        return Eligibility(
+            False,
+            f"a {type(predictor).__name__} transforms all replicates together",
+            declares_layout(predictor.networks[0]),
+        )
     try:
         plans = [plan_network(net, length, predictor.device) for net in predictor.networks]
     except NotEligible as err:
@@ -281,15 +366,23 @@ class _Planner:
             self.steps.append(step)
             self.step_of[node] = step
         self._check_useful()
-        spliced = {n for s in self.steps if s.kind in (GLOBAL, OUTPUT) for n in s.node.all_input_nodes
-                   if self.kind[n] == LOCAL}
+        spliced = {
+            n for s in self.steps if s.kind in (GLOBAL, OUTPUT) for n in s.node.all_input_nodes if self.kind[n] == LOCAL
+        }
         caches = {key for s in self.steps if s.rule is not None for key in s.rule.caches()}
         caches |= {CacheKey.padded(n.name, self.windows[n]) for n in spliced}
         return NetworkPlan(
-            network=self.network, length=self.length, steps=self.steps, windows=self.windows, caches=caches,
-            declared=declares_layout(self.network), exact_flops=self._exact_flops(),
-            fast_flops=self._fast_flops(spliced), site_bytes=self._site_bytes(spliced),
-            sequence_bytes=int(_FLOAT * sum(self._numel(n) for n in self.nodes)) + 1, tail=self._tail(spliced),
+            network=self.network,
+            length=self.length,
+            steps=self.steps,
+            windows=self.windows,
+            caches=caches,
+            declared=declares_layout(self.network),
+            exact_flops=self._exact_flops(),
+            fast_flops=self._fast_flops(spliced),
+            site_bytes=self._site_bytes(spliced),
+            sequence_bytes=int(_FLOAT * sum(self._numel(n) for n in self.nodes)) + 1,
+            tail=self._tail(spliced),
             output_width=_width(self.values[self.nodes[-1]]),
         )
 
@@ -301,8 +394,11 @@ class _Planner:
             users = [u for u in step.node.users if u in dynamic]
             if step.node in dynamic and self._is_linear(step) and all(u in nodes for u in users):
                 nodes.add(step.node)
-        frontier = tuple(n for n in self.nodes if n in dynamic and n not in nodes
-                         and any(u in nodes or u.op == "output" for u in n.users))
+        frontier = tuple(
+            n
+            for n in self.nodes
+            if n in dynamic and n not in nodes and any(u in nodes or u.op == "output" for u in n.users)
+        )
         if not frontier or any(self.kind[n] != LOCAL for n in frontier):
             return None
         work = sum(self._step_work(self.step_of[n]) for n in nodes)
@@ -337,8 +433,9 @@ class _Planner:
             with torch.inference_mode():
                 for node in self.nodes:
                     if node.op == "placeholder":
-                        env[node] = reference_onehot(torch.zeros(batch, self.length, dtype=torch.uint8,
-                                                                 device=self.device))
+                        env[node] = reference_onehot(
+                            torch.zeros(batch, self.length, dtype=torch.uint8, device=self.device)
+                        )
                     else:
                         env[node] = run_node(node, env.__getitem__, self.network)
         except Exception as err:
@@ -358,8 +455,9 @@ class _Planner:
             return Step(node, GLOBAL)
         if FOLDED in kinds:
             source = self.folded[node.args[0]]
-            return Step(node, BOUNDARY, rules.FlattenLinear(self._module(node), node.name, self.windows[source]),
-                        (source,))
+            return Step(
+                node, BOUNDARY, rules.FlattenLinear(self._module(node), node.name, self.windows[source]), (source,)
+            )
         if self._is_shape_query(node):
             return Step(node, SHAPE)
         try:
@@ -430,13 +528,17 @@ class _Planner:
             rule = rules.Pointwise(module, src.name, window)
         elif isinstance(module, nn.MaxPool1d) and not module.ceil_mode and not module.return_indices:
             rule = rules.MaxPool(module, src.name, window, out_length, self.device)
-        elif (isinstance(module, nn.AvgPool1d) and not module.ceil_mode
-              and (module.count_include_pad or module.padding in (0, (0,)))):
+        elif (
+            isinstance(module, nn.AvgPool1d)
+            and not module.ceil_mode
+            and (module.count_include_pad or module.padding in (0, (0,)))
+        ):
             rule = rules.AvgPool(module, window, out_length, self.device)
         elif isinstance(module, LockedDropout):
             rule = rules.Mask(module, window)
-        elif isinstance(module, nn.Identity) or (isinstance(module, (*DROPOUT_TYPES, nn.AlphaDropout))
-                                                 and not module.training):
+        elif isinstance(module, nn.Identity) or (
+            isinstance(module, (*DROPOUT_TYPES, nn.AlphaDropout)) and not module.training
+        ):
             rule = rules.Relabel(window, window.lead)
         elif isinstance(module, nn.AdaptiveAvgPool1d) and module.output_size in (1, (1,)):
             return Step(node, BOUNDARY, rules.LengthReduce(True, True, node.name, window), (src,))
@@ -493,7 +595,7 @@ class _Planner:
         ndim = len(window.lead) + 2
         if Ellipsis in index:
             i = index.index(Ellipsis)
-            index = index[:i] + (slice(None),) * (ndim - len(index) + 1) + index[i + 1:]
+            index = index[:i] + (slice(None),) * (ndim - len(index) + 1) + index[i + 1 :]
         full = slice(None)
         if len(index) != ndim or any(s != full for s in index[:-1]) or not isinstance(index[-1], slice):
             return None
@@ -519,8 +621,12 @@ class _Planner:
         if start != 1 or end % ndim != ndim - 1 or len(users) != 1:
             return None
         user = users[0]
-        if (user.op != "call_module" or not isinstance(self._module(user), nn.Linear)
-                or user.args != (node,) or user.kwargs):
+        if (
+            user.op != "call_module"
+            or not isinstance(self._module(user), nn.Linear)
+            or user.args != (node,)
+            or user.kwargs
+        ):
             return None
         self.folded[node] = src
         return Step(node, FOLDED, None, (src,))
@@ -538,8 +644,11 @@ class _Planner:
 
         def value(n: fx.Node) -> Any:
             first, second = self.values[n], self.values_b1[n]
-            same = (first is second or torch.equal(first, second)) if isinstance(first, torch.Tensor) else (
-                first == second)
+            same = (
+                (first is second or torch.equal(first, second))
+                if isinstance(first, torch.Tensor)
+                else (first == second)
+            )
             if self.kind[n] not in (STATIC, SHAPE) or not same:
                 raise _NotConstant(n.name)
             return first
@@ -552,12 +661,16 @@ class _Planner:
         return isinstance(value, torch.Tensor) and tuple(value.shape[1:]) == (*window.lead, window.length)
 
     def _check_useful(self) -> None:
-        useful = [s for s in self.steps if s.kind in (BOUNDARY, FOLDED)
-                  or (s.kind == LOCAL and not isinstance(s.rule, rules.Input | rules.Relabel))]
+        useful = [
+            s
+            for s in self.steps
+            if s.kind in (BOUNDARY, FOLDED) or (s.kind == LOCAL and not isinstance(s.rule, rules.Input | rules.Relabel))
+        ]
         if not useful:
             first = next((_describe(s.node, self) for s in self.steps if s.kind == GLOBAL), "the output")
-            raise NotEligible(f"no layer can be recomputed on a window: the input goes into {first}, "
-                              f"which the fast path runs in full")
+            raise NotEligible(
+                f"no layer can be recomputed on a window: the input goes into {first}, which the fast path runs in full"
+            )
 
     def _numel(self, node: fx.Node) -> float:
         value = self.values[node]
@@ -630,4 +743,3 @@ def _describe(node: fx.Node, planner: _Planner) -> str:
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
-

@@ -123,9 +123,7 @@ def saturation_mutagenesis(
         return _exact(predictor, tokens, batch_size, ddof, memory_budget)
 
 
-def auto_batch_size(
-    predictor: ReplicatePredictor, length: int, memory_budget: int = DEFAULT_MEMORY_BUDGET
-) -> int:
+def auto_batch_size(predictor: ReplicatePredictor, length: int, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> int:
     """Mutants per forward pass under ``memory_budget`` bytes (rule in the module docs)."""
     peak = 0
 
@@ -156,19 +154,23 @@ def _exact(
     if batch_size is None:
         batch_size = auto_batch_size(predictor, length, memory_budget)
         log.debug("ISM sub-batch of %d mutants (budget %d bytes)", batch_size, memory_budget)
-    ref_pred = torch.stack([
-        torch.cat([predictor.predict(reference[i:i + batch_size], r) for i in range(0, n, batch_size)])
-        for r in range(predictor.n_replicates)
-    ])
+    ref_pred = torch.stack(
+        [
+            torch.cat([predictor.predict(reference[i : i + batch_size], r) for i in range(0, n, batch_size)])
+            for r in range(predictor.n_replicates)
+        ]
+    )
     check_references(ref_pred, predictor.task_names)
     table = EffectTable(n, length, ref_pred.shape[2], tokens.device)
     for start in range(0, plan.n_mutants, batch_size):
         sites = plan.sites(start, min(start + batch_size, plan.n_mutants))
         mutants = build_mutants(reference, sites)
-        diffs = torch.stack([
-            predictor.predict(mutants, r) - ref_pred[r].index_select(0, sites.seq)
-            for r in range(predictor.n_replicates)
-        ])
+        diffs = torch.stack(
+            [
+                predictor.predict(mutants, r) - ref_pred[r].index_select(0, sites.seq)
+                for r in range(predictor.n_replicates)
+            ]
+        )
         sd, mean = torch.std_mean(diffs.double(), dim=0, correction=ddof)
         table.put(sites, mean, sd)
     return table.result(ref_pred, plan.valid, predictor, ddof)

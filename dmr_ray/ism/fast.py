@@ -174,8 +174,7 @@ class FastISM:
         Autocast dtype of the linear layers on differences, ``None`` for float32.
     """
 
-    def __init__(self, predictor: ReplicatePredictor, runners: dict[int, NetworkRunner],
-                 precision: torch.dtype | None):
+    def __init__(self, predictor: ReplicatePredictor, runners: dict[int, NetworkRunner], precision: torch.dtype | None):
         self.predictor = predictor
         self.runners = runners
         self.precision = precision
@@ -204,8 +203,11 @@ class FastISM:
         table: EffectTable | None = None
         for start in range(0, n, group):
             stop = min(n, start + group)
-            runs = [(row, first, sites) for row in range(stop - start)
-                    for first, sites in _runs(valid_host[start + row], sites_per_batch)]
+            runs = [
+                (row, first, sites)
+                for row in range(stop - start)
+                for first, sites in _runs(valid_host[start + row], sites_per_batch)
+            ]
             moments: ReplicateMoments | None = None
             for r in range(predictor.n_replicates):
                 with predictor.replicate_network(r) as network:
@@ -215,7 +217,7 @@ class FastISM:
                     diffs = torch.zeros(stop - start, length, N_ALT, ref_tasks.shape[1], device=tokens.device)
                     for row, first, sites in runs:
                         batch = Batch(row, first, sites, tokens[start + row], self.precision)
-                        diffs[row, first:first + sites] = batch.by_site(runner.effects(batch, cache, ref_tasks[row]))
+                        diffs[row, first : first + sites] = batch.by_site(runner.effects(batch, cache, ref_tasks[row]))
                 if ref_pred is None:
                     ref_pred = torch.empty(predictor.n_replicates, n, ref_tasks.shape[1], device=tokens.device)
                     table = EffectTable(n, length, ref_tasks.shape[1], tokens.device)
@@ -286,8 +288,7 @@ def plan_fast_path(
     """
     report = _reporter(fast)
     if not predictor.layerwise:
-        report("fast ISM: a %s transforms all replicates together; using the exact path",
-               type(predictor).__name__)
+        report("fast ISM: a %s transforms all replicates together; using the exact path", type(predictor).__name__)
         return None
     networks = {id(net): net for net in predictor.networks}
     try:
@@ -297,8 +298,10 @@ def plan_fast_path(
         return None
     plan = next(iter(plans.values()))
     if fast == "auto" and plan.fast_flops >= AUTO_MAX_WORK_RATIO * plan.exact_flops:
-        report("fast ISM: ~%.3g of a full forward's work per mutant; using the exact path",
-               plan.fast_flops / plan.exact_flops)
+        report(
+            "fast ISM: ~%.3g of a full forward's work per mutant; using the exact path",
+            plan.fast_flops / plan.exact_flops,
+        )
         return None
     runners = {key: NetworkRunner(p, predictor.selector) for key, p in plans.items()}
     return FastISM(predictor, runners, precision)
@@ -359,9 +362,11 @@ def _runs(valid: np.ndarray, per_batch: int) -> list[tuple[int, int]]:
     """``(first, sites)`` of the runs of consecutive ``valid`` positions, split into runs of at
     most ``per_batch`` positions."""
     edges = np.flatnonzero(np.diff(np.concatenate([[0], valid.astype(np.int8), [0]])))
-    return [(first, min(first + per_batch, stop) - first)
-            for begin, stop in zip(edges[::2], edges[1::2], strict=True)
-            for first in range(begin, stop, per_batch)]
+    return [
+        (first, min(first + per_batch, stop) - first)
+        for begin, stop in zip(edges[::2], edges[1::2], strict=True)
+        for first in range(begin, stop, per_batch)
+    ]
 
 
 def _frees(steps: list[Step], reads: Callable, ends: Sequence[fx.Node] = ()) -> list[list[fx.Node]]:
@@ -386,4 +391,3 @@ def _mutant_reads(step: Step) -> Sequence[fx.Node]:
 def _free(env: dict, nodes: Sequence[fx.Node]) -> None:
     for n in nodes:
         env.pop(n, None)
-

@@ -92,7 +92,7 @@ class Rule(abc.ABC):
         """Reference tensors this rule reads (recorded by the reference pass)."""
         return ()
 
-    def prepare(self) -> None:
+    def prepare(self) -> None:  # noqa: B027 - an optional hook; most rules derive nothing
         """Derive constants from the current weights (once per plan; a cached plan keeps them)."""
 
     @abc.abstractmethod
@@ -132,11 +132,24 @@ class Input(LocalRule):
 class _Sliding(LocalRule):
     """A layer whose output ``j`` reads inputs ``j*stride - pad + [0, span)``."""
 
-    def __init__(self, source: Window, span: int, stride: int, pad: int, out_length: int, lead: tuple[int, ...],
-                 device: torch.device):
+    def __init__(
+        self,
+        source: Window,
+        span: int,
+        stride: int,
+        pad: int,
+        out_length: int,
+        lead: tuple[int, ...],
+        device: torch.device,
+    ):
         self.window = Window.of(source.region.sliding(span, stride, pad, out_length), lead, device)
-        self.read = Window.span(source.lead, source.length, self.window.starts * stride - pad,
-                                (self.window.width - 1) * stride + span, device)
+        self.read = Window.span(
+            source.lead,
+            source.length,
+            self.window.starts * stride - pad,
+            (self.window.width - 1) * stride + span,
+            device,
+        )
         self.shift = Shift(source, self.read.starts, self.read.width, device)
 
 
@@ -181,8 +194,9 @@ class MaxPool(_Sliding):
     """``nn.MaxPool1d``: ``pool(ref + diff) - pool(ref)`` over the range the window reads."""
 
     def __init__(self, module: nn.MaxPool1d, node: str, source: Window, out_length: int, device: torch.device):
-        kernel, stride, pad, dilation = (_one(v) for v in (module.kernel_size, module.stride, module.padding,
-                                                            module.dilation))
+        kernel, stride, pad, dilation = (
+            _one(v) for v in (module.kernel_size, module.stride, module.padding, module.dilation)
+        )
         super().__init__(source, dilation * (kernel - 1) + 1, stride, pad, out_length, source.lead, device)
         self.params = (kernel, stride, 0, dilation)
         self.key = CacheKey.padded(node, self.read, float("-inf"))
@@ -262,8 +276,9 @@ class Pointwise(LocalRule):
         ref = w.slices(cache[self.key][batch.row], batch)
         new = self.fn((batch.by_site(diffs[0]) + ref[:, None]).view(batch.mutants, *w.lead, w.width))
         old = self.fn(ref.reshape(ref.shape[0], *w.lead, w.width))
-        return (batch.by_site(new.view(batch.mutants, -1, w.width)) - old.view(ref.shape[0], 1, -1, w.width)
-                ).flatten(0, 1)
+        return (batch.by_site(new.view(batch.mutants, -1, w.width)) - old.view(ref.shape[0], 1, -1, w.width)).flatten(
+            0, 1
+        )
 
 
 class Mask(LocalRule):
@@ -386,7 +401,7 @@ class WindowWeights:
         if w.slope == 1:
             return c.as_strided((batch.sites, w.width * w.features, c.shape[2]), (rows, c.shape[2], 1), first * rows)
         if w.slope == 0:
-            return c[first:first + w.width].view(1, -1, c.shape[2])
+            return c[first : first + w.width].view(1, -1, c.shape[2])
         index = w.device_starts[batch.pos, None] + w.left + torch.arange(w.width, device=c.device)
         return c[index].view(batch.sites, -1, c.shape[2])
 

@@ -84,5 +84,7 @@ def _gradients(plan: NetworkPlan, selector: OutputSelector | None) -> list[torch
         tasks = to_tasks(env[plan.steps[-1].node])
         inputs = [leaves[v] for v in plan.tail.frontier]
         grads = torch.autograd.grad(tasks.diagonal().sum(), inputs, allow_unused=True)
-    return [(g if g is not None else torch.zeros_like(x)).reshape(n_tasks, -1, x.shape[-1])
-            for x, g in zip(inputs, grads, strict=True)]
+    return [
+        (g if g is not None else torch.zeros_like(x)).reshape(n_tasks, -1, x.shape[-1])
+        for x, g in zip(inputs, grads, strict=True)
+    ]

@@ -28,7 +28,6 @@ import torch.nn.functional as F
 
 from dmr_ray.ism.mutants import N_ALT
 
-
 WHOLE_ABOVE = 1.25
 """Regions wider than this many times their activation's length get the whole activation as
 their window (all sites then share it); narrower ones keep evenly spaced windows, reaching
@@ -97,7 +96,7 @@ class Batch:
         device = tokens.device
         self.pos = torch.arange(first, first + sites, device=device)
         self.mutant_pos = self.pos.repeat_interleave(N_ALT)
-        self.base = tokens[first:first + sites].long().repeat_interleave(N_ALT)
+        self.base = tokens[first : first + sites].long().repeat_interleave(N_ALT)
         self.slot = torch.arange(N_ALT, device=device).repeat(sites)
         self.alt = self.slot + (self.slot >= self.base)
 
@@ -155,20 +154,37 @@ class Window:
         return cls.span(lead, region.length, region.lo, width, device, region)
 
     @classmethod
-    def span(cls, lead: tuple[int, ...], length: int, starts: np.ndarray, width: int, device: torch.device,
-             region: Region | None = None) -> Window:
+    def span(
+        cls,
+        lead: tuple[int, ...],
+        length: int,
+        starts: np.ndarray,
+        width: int,
+        device: torch.device,
+        region: Region | None = None,
+    ) -> Window:
         """Windows of ``width`` positions from ``starts`` in an activation of ``length``."""
         steps = np.diff(starts)
         slope = 1 if np.all(steps == 1) else 0 if np.all(steps == 0) else None
         left = int(max(0, -starts.min()))
         right = int(max(0, (starts + width).max() - length))
-        return cls(tuple(lead), length, width, starts, torch.as_tensor(starts, device=device), slope, left, right,
-                   region)
+        return cls(
+            tuple(lead), length, width, starts, torch.as_tensor(starts, device=device), slope, left, right, region
+        )
 
     def relead(self, lead: tuple[int, ...]) -> Window:
         """The same windows for a reshaped activation (same length and ``F``)."""
-        return Window(tuple(lead), self.length, self.width, self.starts, self.device_starts, self.slope, self.left,
-                      self.right, self.region)
+        return Window(
+            tuple(lead),
+            self.length,
+            self.width,
+            self.starts,
+            self.device_starts,
+            self.slope,
+            self.left,
+            self.right,
+            self.region,
+        )
 
     @property
     def features(self) -> int:
@@ -192,9 +208,9 @@ class Window:
         """
         first = int(self.starts[batch.first]) + self.left
         if self.slope == 1:
-            return padded.unfold(1, self.width, 1)[:, first:first + batch.sites].transpose(0, 1)
+            return padded.unfold(1, self.width, 1)[:, first : first + batch.sites].transpose(0, 1)
         if self.slope == 0:
-            return padded[None, :, first:first + self.width]
+            return padded[None, :, first : first + self.width]
         rows = torch.zeros_like(batch.pos)
         return gather_windows(padded[None], rows, self.device_starts[batch.pos] + self.left, self.width)
 

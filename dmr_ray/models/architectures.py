@@ -83,10 +83,12 @@ class SmallCNN(nn.Module):
         super().__init__()
         _require(n_conv >= 1 and n_dense >= 0, f"need n_conv >= 1 and n_dense >= 0, got {n_conv}, {n_dense}")
         self.input_length = length
-        self.body = nn.Sequential(*(
-            conv_block(ALPHABET_SIZE if i == 0 else filters, filters, kernel, batch_norm=True, dropout=conv_dropout)
-            for i in range(n_conv)
-        ))
+        self.body = nn.Sequential(
+            *(
+                conv_block(ALPHABET_SIZE if i == 0 else filters, filters, kernel, batch_norm=True, dropout=conv_dropout)
+                for i in range(n_conv)
+            )
+        )
         out_length = _valid_length(length, [kernel] * n_conv, [1] * n_conv)
         dense = dense_stack(filters * out_length, [hidden] * n_dense, n_tasks, dropout)
         self.head = nn.Sequential(nn.Flatten(), *dense)
@@ -237,10 +239,12 @@ class DeepSEA(nn.Module):
         _require(len(rates) == len(channels), f"dropout has {len(rates)} values for {len(channels)} blocks")
         pools = [pool] * (len(channels) - 1) + [1]
         self.input_length = length
-        self.body = nn.Sequential(*(
-            conv_block(c_in, c_out, kernel, pool=p, dropout=rate)
-            for c_in, c_out, p, rate in zip([ALPHABET_SIZE, *channels[:-1]], channels, pools, rates, strict=True)
-        ))
+        self.body = nn.Sequential(
+            *(
+                conv_block(c_in, c_out, kernel, pool=p, dropout=rate)
+                for c_in, c_out, p, rate in zip([ALPHABET_SIZE, *channels[:-1]], channels, pools, rates, strict=True)
+            )
+        )
         out_length = _valid_length(length, [kernel] * len(channels), pools)
         dense = dense_stack(channels[-1] * out_length, [hidden], n_tasks, 0.0)
         self.head = nn.Sequential(nn.Flatten(), *dense, nn.Sigmoid())

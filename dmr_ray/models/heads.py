@@ -100,8 +100,7 @@ class OutputSelector:
                 bad = [j for j in out.index if j >= n_tasks]
                 if bad:
                     raise ModelSpecError(
-                        f"outputs[{i}].index: {bad[0]} is out of range for output {_label(out)} "
-                        f"with {n_tasks} tasks"
+                        f"outputs[{i}].index: {bad[0]} is out of range for output {_label(out)} with {n_tasks} tasks"
                     )
             per_sequence = self._selected(i, tensor).shape[1]
             if per_sequence == 0:
@@ -148,8 +147,7 @@ def _pick(raw: Any, select: str | int | None, field: str) -> torch.Tensor:
     if isinstance(raw, tuple | list):
         if not isinstance(select, int):
             raise ModelSpecError(
-                f"{field}: the model returns {len(raw)} outputs in a sequence; select one by position, "
-                f"got {select!r}"
+                f"{field}: the model returns {len(raw)} outputs in a sequence; select one by position, got {select!r}"
             )
         if select >= len(raw):
             raise ModelSpecError(f"{field}: position {select} is out of range for a model returning {len(raw)} outputs")

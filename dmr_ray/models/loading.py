@@ -58,21 +58,13 @@ def build_module(entrypoint: str, kwargs: Mapping[str, Any]) -> torch.nn.Module:
     try:
         module = factory(**kwargs)
     except Exception as err:
-        raise ModelSpecError(
-            f"kwargs: factory {entrypoint!r} raised {type(err).__name__}: {err}"
-        ) from err
+        raise ModelSpecError(f"kwargs: factory {entrypoint!r} raised {type(err).__name__}: {err}") from err
     if not isinstance(module, torch.nn.Module):
-        raise ModelSpecError(
-            f"entrypoint: {entrypoint!r} returned {type(module).__name__}, not a torch.nn.Module"
-        )
+        raise ModelSpecError(f"entrypoint: {entrypoint!r} returned {type(module).__name__}, not a torch.nn.Module")
     return module.eval()
 
 
 def dropout_layers(module: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
     """The ``(qualified name, layer)`` pairs of ``module``'s dropout layers with ``p > 0``,
     in ``named_modules()`` order (the order MC dropout numbers them in)."""
-    return [
-        (name, layer)
-        for name, layer in module.named_modules()
-        if isinstance(layer, DROPOUT_TYPES) and layer.p > 0
-    ]
+    return [(name, layer) for name, layer in module.named_modules() if isinstance(layer, DROPOUT_TYPES) and layer.p > 0]

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from dmr_ray.alphabet import tokens_to_onehot
 from dmr_ray._checks import is_int
+from dmr_ray.alphabet import tokens_to_onehot
 from dmr_ray.errors import ConfigError, InputError
 
 
@@ -196,7 +196,6 @@ def train_ensemble(
         train_regressor(model, tokens, labels, seed=member_seed, **kwargs)
         members.append(model)
     return members
-
 
 
 def _check_settings(*, epochs, batch_size, patience, lr, val_fraction) -> None:

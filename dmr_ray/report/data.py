@@ -59,8 +59,10 @@ class ScatterData:
     def __post_init__(self) -> None:
         arrays = [_float_array(self, name, 1) for name in ("bx", "bxse", "by", "byse")]
         if len({a.shape for a in arrays}) != 1:
-            raise InputError(f"ScatterData for {self.seq_id!r}: bx, bxse, by, byse differ in "
-                             f"length ({', '.join(str(a.size) for a in arrays)})")
+            raise InputError(
+                f"ScatterData for {self.seq_id!r}: bx, bxse, by, byse differ in "
+                f"length ({', '.join(str(a.size) for a in arrays)})"
+            )
         for name in ("ivw_slope", "egger_intercept", "egger_slope"):
             object.__setattr__(self, name, float(getattr(self, name)))
 
@@ -101,13 +103,15 @@ class CalibrationCurves:
         n_tasks = len(self.tasks)
         n_points = _float_array(self, "expected", 1).size
         if (self.observed_after is None) != (self.error_after is None):
-            raise InputError("CalibrationCurves: observed_after and error_after must both be "
-                             "given or both be None")
-        for name, shape in (("observed_before", (n_tasks, n_points)), ("error_before", (n_tasks,)),
-                            ("observed_after", (n_tasks, n_points)), ("error_after", (n_tasks,))):
+            raise InputError("CalibrationCurves: observed_after and error_after must both be given or both be None")
+        for name, shape in (
+            ("observed_before", (n_tasks, n_points)),
+            ("error_before", (n_tasks,)),
+            ("observed_after", (n_tasks, n_points)),
+            ("error_after", (n_tasks,)),
+        ):
             if getattr(self, name) is None:
                 continue
             value = _float_array(self, name, len(shape))
             if value.shape != shape:
-                raise InputError(f"CalibrationCurves.{name} must have shape {shape} "
-                                 f"(tasks, points), got {value.shape}")
+                raise InputError(f"CalibrationCurves.{name} must have shape {shape} (tasks, points), got {value.shape}")

@@ -27,8 +27,9 @@ Z95 = 1.959963984540054
 SIGNIFICANCE_LEVELS = ((0.001, "***"), (0.01, "**"), (0.05, "*"))
 """(threshold, mark) pairs, most significant first."""
 
-SIGNIFICANCE_NOTE = ("* p < 0.05   ** p < 0.01   *** p < 0.001 "
-                     "(two-sided p of the pooled estimate; not adjusted for multiple testing)")
+SIGNIFICANCE_NOTE = (
+    "* p < 0.05   ** p < 0.01   *** p < 0.001 (two-sided p of the pooled estimate; not adjusted for multiple testing)"
+)
 
 EFFECT_LABEL = "effect (mutant − reference)"
 
@@ -87,12 +88,12 @@ def no_data_figure(title: str, reason: str) -> Figure:
     ax = fig.add_subplot()
     ax.set_axis_off()
     ax.set_title(title)
-    ax.text(0.5, 0.5, f"no data\n{reason}", ha="center", va="center", fontsize=11, color="0.35",
-            transform=ax.transAxes)
+    ax.text(0.5, 0.5, f"no data\n{reason}", ha="center", va="center", fontsize=11, color="0.35", transform=ax.transAxes)
     return fig
 
 
 # --- heatmap -----------------------------------------------------------------------------------
+
 
 def heatmap_figure(global_table: pa.Table, method: str) -> Figure:
     """Exposure × outcome matrix of global causal effects for one MR method.
@@ -149,8 +150,7 @@ def _annotate_cells(ax: Axes, rows: list[dict[str, Any]], index: dict[str, int],
         estimate = _as_float(row["estimate"])
         text = format_value(estimate) + significance_stars(_as_float(row["p_value"]))
         dark = math.isfinite(estimate) and abs(estimate) > 0.6 * limit
-        ax.text(j, i, text, ha="center", va="center", fontsize=fontsize,
-                color="white" if dark else "black")
+        ax.text(j, i, text, ha="center", va="center", fontsize=fontsize, color="white" if dark else "black")
 
 
 def _as_float(value: Any) -> float:
@@ -158,6 +158,7 @@ def _as_float(value: Any) -> float:
 
 
 # --- scatter -----------------------------------------------------------------------------------
+
 
 def scatter_figure(data: ScatterData) -> Figure:
     """Outcome against exposure effects of one region's instruments, with the MR fits.
@@ -188,16 +189,30 @@ def scatter_figure(data: ScatterData) -> Figure:
     ax = fig.add_subplot()
     ax.axhline(0.0, color="0.8", lw=0.8)
     ax.axvline(0.0, color="0.8", lw=0.8)
-    ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o", ms=4, color="0.2", ecolor="0.65",
-                elinewidth=0.8, label=f"instruments (n = {x.size}) ± 1.96·SE")
+    ax.errorbar(
+        x,
+        y,
+        xerr=xerr,
+        yerr=yerr,
+        fmt="o",
+        ms=4,
+        color="0.2",
+        ecolor="0.65",
+        elinewidth=0.8,
+        label=f"instruments (n = {x.size}) ± 1.96·SE",
+    )
     line_x = np.array([0.0, float(np.max(x + xerr))])
     if math.isfinite(data.ivw_slope):
-        ax.plot(line_x, data.ivw_slope * line_x, color="C0", lw=2,
-                label=f"IVW: slope {format_value(data.ivw_slope)}")
+        ax.plot(line_x, data.ivw_slope * line_x, color="C0", lw=2, label=f"IVW: slope {format_value(data.ivw_slope)}")
     if math.isfinite(data.egger_slope) and math.isfinite(data.egger_intercept):
-        ax.plot(line_x, data.egger_intercept + data.egger_slope * line_x, color="C3", lw=2, ls="--",
-                label=f"MR-Egger: slope {format_value(data.egger_slope)}, "
-                      f"intercept {format_value(data.egger_intercept)}")
+        ax.plot(
+            line_x,
+            data.egger_intercept + data.egger_slope * line_x,
+            color="C3",
+            lw=2,
+            ls="--",
+            label=f"MR-Egger: slope {format_value(data.egger_slope)}, intercept {format_value(data.egger_intercept)}",
+        )
     ax.set_xlabel(f"{data.exposure} {EFFECT_LABEL}\n(instruments oriented to exposure effect ≥ 0)")
     ax.set_ylabel(f"{data.outcome} {EFFECT_LABEL}")
     ax.set_title(title)
@@ -207,8 +222,8 @@ def scatter_figure(data: ScatterData) -> Figure:
 
 # --- forest ------------------------------------------------------------------------------------
 
-def forest_figure(local_rows: pa.Table, global_row: Mapping[str, Any] | None,
-                  max_regions: int = 40) -> Figure:
+
+def forest_figure(local_rows: pa.Table, global_row: Mapping[str, Any] | None, max_regions: int = 40) -> Figure:
     """Local causal effects of one (exposure, outcome, method) and their pooled estimate.
 
     Parameters
@@ -250,8 +265,7 @@ def forest_figure(local_rows: pa.Table, global_row: Mapping[str, Any] | None,
     ax.set_ylim(-1, shown.size + 1)
     ax.axvline(0.0, color="0.5", lw=0.8, ls=":")
     ax.set_xlabel(f"causal effect of {names['exposure']} on {names['outcome']}")
-    ax.set_title(f"{title}\n{_shown_note(shown.size, usable.size, local_rows.num_rows)}",
-                 fontsize="medium")
+    ax.set_title(f"{title}\n{_shown_note(shown.size, usable.size, local_rows.num_rows)}", fontsize="medium")
     handles, labels = ax.get_legend_handles_labels()  # regions, pooled estimate, band
     fig.legend(handles[::-1], labels[::-1], loc="outside lower center", fontsize="small", frameon=False)
     return fig
@@ -275,12 +289,19 @@ def _draw_regions(ax: Axes, rows: pa.Table, shown: np.ndarray) -> list[tuple[int
     low = np.where(np.isfinite(low), low, estimate - Z95 * se)
     high = np.where(np.isfinite(high), high, estimate + Z95 * se)
     ys = np.arange(shown.size, 0, -1)
-    ax.errorbar(estimate, ys, xerr=[np.maximum(estimate - low, 0), np.maximum(high - estimate, 0)],
-                fmt="s", ms=3.5, color="0.25", ecolor="0.55", elinewidth=1,
-                label="region estimate (95 % CI)")
+    ax.errorbar(
+        estimate,
+        ys,
+        xerr=[np.maximum(estimate - low, 0), np.maximum(high - estimate, 0)],
+        fmt="s",
+        ms=3.5,
+        color="0.25",
+        ecolor="0.55",
+        elinewidth=1,
+        label="region estimate (95 % CI)",
+    )
     picked = rows.take(pa.array(shown)).select(["seq_id", "region_start", "region_end"]).to_pylist()
-    return [(int(y), f"{r['seq_id']}:{r['region_start']}-{r['region_end']}")
-            for y, r in zip(ys, picked)]
+    return [(int(y), f"{r['seq_id']}:{r['region_start']}-{r['region_end']}") for y, r in zip(ys, picked, strict=True)]
 
 
 def _draw_pooled(ax: Axes, row: Mapping[str, Any]) -> tuple[int, str]:
@@ -288,21 +309,32 @@ def _draw_pooled(ax: Axes, row: Mapping[str, Any]) -> tuple[int, str]:
     estimate, tau = _as_float(row.get("estimate")), _as_float(row.get("tau"))
     low, high = _as_float(row.get("ci_low")), _as_float(row.get("ci_high"))
     if math.isfinite(tau):
-        ax.axvspan(estimate - 2 * tau, estimate + 2 * tau, color="C1", alpha=0.15, lw=0,
-                   label=f"pooled ± 2τ: between-region spread, not a CI "
-                         f"(τ = {format_value(tau)}, τ² = {format_value(_as_float(row.get('tau2')))})")
+        ax.axvspan(
+            estimate - 2 * tau,
+            estimate + 2 * tau,
+            color="C1",
+            alpha=0.15,
+            lw=0,
+            label=f"pooled ± 2τ: between-region spread, not a CI "
+            f"(τ = {format_value(tau)}, τ² = {format_value(_as_float(row.get('tau2')))})",
+        )
     if math.isfinite(low) and math.isfinite(high):
-        ax.fill([low, estimate, high, estimate], [0, 0.4, 0, -0.4], color="C3", zorder=3,
-                label=f"pooled estimate {format_value(estimate)} "
-                      f"(95 % CI {format_value(low)} to {format_value(high)}, p = {format_p(row.get('p_value'))})")
+        ax.fill(
+            [low, estimate, high, estimate],
+            [0, 0.4, 0, -0.4],
+            color="C3",
+            zorder=3,
+            label=f"pooled estimate {format_value(estimate)} "
+            f"(95 % CI {format_value(low)} to {format_value(high)}, p = {format_p(row.get('p_value'))})",
+        )
     else:
-        ax.plot([estimate], [0], "D", color="C3", zorder=3,
-                label=f"pooled estimate {format_value(estimate)} (no CI)")
+        ax.plot([estimate], [0], "D", color="C3", zorder=3, label=f"pooled estimate {format_value(estimate)} (no CI)")
     i2 = _as_float(row.get("i2"))
     return 0, f"pooled (k = {row.get('k')}, I² = {format_value(i2, 2)} %)"
 
 
 # --- calibration -------------------------------------------------------------------------------
+
 
 def calibration_figure(curves: CalibrationCurves | None, max_tasks: int = 12) -> Figure:
     """Expected against observed proportions per task, before and after recalibration.
@@ -328,12 +360,15 @@ def calibration_figure(curves: CalibrationCurves | None, max_tasks: int = 12) ->
     n_rows = -(-order.size // n_cols)
     fig = Figure(figsize=(3.1 * n_cols, 3.1 * n_rows + 0.8), layout="constrained")
     axes = fig.subplots(n_rows, n_cols, squeeze=False).ravel()
-    for ax in axes[order.size:]:
+    for ax in axes[order.size :]:
         fig.delaxes(ax)
-    for ax, task in zip(axes, order):
+    for ax, task in zip(axes[: order.size], order, strict=True):
         _calibration_panel(ax, curves, int(task))
-    shown = "" if order.size == len(curves.tasks) else \
-        f"\n{order.size} of {len(curves.tasks)} tasks shown (worst calibrated before recalibration)"
+    shown = (
+        ""
+        if order.size == len(curves.tasks)
+        else f"\n{order.size} of {len(curves.tasks)} tasks shown (worst calibrated before recalibration)"
+    )
     fig.suptitle(f"{title} · recalibration: {curves.method}{shown}")
     fig.supxlabel("expected proportion")
     fig.supylabel("observed proportion")
@@ -342,10 +377,20 @@ def calibration_figure(curves: CalibrationCurves | None, max_tasks: int = 12) ->
 
 def _calibration_panel(ax: Axes, curves: CalibrationCurves, task: int) -> None:
     ax.plot([0, 1], [0, 1], color="0.6", ls=":", lw=1, label="ideal")
-    ax.plot(curves.expected, curves.observed_before[task], color="C1", lw=1.8,
-            label=f"before (error {format_error(curves.error_before[task])})")
+    ax.plot(
+        curves.expected,
+        curves.observed_before[task],
+        color="C1",
+        lw=1.8,
+        label=f"before (error {format_error(curves.error_before[task])})",
+    )
     if curves.observed_after is not None and curves.error_after is not None:
-        ax.plot(curves.expected, curves.observed_after[task], color="C0", lw=1.8,
-                label=f"after (error {format_error(curves.error_after[task])})")
+        ax.plot(
+            curves.expected,
+            curves.observed_after[task],
+            color="C0",
+            lw=1.8,
+            label=f"after (error {format_error(curves.error_after[task])})",
+        )
     ax.set(xlim=(0, 1), ylim=(0, 1), aspect="equal", title=curves.tasks[task])
     ax.legend(fontsize="x-small", loc="upper left")

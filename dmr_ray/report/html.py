@@ -65,10 +65,16 @@ figcaption { font-size: .9em; color: #555; }
 """
 
 
-def write_report(out_dir: Path, *, global_table: pa.Table, local_table: pa.Table,
-                 scatter: Sequence[ScatterData] = (), calibration: CalibrationCurves | None = None,
-                 run_info: Mapping[str, Any] = MappingProxyType({}),
-                 primary_method: str | None = None) -> Path:
+def write_report(
+    out_dir: Path,
+    *,
+    global_table: pa.Table,
+    local_table: pa.Table,
+    scatter: Sequence[ScatterData] = (),
+    calibration: CalibrationCurves | None = None,
+    run_info: Mapping[str, Any] = MappingProxyType({}),
+    primary_method: str | None = None,
+) -> Path:
     """Write the report of an audit to ``out_dir/report``.
 
     Parameters
@@ -125,6 +131,7 @@ def write_report(out_dir: Path, *, global_table: pa.Table, local_table: pa.Table
 
 # --- files -------------------------------------------------------------------------------------
 
+
 def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
     """Call ``write(tmp)`` on a temporary sibling of ``path`` and rename it into place."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -146,12 +153,15 @@ class _FigureWriter:
     def add(self, fig: Figure, kind: str, *parts: str, caption: str) -> str:
         """Save ``fig`` under a name derived from ``kind`` and ``parts``; return its HTML."""
         name = _file_name(kind, *parts)
-        _write_atomic(self.directory / name,
-                      lambda tmp: fig.savefig(tmp, format="png", dpi=FIGURE_DPI, bbox_inches="tight"))
+        _write_atomic(
+            self.directory / name, lambda tmp: fig.savefig(tmp, format="png", dpi=FIGURE_DPI, bbox_inches="tight")
+        )
         self.written.add(name)
         alt = " ".join((kind, *parts))
-        return (f'<figure><img src="figures/{_e(name)}" alt="{_e(alt)}" loading="lazy">'
-                f"<figcaption>{caption}</figcaption></figure>")
+        return (
+            f'<figure><img src="figures/{_e(name)}" alt="{_e(alt)}" loading="lazy">'
+            f"<figcaption>{caption}</figcaption></figure>"
+        )
 
     def remove_stale(self) -> None:
         """Delete PNGs of earlier reports that this report does not link."""
@@ -169,15 +179,18 @@ def _file_name(kind: str, *parts: str) -> str:
 
 # --- page --------------------------------------------------------------------------------------
 
+
 def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
 def _page(sections: list[str]) -> str:
     body = "\n".join(sections)
-    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-            f"<title>Deep MR audit report</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
-            f"<h1>Deep MR audit report</h1>\n{body}\n</body>\n</html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>Deep MR audit report</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+        f"<h1>Deep MR audit report</h1>\n{body}\n</body>\n</html>\n"
+    )
 
 
 def _p(p_value: float | None) -> str:
@@ -192,9 +205,11 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], numeric: Sequen
     """An HTML table; cells are already-escaped HTML, header cells are plain text."""
     head = "".join(f"<th>{_e(h)}</th>" for h in header)
     body = "".join(
-        "<tr>" + "".join(f'<td class="num">{c}</td>' if num else f"<td>{c}</td>"
-                         for c, num in zip(row, numeric)) + "</tr>\n"
-        for row in rows)
+        "<tr>"
+        + "".join(f'<td class="num">{c}</td>' if num else f"<td>{c}</td>" for c, num in zip(row, numeric, strict=True))
+        + "</tr>\n"
+        for row in rows
+    )
     return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody>\n</table>"
 
 
@@ -217,8 +232,9 @@ def _is_significant(row: Mapping[str, Any]) -> bool:
 def _primary_method(methods: list[str], requested: str | None) -> str | None:
     if requested is not None:
         if methods and requested not in methods:
-            raise InputError(f"primary_method {requested!r} is not in the global effects table "
-                             f"(methods: {', '.join(methods)})")
+            raise InputError(
+                f"primary_method {requested!r} is not in the global effects table (methods: {', '.join(methods)})"
+            )
         return requested
     if PREFERRED_METHOD in methods:
         return PREFERRED_METHOD
@@ -227,6 +243,7 @@ def _primary_method(methods: list[str], requested: str | None) -> str | None:
 
 # --- sections ----------------------------------------------------------------------------------
 
+
 def _summary_section(rows: list[dict[str, Any]], primary: str | None) -> str:
     if not rows:
         return _section("Summary", "summary", "<p>No global causal effects were estimated.</p>")
@@ -234,24 +251,38 @@ def _summary_section(rows: list[dict[str, Any]], primary: str | None) -> str:
     missing = [r for r in rows if not _is_finite(r["estimate"])]
     rest = [r for r in rows if _is_finite(r["estimate"]) and not _is_significant(r)]
     meta = f"{_e(rows[0]['meta_method'])} random-effects pooling, {_e(rows[0]['test'])} test"
-    parts = [f"<p>Primary MR method: <b>{_e(primary)}</b> ({meta}). "
-             f"<b>{len(significant)}</b> of {len(rows)} exposure → outcome pairs have a pooled "
-             f"causal effect significant at p &lt; {ALPHA} (not adjusted for multiple testing).</p>"]
+    parts = [
+        f"<p>Primary MR method: <b>{_e(primary)}</b> ({meta}). "
+        f"<b>{len(significant)}</b> of {len(rows)} exposure → outcome pairs have a pooled "
+        f"causal effect significant at p &lt; {ALPHA} (not adjusted for multiple testing).</p>"
+    ]
     if significant:
         parts.append("<p>What the model learned (significant pairs, most significant first):</p>")
-        parts.append(_table(
-            ["pair", "direction", "effect", "95 % CI", "p", "regions pooled"],
-            [[_pair(r), "increases" if r["estimate"] > 0 else "decreases",
-              f'<span class="sig">{format_value(r["estimate"])}{significance_stars(r["p_value"])}</span>',
-              _ci(r), _p(r["p_value"]), f"{r['k']} of {r['n_regions']}"] for r in significant],
-            [False, False, True, True, True, True]))
+        parts.append(
+            _table(
+                ["pair", "direction", "effect", "95 % CI", "p", "regions pooled"],
+                [
+                    [
+                        _pair(r),
+                        "increases" if r["estimate"] > 0 else "decreases",
+                        f'<span class="sig">{format_value(r["estimate"])}{significance_stars(r["p_value"])}</span>',
+                        _ci(r),
+                        _p(r["p_value"]),
+                        f"{r['k']} of {r['n_regions']}",
+                    ]
+                    for r in significant
+                ],
+                [False, False, True, True, True, True],
+            )
+        )
     if rest:
-        parts.append("<p>Not significant: " + "; ".join(
-            f"{_pair(r)} ({format_value(r['estimate'])}, p = {_p(r['p_value'])})" for r in rest)
-            + ".</p>")
+        parts.append(
+            "<p>Not significant: "
+            + "; ".join(f"{_pair(r)} ({format_value(r['estimate'])}, p = {_p(r['p_value'])})" for r in rest)
+            + ".</p>"
+        )
     if missing:
-        parts.append("<p>Not estimable (no region with an estimate): "
-                     + "; ".join(_pair(r) for r in missing) + ".</p>")
+        parts.append("<p>Not estimable (no region with an estimate): " + "; ".join(_pair(r) for r in missing) + ".</p>")
     return _section("Summary", "summary", "\n".join(parts))
 
 
@@ -280,32 +311,45 @@ are under Run information.</li>
 def _heatmap_section(figures: _FigureWriter, global_table: pa.Table, methods: list[str]) -> str:
     if not methods:
         return _section("Global causal effects", "heatmaps", "<p>No global effects to draw.</p>")
-    body = "\n".join(figures.add(heatmap_figure(global_table, m), "heatmap", m, caption=_heatmap_caption(m))
-                     for m in methods)
+    body = "\n".join(
+        figures.add(heatmap_figure(global_table, m), "heatmap", m, caption=_heatmap_caption(m)) for m in methods
+    )
     return _section("Global causal effects", "heatmaps", body)
 
 
 def _heatmap_caption(method: str) -> str:
-    return (f"Pooled causal effect of each exposure (row) on each outcome (column) for MR method "
-            f"<b>{_e(method)}</b>; red positive, blue negative; grey: the diagonal, or a pair not "
-            f"run or without an estimate (n/a). {_e(SIGNIFICANCE_NOTE)}.")
+    return (
+        f"Pooled causal effect of each exposure (row) on each outcome (column) for MR method "
+        f"<b>{_e(method)}</b>; red positive, blue negative; grey: the diagonal, or a pair not "
+        f"run or without an estimate (n/a). {_e(SIGNIFICANCE_NOTE)}."
+    )
 
 
-def _forest_section(figures: _FigureWriter, rows: list[dict[str, Any]], local_table: pa.Table,
-                    primary: str | None) -> str:
+def _forest_section(
+    figures: _FigureWriter, rows: list[dict[str, Any]], local_table: pa.Table, primary: str | None
+) -> str:
     title = "Local effects per pair"
     if not rows:
         return _section(title, "forest", "<p>No pairs to draw.</p>")
     local = filter_table(local_table, method=primary)
-    intro = (f"<p>Per pair, the local causal effects of the regions (method <b>{_e(primary)}</b>) "
-             f"with their 95 % CIs, the pooled estimate (diamond: its 95 % CI) and the band "
-             f"pooled ± 2τ (the between-region spread, not a CI).</p>")
-    items = [figures.add(forest_figure(filter_table(local, exposure=r["exposure"], outcome=r["outcome"]), r),
-                         "forest", primary, r["exposure"], r["outcome"],
-                         caption=f"{_pair(r)}: pooled {format_value(r['estimate'])} "
-                                 f"(95 % CI {_ci(r)}), τ = {format_value(r['tau'])}, "
-                                 f"τ² = {format_value(r['tau2'])}.")
-             for r in rows]
+    intro = (
+        f"<p>Per pair, the local causal effects of the regions (method <b>{_e(primary)}</b>) "
+        f"with their 95 % CIs, the pooled estimate (diamond: its 95 % CI) and the band "
+        f"pooled ± 2τ (the between-region spread, not a CI).</p>"
+    )
+    items = [
+        figures.add(
+            forest_figure(filter_table(local, exposure=r["exposure"], outcome=r["outcome"]), r),
+            "forest",
+            primary,
+            r["exposure"],
+            r["outcome"],
+            caption=f"{_pair(r)}: pooled {format_value(r['estimate'])} "
+            f"(95 % CI {_ci(r)}), τ = {format_value(r['tau'])}, "
+            f"τ² = {format_value(r['tau2'])}.",
+        )
+        for r in rows
+    ]
     return _section(title, "forest", intro + "\n".join(items))
 
 
@@ -313,12 +357,22 @@ def _scatter_section(figures: _FigureWriter, scatter: Sequence[ScatterData]) -> 
     title = "Instruments of example regions"
     if not scatter:
         return _section(title, "scatter", '<p class="muted">No example regions were selected.</p>')
-    items = [figures.add(scatter_figure(d), "scatter", str(i), d.exposure, d.outcome, d.seq_id, d.region or "",
-                         caption=f"{_e(d.exposure)} → {_e(d.outcome)} in {_e(d.seq_id)}"
-                                 + (f" region {_e(d.region)}" if d.region is not None else "")
-                                 + ": each point is one substitution, bars ±1.96·SE; lines are the "
-                                   "IVW (through the origin) and MR-Egger fits.")
-             for i, d in enumerate(scatter)]
+    items = [
+        figures.add(
+            scatter_figure(d),
+            "scatter",
+            str(i),
+            d.exposure,
+            d.outcome,
+            d.seq_id,
+            d.region or "",
+            caption=f"{_e(d.exposure)} → {_e(d.outcome)} in {_e(d.seq_id)}"
+            + (f" region {_e(d.region)}" if d.region is not None else "")
+            + ": each point is one substitution, bars ±1.96·SE; lines are the "
+            "IVW (through the origin) and MR-Egger fits.",
+        )
+        for i, d in enumerate(scatter)
+    ]
     return _section(title, "scatter", "\n".join(items))
 
 
@@ -345,27 +399,42 @@ def _global_table_section(global_table: pa.Table) -> str:
         return _section(title, "global-table", "<p>No global effects.</p>")
     rows = sorted(global_table.to_pylist(), key=lambda r: (r["method"], r["exposure"], r["outcome"]))
     pooling = ", ".join(sorted({f"{r['meta_method']} / {r['test']}" for r in rows}))
-    intro = (f"<p>Random-effects pooling (τ² estimator / test): {_e(pooling)}. PI: prediction "
-             f"interval for the effect in a new region. {_e(SIGNIFICANCE_NOTE)}.</p>")
-    table = _table([h for h, _, _ in _GLOBAL_COLUMNS], [[cell(r) for _, cell, _ in _GLOBAL_COLUMNS] for r in rows],
-                   [num for _, _, num in _GLOBAL_COLUMNS])
+    intro = (
+        f"<p>Random-effects pooling (τ² estimator / test): {_e(pooling)}. PI: prediction "
+        f"interval for the effect in a new region. {_e(SIGNIFICANCE_NOTE)}.</p>"
+    )
+    table = _table(
+        [h for h, _, _ in _GLOBAL_COLUMNS],
+        [[cell(r) for _, cell, _ in _GLOBAL_COLUMNS] for r in rows],
+        [num for _, _, num in _GLOBAL_COLUMNS],
+    )
     return _section(title, "global-table", intro + table)
 
 
 def _calibration_section(figures: _FigureWriter, curves: CalibrationCurves) -> str:
-    figure = figures.add(calibration_figure(curves), "calibration", curves.method,
-                         caption="Observed against expected proportions of the predictive "
-                                 "distributions per task; the dotted diagonal is perfect calibration.")
+    figure = figures.add(
+        calibration_figure(curves),
+        "calibration",
+        curves.method,
+        caption="Observed against expected proportions of the predictive "
+        "distributions per task; the dotted diagonal is perfect calibration.",
+    )
     after = curves.error_after
-    table = _table(["task", "error before", "error after"],
-                   [[_e(task), format_error(curves.error_before[i]),
-                     format_error(after[i]) if after is not None else "n/a"]
-                    for i, task in enumerate(curves.tasks)], [False, True, True])
-    return _section("Calibration", "calibration",
-                    f"<p>Recalibration: <b>{_e(curves.method)}</b>. Calibration error: mean absolute "
-                    f"difference between observed and expected proportions (0 is perfect), "
-                    f"measured on held-out labelled sequences.</p>"
-                    + _residual_miscalibration(curves) + figure + table)
+    table = _table(
+        ["task", "error before", "error after"],
+        [
+            [_e(task), format_error(curves.error_before[i]), format_error(after[i]) if after is not None else "n/a"]
+            for i, task in enumerate(curves.tasks)
+        ],
+        [False, True, True],
+    )
+    return _section(
+        "Calibration",
+        "calibration",
+        f"<p>Recalibration: <b>{_e(curves.method)}</b>. Calibration error: mean absolute "
+        f"difference between observed and expected proportions (0 is perfect), "
+        f"measured on held-out labelled sequences.</p>" + _residual_miscalibration(curves) + figure + table,
+    )
 
 
 RESIDUAL_ERROR = 0.05
@@ -375,27 +444,30 @@ RESIDUAL_ERROR = 0.05
 def _residual_miscalibration(curves: CalibrationCurves) -> str:
     """A warning naming tasks the map could not fix, and why that happens."""
     errors = curves.error_after if curves.error_after is not None else curves.error_before
-    bad = [task for task, error in zip(curves.tasks, errors) if error > RESIDUAL_ERROR]
+    bad = [task for task, error in zip(curves.tasks, errors, strict=True) if error > RESIDUAL_ERROR]
     if not bad:
         return ""
-    return (f"<p class='warn'><b>Still miscalibrated</b> (error &gt; {RESIDUAL_ERROR}): "
-            f"{_e(', '.join(bad))}. The spread between ensemble members (or dropout passes) "
-            "reflects model uncertainty only; where members agree, no monotone map of their "
-            "predictive CDF can create the missing spread. Effect standard errors of these tasks "
-            "are too small: consider variance scaling, more members, or wider thresholds.</p>")
+    return (
+        f"<p class='warn'><b>Still miscalibrated</b> (error &gt; {RESIDUAL_ERROR}): "
+        f"{_e(', '.join(bad))}. The spread between ensemble members (or dropout passes) "
+        "reflects model uncertainty only; where members agree, no monotone map of their "
+        "predictive CDF can create the missing spread. Effect standard errors of these tasks "
+        "are too small: consider variance scaling, more members, or wider thresholds.</p>"
+    )
 
 
 # --- run information -----------------------------------------------------------------------------
 
+
 def _run_info_section(run_info: Mapping[str, Any], local_table: pa.Table) -> str:
     info = _mapping_html(run_info) if run_info else '<p class="muted">No run information given.</p>'
-    return _section("Run information", "run-info",
-                    info + "\n<h3>Regions fitted and skipped</h3>\n" + _regions_html(local_table))
+    return _section(
+        "Run information", "run-info", info + "\n<h3>Regions fitted and skipped</h3>\n" + _regions_html(local_table)
+    )
 
 
 def _mapping_html(mapping: Mapping[str, Any]) -> str:
-    rows = "".join(f"<tr><th>{_e(key)}</th><td>{_value_html(value)}</td></tr>\n"
-                   for key, value in mapping.items())
+    rows = "".join(f"<tr><th>{_e(key)}</th><td>{_value_html(value)}</td></tr>\n" for key, value in mapping.items())
     return f"<table>\n{rows}</table>"
 
 
@@ -414,18 +486,39 @@ def _regions_html(local_table: pa.Table) -> str:
     if not local_table.num_rows:
         return "<p>No local effects.</p>"
     grouped = local_table.group_by(["method", "reason"]).aggregate(
-        [("n_instruments", "count"), ("n_instruments", "min"), ("n_instruments", "max"),
-         ("n_instruments", "mean"), ("n_unusable", "sum")])
+        [
+            ("n_instruments", "count"),
+            ("n_instruments", "min"),
+            ("n_instruments", "max"),
+            ("n_instruments", "mean"),
+            ("n_unusable", "sum"),
+        ]
+    )
     rows = sorted(grouped.to_pylist(), key=lambda r: (r["method"], r["reason"] != "ok", r["reason"]))
     table = _table(
-        ["method", "outcome of the fit", "region fits", "instruments per region (min–max, mean)",
-         "unusable substitutions"],
-        [[_e(r["method"]), _e(r["reason"]), str(r["n_instruments_count"]),
-          f"{r['n_instruments_min']}–{r['n_instruments_max']}, {format_value(r['n_instruments_mean'])}",
-          str(r["n_unusable_sum"])] for r in rows],
-        [False, False, True, True, True])
-    return ("<p>One fit per region, exposure → outcome pair and method. <i>ok</i>: fitted; "
-            "<i>too_few_instruments</i>: fewer instruments than the method needs; "
-            "<i>degenerate</i>: no spread to estimate from; <i>not_converged</i>: the robust fit "
-            "did not converge (values kept as reported). Unusable substitutions (e.g. a zero "
-            "exposure effect) are excluded before MR.</p>" + table)
+        [
+            "method",
+            "outcome of the fit",
+            "region fits",
+            "instruments per region (min–max, mean)",
+            "unusable substitutions",
+        ],
+        [
+            [
+                _e(r["method"]),
+                _e(r["reason"]),
+                str(r["n_instruments_count"]),
+                f"{r['n_instruments_min']}–{r['n_instruments_max']}, {format_value(r['n_instruments_mean'])}",
+                str(r["n_unusable_sum"]),
+            ]
+            for r in rows
+        ],
+        [False, False, True, True, True],
+    )
+    return (
+        "<p>One fit per region, exposure → outcome pair and method. <i>ok</i>: fitted; "
+        "<i>too_few_instruments</i>: fewer instruments than the method needs; "
+        "<i>degenerate</i>: no spread to estimate from; <i>not_converged</i>: the robust fit "
+        "did not converge (values kept as reported). Unusable substitutions (e.g. a zero "
+        "exposure effect) are excluded before MR.</p>" + table
+    )

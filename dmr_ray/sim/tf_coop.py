@@ -326,7 +326,6 @@ def global_true_effect(data: TFCoopData, params: TFCoopParams | None = None) -> 
     return float(np.nanmean(truth))
 
 
-
 def _expected_counts(q_exp, q_out, q_conf, b, params: TFCoopParams) -> np.ndarray:
     c_exp = 1.0 + params.alpha * q_exp + params.eta * q_conf + params.tau1 * b
     c_out = 1.0 + params.beta * q_exp * q_out + params.nu * q_conf + params.tau2 * b

@@ -89,7 +89,7 @@ class Padded:
         names = ("bx", "bxse", "by", "byse")
         arrays = [np.asarray(a, dtype=np.float64) for a in (bx, bxse, by, byse)]
         ndim = 1 if scalar else 2
-        for name, a in zip(names, arrays):
+        for name, a in zip(names, arrays, strict=True):
             if a.ndim != ndim:
                 raise InputError(f"{name} must be {ndim}-dimensional, got shape {a.shape}")
             if a.shape != arrays[0].shape:
@@ -101,10 +101,10 @@ class Padded:
             valid = np.asarray(mask, dtype=bool)
             if valid.shape != arrays[0].shape:
                 raise InputError(f"mask has shape {valid.shape} but bx has shape {arrays[0].shape}")
-        for name, a in zip(names, arrays):
+        for name, a in zip(names, arrays, strict=True):
             _check(name, a, valid, scalar)
         fill = (1.0, 1.0, 0.0, 1.0)
-        out = [np.ascontiguousarray(np.where(valid, a, f)) for a, f in zip(arrays, fill)]
+        out = [np.ascontiguousarray(np.where(valid, a, f)) for a, f in zip(arrays, fill, strict=True)]
         return cls(*out, valid=valid, n=valid.sum(axis=1))
 
 
@@ -125,9 +125,7 @@ def _check(name: str, a: np.ndarray, valid: np.ndarray, scalar: bool) -> None:
 def require_instruments(n: int, minimum: int, method: str) -> None:
     """Raise :class:`InsufficientInstrumentsError` when ``n < minimum``."""
     if n < minimum:
-        raise InsufficientInstrumentsError(
-            f"{method} needs at least {minimum} instruments, got {n}"
-        )
+        raise InsufficientInstrumentsError(f"{method} needs at least {minimum} instruments, got {n}")
 
 
 def check_options(**choices: tuple[object, tuple[object, ...]]) -> None:

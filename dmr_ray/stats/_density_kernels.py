@@ -362,8 +362,9 @@ def narrow_modes(
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def grid_modes(dens: np.ndarray, lo: np.ndarray, up: np.ndarray, frm: np.ndarray, to: np.ndarray,
-               out: np.ndarray) -> None:
+def grid_modes(
+    dens: np.ndarray, lo: np.ndarray, up: np.ndarray, frm: np.ndarray, to: np.ndarray, out: np.ndarray
+) -> None:
     """Modes of R's density from its values at the 512 nodes, row by row.
 
     Parameters

@@ -17,9 +17,7 @@ __all__ = ["m_scale_log"]
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def _safeguarded_step(
-    t: float, g: float, newton: float, lo: float, hi: float, g_lo: float, g_hi: float
-) -> float:
+def _safeguarded_step(t: float, g: float, newton: float, lo: float, hi: float, g_lo: float, g_hi: float) -> float:
     """``t - newton`` inside ``(lo, hi)``; else a secant step between the bracket ends
     (bisection if that is unusable), or a unit step towards the root while an end is open."""
     step = t - newton

@@ -177,9 +177,7 @@ def _quiet(func: Callable[..., T]) -> Callable[..., T]:
 
 
 def _reason(rows: Padded, method: str) -> np.ndarray:
-    return np.where(rows.n < MIN_INSTRUMENTS[method], Reason.TOO_FEW_INSTRUMENTS, Reason.OK).astype(
-        np.int8
-    )
+    return np.where(rows.n < MIN_INSTRUMENTS[method], Reason.TOO_FEW_INSTRUMENTS, Reason.OK).astype(np.int8)
 
 
 def _blank(values: np.ndarray | None, reason: np.ndarray) -> np.ndarray | None:
@@ -201,7 +199,7 @@ def _result(
     **extra: np.ndarray | None,
 ) -> BatchedMRResult:
     """Assemble a result; ``inference`` is ``(ci_low, ci_high, p_value)``."""
-    columns = dict(zip(("estimate", "se", "ci_low", "ci_high", "p_value"), (est, se, *inference)))
+    columns = dict(zip(("estimate", "se", "ci_low", "ci_high", "p_value"), (est, se, *inference), strict=True))
     cleaned = {k: _blank(v, reason) for k, v in {**columns, **extra}.items()}
     return BatchedMRResult(method=method, n_instruments=rows.n, reason=reason, model=model, **cleaned)
 
@@ -504,9 +502,7 @@ def _mad(draws: np.ndarray) -> np.ndarray:
     return MAD_CONSTANT * np.median(np.abs(draws - centre[:, None]), axis=1)
 
 
-def _weighted_median_rows(
-    theta: np.ndarray, w: np.ndarray, valid: np.ndarray, kind: str = "stable"
-) -> np.ndarray:
+def _weighted_median_rows(theta: np.ndarray, w: np.ndarray, valid: np.ndarray, kind: str = "stable") -> np.ndarray:
     """MendelianRandomization's ``weighted.median`` along the last axis (padding ignored).
 
     ``kind="stable"`` orders ties as R's ``order()`` does; bootstrap draws, which tie with

@@ -250,9 +250,7 @@ def _equilibrate(design: _Design) -> np.ndarray:
     )
     r = np.where(valid, 1.0 / np.clip(rmax, _LAPACK_SAFE_MIN, 1.0 / _LAPACK_SAFE_MIN), 0.0)
     cmax = (absx * r[:, :, None]).max(axis=1)
-    colcnd = np.maximum(cmax.min(axis=1), _LAPACK_SAFE_MIN) / np.minimum(
-        cmax.max(axis=1), 1.0 / _LAPACK_SAFE_MIN
-    )
+    colcnd = np.maximum(cmax.min(axis=1), _LAPACK_SAFE_MIN) / np.minimum(cmax.max(axis=1), 1.0 / _LAPACK_SAFE_MIN)
     col = 1.0 / np.clip(cmax, _LAPACK_SAFE_MIN, 1.0 / _LAPACK_SAFE_MIN)
     amax = absx.max(axis=(1, 2))
     keep_rows = (rowcnd >= 0.1) & (amax >= _LAPACK_SMALL) & (amax <= 1.0 / _LAPACK_SMALL)
@@ -347,9 +345,7 @@ def _m_scale(res: np.ndarray, start: np.ndarray, dof: np.ndarray, maxit: int) ->
     return np.exp(t).reshape(start.shape)
 
 
-def _candidate_step(
-    design: _Design, res: np.ndarray, maxit_scale: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _candidate_step(design: _Design, res: np.ndarray, maxit_scale: int) -> tuple[np.ndarray, np.ndarray]:
     """One fast-S refinement step (``k.fast.s = 1``) from candidate residuals [B, S, n].
 
     Returns the stepped coefficients [B, S, p] and their M-scales [B, S], solved from R's
@@ -433,9 +429,7 @@ def _s_estimate(design: _Design, keys: np.ndarray, k_max: int, maxit_scale: int)
 # ---------------------------------------------------------------------- M-step
 
 
-def _irwls(
-    design: _Design, beta: np.ndarray, scale: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _irwls(design: _Design, beta: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Bisquare IRWLS at fixed scale from ``beta`` [B, p]; returns coef, converged, passes."""
     beta = beta[:, None, :]
     res = design.residuals(beta)
@@ -457,9 +451,7 @@ def _irwls(
     return beta[:, 0], converged, np.where(converged, passes, MAX_IT)
 
 
-def _avar1(
-    design: _Design, r0: np.ndarray, r: np.ndarray, scale: np.ndarray
-) -> np.ndarray:
+def _avar1(design: _Design, r0: np.ndarray, r: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """robustbase ``.vcov.avar1`` for S residuals ``r0`` and MM residuals ``r`` [B, n]."""
     x = design.x
     n = design.n_valid.astype(float)
@@ -477,9 +469,7 @@ def _avar1(
     u1 = a_mat @ np.einsum("bn,bnp,bnq->bpq", w**2, x, x) @ (n[:, None, None] * a_mat)
     u2 = a_vec[:, :, None] * np.einsum("bp,bpq->bq", xww, a_mat)[:, None, :]
     u3 = np.einsum("bpq,bq->bp", a_mat, xww)[:, :, None] * a_vec[:, None, :]
-    u4 = (np.where(valid, w0**2 - BB**2, 0.0).sum(axis=1) / n)[:, None, None] * (
-        a_vec[:, :, None] * a_vec[:, None, :]
-    )
+    u4 = (np.where(valid, w0**2 - BB**2, 0.0).sum(axis=1) / n)[:, None, None] * (a_vec[:, :, None] * a_vec[:, None, :])
     return _posdefify((u1 - u2 - u3 + u4) / n[:, None, None])
 
 
@@ -490,9 +480,7 @@ def _posdefify(cov: np.ndarray) -> np.ndarray:
     lam, vec = np.linalg.eigh(safe)
     neg = (lam < 0).any(axis=1) & ok
     fixed = np.einsum("bij,bj,bkj->bik", vec, np.maximum(lam, 0.0), vec)
-    d = np.sqrt(np.maximum(np.diagonal(cov, axis1=1, axis2=2), 0.0) / np.diagonal(
-        fixed, axis1=1, axis2=2
-    ))
+    d = np.sqrt(np.maximum(np.diagonal(cov, axis1=1, axis2=2), 0.0) / np.diagonal(fixed, axis1=1, axis2=2))
     fixed = d[:, :, None] * fixed * d[:, None, :]
     return np.where(neg[:, None, None], fixed, cov)
 
@@ -635,8 +623,7 @@ def lmrob_mm(
     _check_inputs(x, yv, w, everywhere)
     if (w > 0).sum() <= x.shape[1]:
         raise InsufficientInstrumentsError(
-            f"lmrob_mm needs more than p = {x.shape[1]} rows with positive weight; "
-            f"got {(w > 0).sum()}"
+            f"lmrob_mm needs more than p = {x.shape[1]} rows with positive weight; got {(w > 0).sum()}"
         )
     out = _fit_all(x[None], yv[None], w[None], everywhere[None], _as_rng(seed), k_max, maxit_scale)
     if np.isnan(out["scale"][0]):
@@ -692,8 +679,7 @@ def lmrob_mm_batched(
     m = np.asarray(mask, dtype=bool)
     if x.ndim != 3 or yv.shape != x.shape[:2] or w.shape != yv.shape or m.shape != yv.shape:
         raise InputError(
-            f"expected X [R, n, p] and y, weights, mask [R, n]; got {x.shape}, {yv.shape}, "
-            f"{w.shape}, {m.shape}"
+            f"expected X [R, n, p] and y, weights, mask [R, n]; got {x.shape}, {yv.shape}, {w.shape}, {m.shape}"
         )
     _check_inputs(x, yv, w, m)
     out = _fit_all(x, yv, w, m, _as_rng(seed), k_max, maxit_scale)

@@ -62,8 +62,21 @@ MAXITER = 100  # metafor control$maxiter
 UNIROOT_TOL = np.finfo(float).eps ** 0.25  # metafor control$tol
 _EPS = np.finfo(float).eps
 _NUMERIC = (
-    "estimate", "se", "ci_low", "ci_high", "p_value", "tau2", "tau", "q", "q_p", "i2", "h2",
-    "k", "pi_low", "pi_high", "converged",
+    "estimate",
+    "se",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "tau2",
+    "tau",
+    "q",
+    "q_p",
+    "i2",
+    "h2",
+    "k",
+    "pi_low",
+    "pi_high",
+    "converged",
 )
 
 
@@ -340,9 +353,7 @@ def _zeroin(
             _interpolation_step(a, b, c, fa, fb, fc, prev_step, tol_act, new_step),
             new_step,
         )
-        new_step = np.where(
-            np.abs(new_step) < tol_act, np.where(new_step > 0, tol_act, -tol_act), new_step
-        )
+        new_step = np.where(np.abs(new_step) < tol_act, np.where(new_step > 0, tol_act, -tol_act), new_step)
         a, fa = np.where(active, b, a), np.where(active, fb, fa)
         b = np.where(active, b + new_step, b)
         fb = np.where(active, func(b), fb)
@@ -550,10 +561,7 @@ def meta_analysis_batched(
     sev = np.asarray(se, dtype=float)
     valid = np.asarray(mask, dtype=bool)
     if yv.ndim != 2 or sev.shape != yv.shape or valid.shape != yv.shape:
-        raise InputError(
-            "y, se and mask must be [G, k] of one shape; "
-            f"got {yv.shape}, {sev.shape}, {valid.shape}"
-        )
+        raise InputError(f"y, se and mask must be [G, k] of one shape; got {yv.shape}, {sev.shape}, {valid.shape}")
     _check_studies(yv, sev, valid)
     return _batch(yv, sev, valid, method, test, alpha)
 

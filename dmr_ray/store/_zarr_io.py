@@ -109,7 +109,7 @@ def require_array(group: zarr.Group, name: str, location: str, shape: tuple[int 
     if not isinstance(array, zarr.Array):
         raise InputError(f"{location}: {name!r} is a group, expected an array")
     got = tuple(array.shape)
-    if len(got) != len(shape) or any(want not in (None, size) for want, size in zip(shape, got, strict=False)):
+    if len(got) != len(shape) or any(want not in (None, size) for want, size in zip(shape, got, strict=True)):
         expected = tuple("any" if want is None else want for want in shape)
         raise InputError(f"{location}: array {name!r} has shape {got}, expected {expected}")
     return array

@@ -218,9 +218,7 @@ def _interval_ids(bed: BedIntervals) -> np.ndarray:
     return np.array(ids, dtype=str)
 
 
-def sampled_windows(
-    bed: BedIntervals, lengths: Mapping[str, int], length: int, n: int, seed: int
-) -> Windows:
+def sampled_windows(bed: BedIntervals, lengths: Mapping[str, int], length: int, n: int, seed: int) -> Windows:
     """Sample ``n`` distinct windows whose centres are uniform over the union of the intervals.
 
     A centre ``c`` gives the window ``[c - length // 2, c - length // 2 + length)``; only

@@ -167,12 +167,13 @@ class SequenceStore(zio.RowStore):
 
     def __repr__(self) -> str:
         return (
-            f"SequenceStore({self.location!r}, n_seq={self.n_seq}, length={self.length}, "
-            f"chunk_size={self.chunk_size})"
+            f"SequenceStore({self.location!r}, n_seq={self.n_seq}, length={self.length}, chunk_size={self.chunk_size})"
         )
 
 
-def open_sequence_store(path_or_url: str | os.PathLike[str], storage_options: zio.StorageOptions = None) -> SequenceStore:
+def open_sequence_store(
+    path_or_url: str | os.PathLike[str], storage_options: zio.StorageOptions = None
+) -> SequenceStore:
     """Open and validate a sequence store at a local path or fsspec URL (see :class:`SequenceStore`)."""
     return SequenceStore(path_or_url, storage_options)
 

@@ -309,9 +309,10 @@ def calibration_curve(
     else:
         bounds, scores = ndtri(0.5 + expected / 2.0), np.abs(z)
     scores = np.sort(scores, axis=0)
-    observed = np.stack(
-        [np.searchsorted(scores[:, t], bounds, side="right") for t in range(scores.shape[1])], axis=1
-    ) / scores.shape[0]
+    observed = (
+        np.stack([np.searchsorted(scores[:, t], bounds, side="right") for t in range(scores.shape[1])], axis=1)
+        / scores.shape[0]
+    )
     return expected, observed
 
 

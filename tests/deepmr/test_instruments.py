@@ -9,8 +9,15 @@ from dmr_ray.deepmr.instruments import exposure_moments, passes_filter, usable
 from dmr_ray.errors import InputError
 from dmr_ray.store import EffectsStore
 
-EFFECTS_ATTRS = {"model_digest": "test", "replicate_kind": "ensemble", "replicate_count": 2,
-                 "calibration": "none", "ddof": 0, "code_version": "test", "sequence_store": "none"}
+EFFECTS_ATTRS = {
+    "model_digest": "test",
+    "replicate_kind": "ensemble",
+    "replicate_count": 2,
+    "calibration": "none",
+    "ddof": 0,
+    "code_version": "test",
+    "sequence_store": "none",
+}
 
 
 def test_zscore_filter_matches_the_original_formula() -> None:
@@ -24,8 +31,7 @@ def test_zscore_filter_matches_the_original_formula() -> None:
 def test_wald_filter_uses_beta_over_se() -> None:
     beta = np.array([0.5, -3.0, 2.0])
     se = np.array([1.0, 1.0, 0.5])
-    np.testing.assert_array_equal(passes_filter(beta, se, kind="wald", threshold=2.0),
-                                  [False, True, True])
+    np.testing.assert_array_equal(passes_filter(beta, se, kind="wald", threshold=2.0), [False, True, True])
 
 
 def test_filter_errors() -> None:
@@ -47,8 +53,9 @@ def test_unusable_substitutions_are_excluded() -> None:
 def _effects(path, beta: np.ndarray, run_id: str = "") -> EffectsStore:
     """An effects store holding ``beta`` [n, length, 3, 2], chunks of 4, committed by ``run_id``."""
     n, length = beta.shape[:2]
-    effects = EffectsStore.create(path, seq_ids=[f"s{i}" for i in range(n)], length=length,
-                                  tasks=["a", "b"], chunk_size=4, attrs=EFFECTS_ATTRS)
+    effects = EffectsStore.create(
+        path, seq_ids=[f"s{i}" for i in range(n)], length=length, tasks=["a", "b"], chunk_size=4, attrs=EFFECTS_ATTRS
+    )
     for i in range(effects.n_chunks):
         _rewrite(effects, i, beta, run_id)
     return effects
@@ -78,8 +85,7 @@ def test_direction_filter_is_scale_free_and_rejects_constant_outputs() -> None:
     bx = np.array([1.0, 1.0, 0.1])
     by = np.array([0.5, 3.0, 1.0])
     np.testing.assert_array_equal(passes_direction(bx, by, 1.0, 1.0), [True, False, False])
-    np.testing.assert_array_equal(passes_direction(10 * bx, by, 10.0, 1.0),
-                                  passes_direction(bx, by, 1.0, 1.0))
+    np.testing.assert_array_equal(passes_direction(10 * bx, by, 10.0, 1.0), passes_direction(bx, by, 1.0, 1.0))
     with pytest.raises(InputError, match="vary"):
         passes_direction(bx, by, 0.0, 1.0)
 

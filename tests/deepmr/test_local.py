@@ -17,8 +17,17 @@ def _effects(n: int, length: int, slope: float, seed: int = 0) -> tuple[np.ndarr
 
 
 def _options(**kw) -> LocalMROptions:
-    base = dict(tasks=("X", "Y"), pairs=(("X", "Y"),), estimators=("ivw",), filter="wald",
-                threshold=5.0, moments_mean=(), moments_sd=(), region_width=20, iterations=200)
+    base = dict(
+        tasks=("X", "Y"),
+        pairs=(("X", "Y"),),
+        estimators=("ivw",),
+        filter="wald",
+        threshold=5.0,
+        moments_mean=(),
+        moments_sd=(),
+        region_width=20,
+        iterations=200,
+    )
     return LocalMROptions(**{**base, **kw})
 
 
@@ -40,8 +49,9 @@ def test_region_rows_equal_the_scalar_estimator_on_the_same_instruments() -> Non
     bx, sx, by, sy = (a[1, 20:40].ravel() for a in (beta[..., 0], se[..., 0], beta[..., 1], se[..., 1]))
     keep = np.abs(bx / sx) >= 5.0
     expected = mr.ivw(bx[keep], sx[keep], by[keep], sy[keep])
-    row = table.filter((table.column("seq_id").to_numpy(zero_copy_only=False) == "b")
-                       & (table.column("region").to_numpy() == 1)).to_pylist()[0]
+    row = table.filter(
+        (table.column("seq_id").to_numpy(zero_copy_only=False) == "b") & (table.column("region").to_numpy() == 1)
+    ).to_pylist()[0]
     assert row["n_instruments"] == keep.sum()
     assert row["estimate"] == pytest.approx(expected.estimate, rel=1e-12)
     assert row["se"] == pytest.approx(expected.se, rel=1e-12)
@@ -54,15 +64,15 @@ def test_original_rule_robust_above_ten_plain_egger_below_skip_at_two() -> None:
     sx[0] = 10.0  # nothing passes the Wald filter: skipped
     sx[1] = 10.0
     sx[1, :2, :] = 0.01  # 6 instruments: plain Egger
-    table = local_effects_table(beta, se, np.arange(3), _options(estimators=("deepmr",),
-                                                               region_width=10, threshold=3.0))
+    table = local_effects_table(
+        beta, se, np.arange(3), _options(estimators=("deepmr",), region_width=10, threshold=3.0)
+    )
     rows = {r["seq_id"]: r for r in table.to_pylist()}
     assert rows["0"]["estimator"] == "" and rows["0"]["reason"] == "too_few_instruments"
     assert np.isnan(rows["0"]["estimate"])
     assert rows["1"]["estimator"] == "egger" and rows["1"]["n_instruments"] == 6
     assert rows["2"]["estimator"] == "egger_robust" and rows["2"]["n_instruments"] > 10
-    plain = mr.egger(beta[1, :2, :, 0].ravel(), sx[1, :2].ravel(), beta[1, :2, :, 1].ravel(),
-                     se[1, :2, :, 1].ravel())
+    plain = mr.egger(beta[1, :2, :, 0].ravel(), sx[1, :2].ravel(), beta[1, :2, :, 1].ravel(), se[1, :2, :, 1].ravel())
     assert rows["1"]["estimate"] == pytest.approx(plain.estimate, rel=1e-10)
 
 
@@ -70,7 +80,7 @@ def test_unusable_substitutions_are_counted_not_fitted() -> None:
     beta, se = _effects(1, 20, slope=0.5, seed=5)
     beta[0, 0, :, 0] = 0.0  # bx == 0 cannot be an instrument
     se[0, 1, :, 1] = 0.0  # zero outcome SE
-    rows, = [region_rows(beta, se, 0, 1, _options(region_width=20))]
+    (rows,) = [region_rows(beta, se, 0, 1, _options(region_width=20))]
     assert rows.n_unusable.tolist() == [6]
     assert rows.mask.sum() <= 20 * 3 - 6
 

@@ -63,8 +63,7 @@ def test_planted_effect_is_recovered_and_reverse_is_not(audited) -> None:
     assert forward["ci_low"] <= planted <= forward["ci_high"], (forward, planted)
     reverse = rows[("TAL1", "GATA", "deepmr")]
     assert not (reverse["p_value"] < 0.05 and reverse["estimate"] > 0.5 * planted), reverse
-    assert [line.split("]")[0] for line in lines] == [
-        "[calibration", "[ism", "[local MR", "[meta", "[report"]
+    assert [line.split("]")[0] for line in lines] == ["[calibration", "[ism", "[local MR", "[meta", "[report"]
 
 
 def test_outputs_and_report(audited) -> None:
@@ -134,31 +133,62 @@ def test_ray_job_submit_against_a_local_head(prepared, tmp_path) -> None:
     ray_cmd = str(ray_bin) if ray_bin.exists() else shutil.which("ray")
     gcs, dashboard = _free_port(), _free_port()
     # Ray 2.60 heads require a token; this head and its clients share a fresh one.
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
-           "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    env = {
+        **os.environ,
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+    }
     env.pop("RAY_ADDRESS", None)
     temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Unix socket paths are capped
     head = subprocess.Popen(
-        [ray_cmd, "start", "--head", "--block", f"--port={gcs}", "--num-cpus=2",
-         "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-         "--include-dashboard=true", f"--temp-dir={temp_dir}",
-         # Another Ray instance (this test session's) already holds the default agent ports.
-         f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}",
-         f"--metrics-export-port={_free_port()}", f"--runtime-env-agent-port={_free_port()}"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            ray_cmd,
+            "start",
+            "--head",
+            "--block",
+            f"--port={gcs}",
+            "--num-cpus=2",
+            "--node-ip-address=127.0.0.1",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dashboard}",
+            "--include-dashboard=true",
+            f"--temp-dir={temp_dir}",
+            # Another Ray instance (this test session's) already holds the default agent ports.
+            f"--dashboard-agent-listen-port={_free_port()}",
+            f"--dashboard-agent-grpc-port={_free_port()}",
+            f"--metrics-export-port={_free_port()}",
+            f"--runtime-env-agent-port={_free_port()}",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         address = f"http://127.0.0.1:{dashboard}"
         deadline = time.monotonic() + 120
         while True:
-            probe = subprocess.run([ray_cmd, "job", "list", "--address", address], env=env,
-                                   capture_output=True, text=True)
+            probe = subprocess.run(
+                [ray_cmd, "job", "list", "--address", address], env=env, capture_output=True, text=True
+            )
             if probe.returncode == 0:
                 break
             assert time.monotonic() < deadline, f"Ray head did not come up: {probe.stderr[-2000:]}"
             time.sleep(2)
-        submit_cmd = [ray_cmd, "job", "submit", "--address", address, "--entrypoint-num-cpus", "0",
-                      "--", sys.executable, str(REPO / "jobs" / "deep_mr.py"), str(job_config)]
+        submit_cmd = [
+            ray_cmd,
+            "job",
+            "submit",
+            "--address",
+            address,
+            "--entrypoint-num-cpus",
+            "0",
+            "--",
+            sys.executable,
+            str(REPO / "jobs" / "deep_mr.py"),
+            str(job_config),
+        ]
         while True:
             submit = subprocess.run(submit_cmd, env=env, capture_output=True, text=True, timeout=600)
             # The job agent can come up after the job API answers; Ray asks to try again.

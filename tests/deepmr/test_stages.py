@@ -18,14 +18,22 @@ from dmr_ray.errors import ResumeConflictError
 from dmr_ray.stats.meta import meta_analysis, meta_analysis_batched
 from dmr_ray.store import EffectsStore
 
-ATTRS = {"model_digest": "test", "replicate_kind": "ensemble", "replicate_count": 2,
-         "calibration": "none", "ddof": 0, "code_version": "test", "sequence_store": "none"}
+ATTRS = {
+    "model_digest": "test",
+    "replicate_kind": "ensemble",
+    "replicate_count": 2,
+    "calibration": "none",
+    "ddof": 0,
+    "code_version": "test",
+    "sequence_store": "none",
+}
 
 
 def _effects_store(path, n=12, length=30, chunk_size=4, seed=0) -> EffectsStore:
     rng = np.random.default_rng(seed)
-    store = EffectsStore.create(path, seq_ids=[f"seq{i}" for i in range(n)], length=length,
-                                tasks=["X", "Y"], chunk_size=chunk_size, attrs=ATTRS)
+    store = EffectsStore.create(
+        path, seq_ids=[f"seq{i}" for i in range(n)], length=length, tasks=["X", "Y"], chunk_size=chunk_size, attrs=ATTRS
+    )
     for i in range(store.n_chunks):
         start, stop = store.chunk_bounds(i)
         bx = rng.normal(size=(stop - start, length, 3))
@@ -37,8 +45,16 @@ def _effects_store(path, n=12, length=30, chunk_size=4, seed=0) -> EffectsStore:
 
 
 def _options(**kw) -> LocalMROptions:
-    base = dict(tasks=("X", "Y"), pairs=(("X", "Y"), ("Y", "X")), estimators=("ivw", "egger"),
-                filter="wald", threshold=3.0, moments_mean=(), moments_sd=(), region_width=30)
+    base = dict(
+        tasks=("X", "Y"),
+        pairs=(("X", "Y"), ("Y", "X")),
+        estimators=("ivw", "egger"),
+        filter="wald",
+        threshold=3.0,
+        moments_mean=(),
+        moments_sd=(),
+        region_width=30,
+    )
     return LocalMROptions(**{**base, **kw})
 
 
@@ -59,8 +75,9 @@ def test_local_stage_writes_every_chunk_and_resumes_only_missing_parts(tmp_path,
 
     with pytest.raises(ResumeConflictError, match="threshold"):
         run_local_stage(str(tmp_path / "effects.zarr"), out, _options(threshold=2.0))
-    assert run_local_stage(str(tmp_path / "effects.zarr"), out, _options(threshold=2.0),
-                           overwrite=True) == store.n_chunks
+    assert (
+        run_local_stage(str(tmp_path / "effects.zarr"), out, _options(threshold=2.0), overwrite=True) == store.n_chunks
+    )
 
 
 def _local_table(rng, groups: dict) -> pa.Table:
@@ -99,8 +116,14 @@ def _reference_global_table(local: pa.Table, method: str, test: str) -> dict[str
     for row in local.to_pylist():
         groups[(row["exposure"], row["outcome"], row["method"])].append(row)
     keys = sorted(groups)
-    pooled = [[(r["estimate"], r["se"]) for r in groups[key]
-               if np.isfinite(r["estimate"]) and np.isfinite(r["se"]) and r["se"] > 0] for key in keys]
+    pooled = [
+        [
+            (r["estimate"], r["se"])
+            for r in groups[key]
+            if np.isfinite(r["estimate"]) and np.isfinite(r["se"]) and r["se"] > 0
+        ]
+        for key in keys
+    ]
     width = max(len(studies) for studies in pooled) or 1
     shape = (len(keys), width)
     y, se, mask = np.zeros(shape), np.ones(shape), np.zeros(shape, bool)
@@ -108,8 +131,10 @@ def _reference_global_table(local: pa.Table, method: str, test: str) -> dict[str
         for j, (estimate, error) in enumerate(studies):
             y[g, j], se[g, j], mask[g, j] = estimate, error, True
     result = meta_analysis_batched(y, se, mask, method=method, test=test)
-    columns = {name: np.array([key[i] for key in keys], dtype=object)
-               for i, name in enumerate(("exposure", "outcome", "method"))}
+    columns = {
+        name: np.array([key[i] for key in keys], dtype=object)
+        for i, name in enumerate(("exposure", "outcome", "method"))
+    }
     columns.update({name: getattr(result, name) for name in GLOBAL_FIELDS})
     columns["k"] = np.array([len(studies) for studies in pooled])
     columns["n_regions"] = np.array([len(groups[key]) for key in keys])

@@ -47,9 +47,24 @@ def test_driver_sigkill_then_the_same_command_resumes(ray_local, store: Path, wo
     spec = write_spec(workdir / "slower", entrypoint="faulty_models:faulty_cnn", delay=0.1)
     out = workdir / "effects_cli.zarr"
     command = [
-        sys.executable, "-m", "dmr_ray.cli", "ism", "--store", str(store), "--model", str(spec), "--out", str(out),
-        "--actors", "2", "--chunk-size", "2", "--address", ray_local.get_runtime_context().gcs_address,
-        "--runtime-env-json", json.dumps(RUNTIME_ENV),
+        sys.executable,
+        "-m",
+        "dmr_ray.cli",
+        "ism",
+        "--store",
+        str(store),
+        "--model",
+        str(spec),
+        "--out",
+        str(out),
+        "--actors",
+        "2",
+        "--chunk-size",
+        "2",
+        "--address",
+        ray_local.get_runtime_context().gcs_address,
+        "--runtime-env-json",
+        json.dumps(RUNTIME_ENV),
     ]
     env = {**os.environ, "PYTHONPATH": str(HERE)}
     driver = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -82,9 +97,20 @@ def test_driver_sigkill_then_the_same_command_resumes(ray_local, store: Path, wo
 def test_ctrl_c_stops_a_local_run_promptly(store: Path, workdir: Path) -> None:
     spec = write_spec(workdir / "hang", entrypoint="faulty_models:faulty_cnn", hang=True)
     command = [
-        sys.executable, "-m", "dmr_ray.cli", "ism", "--store", str(store), "--model", str(spec),
-        "--out", str(workdir / "effects_interrupted.zarr"), "--actors", "1",
-        "--runtime-env-json", json.dumps(RUNTIME_ENV),
+        sys.executable,
+        "-m",
+        "dmr_ray.cli",
+        "ism",
+        "--store",
+        str(store),
+        "--model",
+        str(spec),
+        "--out",
+        str(workdir / "effects_interrupted.zarr"),
+        "--actors",
+        "1",
+        "--runtime-env-json",
+        json.dumps(RUNTIME_ENV),
     ]
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
     driver = subprocess.Popen(command, env={**env, "PYTHONPATH": str(HERE)}, stderr=subprocess.PIPE, text=True)

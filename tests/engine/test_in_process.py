@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from engine_support import L, N_SEQ, make_tokens, write_spec
+from engine_support import N_SEQ, L, make_tokens, write_spec
 
 from dmr_ray.cli import main
 from dmr_ray.engine import IsmJob, run_in_process

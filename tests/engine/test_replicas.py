@@ -28,9 +28,14 @@ def test_split_replicates_into_contiguous_near_equal_ranges() -> None:
 def _result(diffs: np.ndarray, refs: np.ndarray, ddof: int) -> ISMResult:
     """The ISMResult of replicate-wise differences ``[R, n, L, 3, T]`` and references ``[R, n, T]``."""
     return ISMResult(
-        beta=diffs.mean(0).astype(np.float32), se=diffs.std(0, ddof=ddof).astype(np.float32),
-        ref_mean=refs.mean(0).astype(np.float32), ref_se=refs.std(0, ddof=ddof).astype(np.float32),
-        task_names=("a", "b"), n_replicates=len(diffs), replicate_kind="single", ddof=ddof,
+        beta=diffs.mean(0).astype(np.float32),
+        se=diffs.std(0, ddof=ddof).astype(np.float32),
+        ref_mean=refs.mean(0).astype(np.float32),
+        ref_se=refs.std(0, ddof=ddof).astype(np.float32),
+        task_names=("a", "b"),
+        n_replicates=len(diffs),
+        replicate_kind="single",
+        ddof=ddof,
     )
 
 

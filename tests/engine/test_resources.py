@@ -64,8 +64,13 @@ def test_cuda_on_a_cluster_without_gpus_waits_for_an_autoscaler(caplog: pytest.L
 
 @pytest.mark.parametrize(
     ("cluster", "device", "expected"),
-    [({"CPU": 2.0}, None, 2), ({"CPU": 16.0}, None, 16), ({"CPU": 1.0}, None, 1),
-     ({"CPU": 16.0, "GPU": 4.0}, None, 4), ({"CPU": 16.0, "GPU": 4.0}, "cpu", 16)],
+    [
+        ({"CPU": 2.0}, None, 2),
+        ({"CPU": 16.0}, None, 16),
+        ({"CPU": 1.0}, None, 1),
+        ({"CPU": 16.0, "GPU": 4.0}, None, 4),
+        ({"CPU": 16.0, "GPU": 4.0}, "cpu", 16),
+    ],
 )
 def test_default_actor_count(cluster, device, expected) -> None:
     assert default_actor_count(cluster, device) == expected

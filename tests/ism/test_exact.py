@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
@@ -128,7 +127,9 @@ def test_shared_masks_pair_reference_and_mutants():
     mutants = np.repeat(tokens[valid[:, 0]], 3, axis=0)
     rows = np.arange(len(mutants))
     mutants[rows, np.repeat(valid[:, 1], 3)] = alts[valid[:, 0], valid[:, 1]].reshape(-1)
-    unpaired = other.predict_all(torch.from_numpy(tokens_to_onehot(mutants))).numpy() - refs[:, np.repeat(valid[:, 0], 3)]
+    unpaired = (
+        other.predict_all(torch.from_numpy(tokens_to_onehot(mutants))).numpy() - refs[:, np.repeat(valid[:, 0], 3)]
+    )
     unpaired_se = unpaired.std(axis=0)
     assert np.nanmean(paired_se) < 0.5 * unpaired_se.mean()
 
@@ -139,8 +140,10 @@ def test_bpnet_ensemble_end_to_end_with_output_selection(tmp_path):
         torch.manual_seed(i)
         save_weights(bpnet(**kwargs), tmp_path / f"bp{i}.safetensors")
     doc = {
-        "entrypoint": "dmr_ray.models.architectures:bpnet", "kwargs": kwargs,
-        "weights": ["bp0.safetensors", "bp1.safetensors"], "input_length": L,
+        "entrypoint": "dmr_ray.models.architectures:bpnet",
+        "kwargs": kwargs,
+        "weights": ["bp0.safetensors", "bp1.safetensors"],
+        "input_length": L,
         "outputs": [
             {"name": "Oct4", "select": "counts", "index": 0, "reduce": "mean"},
             {"name": "Sox2_profile", "select": "profile", "index": 1, "reduce": "sum"},

@@ -38,8 +38,10 @@ def both(predictor, tokens, **kwargs):
     predictor = as_predictor(predictor)
     with torch.inference_mode():
         assert ism_fast.fast_path(predictor, torch.from_numpy(tokens), True, None) is not None
-    return (saturation_mutagenesis(predictor, tokens, fast=True, **kwargs),
-            saturation_mutagenesis(predictor, tokens, fast=False, **kwargs))
+    return (
+        saturation_mutagenesis(predictor, tokens, fast=True, **kwargs),
+        saturation_mutagenesis(predictor, tokens, fast=False, **kwargs),
+    )
 
 
 def _tokens(n: int = 3, length: int = L, seed: int = 0) -> np.ndarray:
@@ -59,8 +61,9 @@ def _randomize_norms(model: nn.Module) -> nn.Module:
 
 def _cnn(seed: int, length: int = L, **kwargs) -> nn.Module:
     torch.manual_seed(seed)
-    return _randomize_norms(small_cnn(length=length, filters=4, kernel=3, n_conv=3, n_dense=2, hidden=8, n_tasks=2,
-                                      **kwargs))
+    return _randomize_norms(
+        small_cnn(length=length, filters=4, kernel=3, n_conv=3, n_dense=2, hidden=8, n_tasks=2, **kwargs)
+    )
 
 
 def _bpnet(seed: int, **kwargs) -> nn.Module:
@@ -74,17 +77,21 @@ def _deepsea(seed: int, **kwargs) -> nn.Module:
     return deepsea(length=L, channels=(4, 5, 6), kernel=3, pool=2, hidden=7, n_tasks=3, **kwargs).eval()
 
 
-BPNET_TASKS = OutputSelector([
-    OutputSpec(name="counts0", select="counts", index=0, reduce="mean"),
-    OutputSpec(name="profile1", select="profile", index=1, reduce="sum"),
-    OutputSpec(name="profile0_max", select="profile", index=0, reduce="max"),
-])
-BPNET_LINEAR_TASKS = OutputSelector([
-    OutputSpec(name="counts0", select="counts", index=0, reduce="mean"),
-    OutputSpec(name="counts1", select="counts", index=[1], reduce="sum"),
-    OutputSpec(name="profile1", select="profile", index=1, reduce="sum"),
-    OutputSpec(name="profile", select="profile", reduce="mean"),
-])
+BPNET_TASKS = OutputSelector(
+    [
+        OutputSpec(name="counts0", select="counts", index=0, reduce="mean"),
+        OutputSpec(name="profile1", select="profile", index=1, reduce="sum"),
+        OutputSpec(name="profile0_max", select="profile", index=0, reduce="max"),
+    ]
+)
+BPNET_LINEAR_TASKS = OutputSelector(
+    [
+        OutputSpec(name="counts0", select="counts", index=0, reduce="mean"),
+        OutputSpec(name="counts1", select="counts", index=[1], reduce="sum"),
+        OutputSpec(name="profile1", select="profile", index=1, reduce="sum"),
+        OutputSpec(name="profile", select="profile", reduce="mean"),
+    ]
+)
 
 
 def folded(predictor, tokens) -> list[bool]:
@@ -133,11 +140,15 @@ class _Counts(nn.Module):
         return out["counts"].flatten(1)
 
 
-@pytest.mark.parametrize("make", [
-    lambda: _cnn(5, dropout=0.3, conv_dropout=0.3),
-    lambda: _deepsea(6),
-    lambda: _bpnet_counts_with_dropout(7),
-], ids=["small_cnn", "deepsea", "bpnet"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: _cnn(5, dropout=0.3, conv_dropout=0.3),
+        lambda: _deepsea(6),
+        lambda: _bpnet_counts_with_dropout(7),
+    ],
+    ids=["small_cnn", "deepsea", "bpnet"],
+)
 def test_mc_dropout_keeps_the_shared_masks(make):
     predictor = MCDropoutPredictor(make(), passes=4, seed=3, input_length=L)
     fast, exact = both(predictor, _tokens(seed=1))
@@ -174,8 +185,9 @@ def test_all_n_reference():
 def test_eligibility_is_declared_for_built_ins_and_inferred_for_sequentials():
     declared = fast_ism_eligibility(_cnn(0))
     assert declared.eligible and declared.declared and declared.reason == ""
-    inferred = fast_ism_eligibility(nn.Sequential(nn.Conv1d(4, 3, 5), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 36, 2)),
-                                    length=L)
+    inferred = fast_ism_eligibility(
+        nn.Sequential(nn.Conv1d(4, 3, 5), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 36, 2)), length=L
+    )
     assert inferred.eligible and not inferred.declared
 
 
@@ -193,10 +205,13 @@ class _Branchy(nn.Module):
         return x.mean(dim=(1, 2))[:, None] if x.sum() > 0 else x.sum(dim=(1, 2))[:, None]
 
 
-@pytest.mark.parametrize(("model", "reason"), [
-    (_ChannelSum(), "no layer can be recomputed on a window"),
-    (_Branchy(), "torch.fx cannot trace it"),
-])
+@pytest.mark.parametrize(
+    ("model", "reason"),
+    [
+        (_ChannelSum(), "no layer can be recomputed on a window"),
+        (_Branchy(), "torch.fx cannot trace it"),
+    ],
+)
 def test_ineligible_models_fall_back_with_one_warning(model, reason, caplog):
     tokens = _tokens(1, L)
     assert reason in fast_ism_eligibility(model, L).reason
@@ -218,8 +233,13 @@ def test_auto_takes_the_fast_path_where_it_saves_work(caplog, monkeypatch):
     monkeypatch.setattr(ism_fast.FastISM, "run", lambda self, *a: runs.append(1) or original(self, *a))
     saturation_mutagenesis(_cnn(0, length=200), _tokens(1, 200), fast="auto")
     assert runs == [1]
-    whole = nn.Sequential(nn.Conv1d(4, 2, 39, padding=19), nn.ReLU(), nn.Conv1d(2, 2, 39, padding=19),
-                          nn.AdaptiveAvgPool1d(1), nn.Flatten())
+    whole = nn.Sequential(
+        nn.Conv1d(4, 2, 39, padding=19),
+        nn.ReLU(),
+        nn.Conv1d(2, 2, 39, padding=19),
+        nn.AdaptiveAvgPool1d(1),
+        nn.Flatten(),
+    )
     with caplog.at_level(logging.DEBUG, logger="dmr_ray.ism"):
         saturation_mutagenesis(whole, _tokens(1), fast="auto")
     assert runs == [1] and "full forward's work" in caplog.text
@@ -239,8 +259,13 @@ def test_undeclared_models_are_checked_against_the_exact_path(caplog, monkeypatc
 def _linear_tail_model(seed: int) -> nn.Module:
     torch.manual_seed(seed)
     return nn.Sequential(
-        nn.Conv1d(4, 8, 5, padding="same"), nn.ReLU(), nn.Conv1d(8, 6, 9, padding="same", dilation=2),
-        nn.AvgPool1d(2), nn.Dropout(0.2), nn.Flatten(), nn.Linear(6 * (L // 2), 3),
+        nn.Conv1d(4, 8, 5, padding="same"),
+        nn.ReLU(),
+        nn.Conv1d(8, 6, 9, padding="same", dilation=2),
+        nn.AvgPool1d(2),
+        nn.Dropout(0.2),
+        nn.Flatten(),
+        nn.Linear(6 * (L // 2), 3),
     ).eval()
 
 
@@ -268,11 +293,11 @@ def test_precision_is_checked():
         saturation_mutagenesis(_cnn(0), _tokens(1), precision="bfloat16")
 
 
-
 def test_a_plan_cache_builds_each_plan_once_and_still_checks_every_call(caplog, monkeypatch):
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv1d(4, 3, 5, padding=2), nn.ReLU(), nn.Conv1d(3, 2, 3, padding=1),
-                          nn.AdaptiveAvgPool1d(1), nn.Flatten()).eval()  # undeclared: checked before use
+    model = nn.Sequential(
+        nn.Conv1d(4, 3, 5, padding=2), nn.ReLU(), nn.Conv1d(3, 2, 3, padding=1), nn.AdaptiveAvgPool1d(1), nn.Flatten()
+    ).eval()  # undeclared: checked before use
     predictor = as_predictor(model)
     chunks = [_tokens(2, L, seed) for seed in range(3)]
     uncached = [saturation_mutagenesis(predictor, tokens, fast=True) for tokens in chunks]

@@ -38,7 +38,7 @@ class _Crop(nn.Module):
         self.trim = trim
 
     def forward(self, x):
-        return x[..., self.trim:x.shape[-1] - self.trim]
+        return x[..., self.trim : x.shape[-1] - self.trim]
 
 
 class _MeanHead(nn.Module):

@@ -17,10 +17,16 @@ X[:, 0] = 1
     ("factory", "kwargs", "shapes"),
     [
         (small_cnn, {"length": 40, "filters": 3, "n_tasks": 5}, {None: (3, 5)}),
-        (bpnet, {"filters": 4, "n_layers": 3, "n_tasks": 2, "strands": 2, "trim": 6},
-         {"profile": (3, 2, 2, 28), "counts": (3, 2, 2)}),
-        (deepsea, {"length": 40, "channels": (4, 6, 8), "kernel": 3, "pool": 2, "hidden": 7, "n_tasks": 3},
-         {None: (3, 3)}),
+        (
+            bpnet,
+            {"filters": 4, "n_layers": 3, "n_tasks": 2, "strands": 2, "trim": 6},
+            {"profile": (3, 2, 2, 28), "counts": (3, 2, 2)},
+        ),
+        (
+            deepsea,
+            {"length": 40, "channels": (4, 6, 8), "kernel": 3, "pool": 2, "hidden": 7, "n_tasks": 3},
+            {None: (3, 3)},
+        ),
     ],
 )
 def test_forward_shapes(factory, kwargs, shapes):
@@ -45,7 +51,15 @@ def test_small_cnn_matches_counts_regressor_layout():
     assert model.input_length == 100
     assert [type(m).__name__ for m in model.body[0]] == ["Conv1d", "BatchNorm1d", "ReLU", "Dropout"]
     assert [type(m).__name__ for m in model.head] == [
-        "Flatten", "Linear", "ReLU", "Dropout", "Linear", "ReLU", "Dropout", "Linear"]
+        "Flatten",
+        "Linear",
+        "ReLU",
+        "Dropout",
+        "Linear",
+        "ReLU",
+        "Dropout",
+        "Linear",
+    ]
     assert model.head[1].in_features == 15 * (100 - 3 * 6)
     assert not any(isinstance(m, nn.Dropout) for m in small_cnn().modules())
 

@@ -26,9 +26,16 @@ def test_reductions_over_extra_axes_and_index_lists():
         {"name": "d", "select": "flat", "index": 2},
         {"name": "e", "select": "flat", "reduce": "mean"},
     )
-    expected = torch.stack([
-        counts[:, 1].mean(1), counts[:, [0, 2]].sum((1, 2)), counts[:, 2].amax(1), RAW["flat"][:, 2], RAW["flat"].mean(1)
-    ], dim=1)
+    expected = torch.stack(
+        [
+            counts[:, 1].mean(1),
+            counts[:, [0, 2]].sum((1, 2)),
+            counts[:, 2].amax(1),
+            RAW["flat"][:, 2],
+            RAW["flat"].mean(1),
+        ],
+        dim=1,
+    )
     torch.testing.assert_close(got, expected)
 
 
@@ -42,7 +49,11 @@ def test_tuple_and_tensor_outputs():
 @pytest.mark.parametrize(
     ("output", "raw", "message"),
     [
-        ({"select": 2}, (RAW["flat"],), r"outputs\[0\]\.select: position 2 is out of range for a model returning 1 outputs"),
+        (
+            {"select": 2},
+            (RAW["flat"],),
+            r"outputs\[0\]\.select: position 2 is out of range for a model returning 1 outputs",
+        ),
         ({"select": "flat"}, (RAW["flat"],), r"outputs\[0\]\.select: the model returns 1 outputs in a sequence"),
         ({"select": None}, RAW, r"outputs\[0\]\.select: None is not an output"),
         ({"index": 0}, torch.zeros(2), r"outputs\[0\]\.index: output \(the model's tensor\) has no task axis"),

@@ -57,22 +57,43 @@ _DELETE = object()
     ("path", "value", "message"),
     [
         (("entrypoint",), _DELETE, "entrypoint: field required"),
-        (("entrypoint",), "no_such_package.models:factory", "entrypoint: cannot import module 'no_such_package.models'"),
-        (("entrypoint",), "dmr_ray.models.architectures:nope",
-         "entrypoint: module 'dmr_ray.models.architectures' has no attribute 'nope'"),
-        (("entrypoint",), "dmr_ray.models.architectures", "entrypoint: 'dmr_ray.models.architectures' is not of the form"),
+        (
+            ("entrypoint",),
+            "no_such_package.models:factory",
+            "entrypoint: cannot import module 'no_such_package.models'",
+        ),
+        (
+            ("entrypoint",),
+            "dmr_ray.models.architectures:nope",
+            "entrypoint: module 'dmr_ray.models.architectures' has no attribute 'nope'",
+        ),
+        (
+            ("entrypoint",),
+            "dmr_ray.models.architectures",
+            "entrypoint: 'dmr_ray.models.architectures' is not of the form",
+        ),
         (("kwargs", "bogus"), 1, "kwargs: factory 'dmr_ray.models.architectures:small_cnn' raised TypeError"),
         (("weights", 1), "missing.safetensors", "weights[1]: file not found"),
         (("outputs", 0, "select"), "counts", "outputs[0].select: the model returns a single tensor"),
-        (("outputs", 1, "index"), [1, 7],
-         "outputs[1].index: 7 is out of range for output (the model's tensor) with 4 tasks"),
+        (
+            ("outputs", 1, "index"),
+            [1, 7],
+            "outputs[1].index: 7 is out of range for output (the model's tensor) with 4 tasks",
+        ),
         (("outputs", 1, "reduce"), "none", "outputs[1].reduce: 'none' but output (the model's tensor) gives 2 values"),
         (("outputs", 1, "reduce"), "median", "outputs[1].reduce: Input should be 'mean', 'sum', 'max' or 'none'"),
         (("outputs", 1, "name"), "exposure", "outputs: task names must be unique, repeated: exposure"),
         (("outputs",), [], "outputs: Tuple should have at least 1 item"),
-        (("weights",), ["m0.safetensors"], "replicates.kind: 'ensemble' needs at least 2 weight files in 'weights', got 1"),
-        (("replicates",), {"kind": "mc_dropout", "passes": 5},
-         "replicates.kind: 'mc_dropout' takes exactly 1 weight file, got 2"),
+        (
+            ("weights",),
+            ["m0.safetensors"],
+            "replicates.kind: 'ensemble' needs at least 2 weight files in 'weights', got 1",
+        ),
+        (
+            ("replicates",),
+            {"kind": "mc_dropout", "passes": 5},
+            "replicates.kind: 'mc_dropout' takes exactly 1 weight file, got 2",
+        ),
         (("replicates",), {"kind": "mc_dropout"}, "replicates: 'passes' is required when kind is 'mc_dropout'"),
         (("replicates",), {"kind": "ensemble", "passes": 5}, "replicates: 'passes' only applies to kind 'mc_dropout'"),
         (("replicates",), {"kind": "bagging"}, "replicates.kind: Input should be 'ensemble', 'mc_dropout' or 'single'"),
@@ -107,7 +128,9 @@ def test_select_key_absent_names_the_keys(tmp_path):
     with pytest.raises(ModelSpecError, match=absent):
         ModelSpec.from_dict(doc, tmp_path)
     doc["outputs"][1] = {"name": "b", "select": "counts", "index": 2, "reduce": "mean"}
-    with pytest.raises(ModelSpecError, match=r"outputs\[1\]\.index: 2 is out of range for output 'counts' with 2 tasks"):
+    with pytest.raises(
+        ModelSpecError, match=r"outputs\[1\]\.index: 2 is out of range for output 'counts' with 2 tasks"
+    ):
         ModelSpec.from_dict(doc, tmp_path)
 
 
@@ -115,7 +138,10 @@ def test_weights_that_do_not_fit(tmp_path, spec_doc):
     doc = spec_doc(2)
     torch.manual_seed(0)
     save_weights(small_cnn(**{**doc["kwargs"], "filters": 4}), tmp_path / "m1.safetensors")
-    mismatch = r"weights\[1\]: m1.safetensors does not fit the model: shape mismatch: body.0.0.weight \(file \[4, 4, 3\], model"
+    mismatch = (
+        r"weights\[1\]: m1.safetensors does not fit the model: "
+        r"shape mismatch: body.0.0.weight \(file \[4, 4, 3\], model"
+    )
     with pytest.raises(ModelSpecError, match=mismatch):
         ModelSpec.from_dict(doc, tmp_path)
     save_weights(small_cnn(**{**doc["kwargs"], "n_dense": 2}), tmp_path / "m1.safetensors")
@@ -190,7 +216,10 @@ def test_digest_tracks_content_not_location(tmp_path, spec_doc):
     for name in doc["weights"]:
         shutil.copy(tmp_path / name, moved / name)
     assert model_digest(ModelSpec.from_dict(doc, moved)) == digest
-    renamed = {**doc, "outputs": [{"name": "exposure", "index": 0}, {"name": "outcome", "index": [1, 2], "reduce": "max"}]}
+    renamed = {
+        **doc,
+        "outputs": [{"name": "exposure", "index": 0}, {"name": "outcome", "index": [1, 2], "reduce": "max"}],
+    }
     assert model_digest(ModelSpec.from_dict(renamed, tmp_path)) != digest
     torch.manual_seed(99)
     save_weights(small_cnn(**doc["kwargs"]), moved / "m1.safetensors")
@@ -200,11 +229,16 @@ def test_digest_tracks_content_not_location(tmp_path, spec_doc):
 def test_model_that_fails_on_the_input_length(tmp_path):
     save_weights(torch.nn.Linear(3, 2), tmp_path / "lin.safetensors")
     doc = {
-        "entrypoint": "torch.nn:Linear", "kwargs": {"in_features": 3, "out_features": 2},
-        "weights": "lin.safetensors", "input_length": 5,
-        "outputs": [{"name": "y", "index": 0, "reduce": "mean"}], "replicates": {"kind": "single"},
+        "entrypoint": "torch.nn:Linear",
+        "kwargs": {"in_features": 3, "out_features": 2},
+        "weights": "lin.safetensors",
+        "input_length": 5,
+        "outputs": [{"name": "y", "index": 0, "reduce": "mean"}],
+        "replicates": {"kind": "single"},
     }
-    with pytest.raises(ModelSpecError, match="input_length: the model fails on one-hot input of length 5: RuntimeError"):
+    with pytest.raises(
+        ModelSpecError, match="input_length: the model fails on one-hot input of length 5: RuntimeError"
+    ):
         ModelSpec.from_dict(doc, tmp_path)
     doc["input_length"] = 3
     assert ModelSpec.from_dict(doc, tmp_path).task_names == ("y",)

@@ -26,23 +26,42 @@ def _linked(page: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory, global_table, global_row, local_table, scatter_data,
-           calibration_curves) -> tuple[Path, str]:
+def report(
+    tmp_path_factory, global_table, global_row, local_table, scatter_data, calibration_curves
+) -> tuple[Path, str]:
     """One full report over two methods, three tasks (one named with markup), with all sections."""
-    rows = [global_row("GATA", "TAL1", "deepmr", 0.8, 1e-6), global_row("TAL1", "GATA", "deepmr", -0.05, 0.6),
-            global_row("GATA", EVIL, "deepmr", -0.4, 0.02), global_row(EVIL, "GATA", "deepmr", np.nan, np.nan, k=0),
-            global_row("GATA", "TAL1", "ivw", 0.7, 0.0)]
+    rows = [
+        global_row("GATA", "TAL1", "deepmr", 0.8, 1e-6),
+        global_row("TAL1", "GATA", "deepmr", -0.05, 0.6),
+        global_row("GATA", EVIL, "deepmr", -0.4, 0.02),
+        global_row(EVIL, "GATA", "deepmr", np.nan, np.nan, k=0),
+        global_row("GATA", "TAL1", "ivw", 0.7, 0.0),
+    ]
     rng = np.random.default_rng(1)
     local = pa.concat_tables(
-        [local_table(r["exposure"], r["outcome"], r["method"], rng.normal(r["estimate"], 0.2, 6), np.full(6, 0.1))
-         for r in rows if np.isfinite(r["estimate"])]
-        + [local_table(EVIL, "GATA", "deepmr", [np.nan] * 4, [np.nan] * 4, n_instruments=[0, 1, 2, 2]),
-           local_table("GATA", "TAL1", "deepmr", [np.nan], [np.nan], reason=["degenerate"], n_instruments=[5])])
+        [
+            local_table(r["exposure"], r["outcome"], r["method"], rng.normal(r["estimate"], 0.2, 6), np.full(6, 0.1))
+            for r in rows
+            if np.isfinite(r["estimate"])
+        ]
+        + [
+            local_table(EVIL, "GATA", "deepmr", [np.nan] * 4, [np.nan] * 4, n_instruments=[0, 1, 2, 2]),
+            local_table("GATA", "TAL1", "deepmr", [np.nan], [np.nan], reason=["degenerate"], n_instruments=[5]),
+        ]
+    )
     out = tmp_path_factory.mktemp("audit")
-    index = write_report(out, global_table=global_table(rows), local_table=local,
-                         scatter=[scatter_data], calibration=calibration_curves,
-                         run_info={"config": {"store": "s.zarr", "pairs": [("GATA", "TAL1")], EVIL: EVIL},
-                                   "timings (s)": {"ism": 12.3456789}, "instruments kept": 1234})
+    index = write_report(
+        out,
+        global_table=global_table(rows),
+        local_table=local,
+        scatter=[scatter_data],
+        calibration=calibration_curves,
+        run_info={
+            "config": {"store": "s.zarr", "pairs": [("GATA", "TAL1")], EVIL: EVIL},
+            "timings (s)": {"ism": 12.3456789},
+            "instruments kept": 1234,
+        },
+    )
     return index, index.read_text(encoding="utf-8")
 
 
@@ -80,16 +99,27 @@ def test_task_names_are_escaped(report):
 
 def test_sections_and_run_information(report):
     page = report[1]
-    for anchor in ("summary", "how-to-read", "heatmaps", "forest", "scatter", "global-table",
-                   "calibration", "run-info"):
+    for anchor in (
+        "summary",
+        "how-to-read",
+        "heatmaps",
+        "forest",
+        "scatter",
+        "global-table",
+        "calibration",
+        "run-info",
+    ):
         _section(page, anchor)
     table = _section(page, "global-table")
     assert table.count("<tr>") == 6  # header + 5 rows
     run = _section(page, "run-info")
     assert "s.zarr" in run and "GATA, TAL1" in run and "12.35" in run and "1234" in run
     # deepmr: 16 ok fits, 4 + 1 skipped; instrument counts from the local table
-    assert re.search(r"<td>deepmr</td><td>too_few_instruments</td><td class=\"num\">4</td>"
-                     r"<td class=\"num\">0–2, 1.25</td>", run)
+    assert re.search(
+        r"<td>deepmr</td><td>too_few_instruments</td><td class=\"num\">4</td>"
+        r"<td class=\"num\">0–2, 1.25</td>",
+        run,
+    )
     assert re.search(r"<td>deepmr</td><td>degenerate</td><td class=\"num\">1</td>", run)
     assert re.search(r"<td>deepmr</td><td>ok</td><td class=\"num\">18</td>", run)
     assert "<script" not in page and "http" not in page
@@ -117,8 +147,12 @@ def test_empty_tables_give_a_report(tmp_path, global_table, local_table):
 
 def test_unknown_primary_method_is_refused(tmp_path, global_table, global_row, local_table):
     with pytest.raises(InputError, match="'mbe'.*methods: ivw"):
-        write_report(tmp_path, global_table=global_table([global_row("A", "B", "ivw", 0.2, 0.5)]),
-                     local_table=local_table("A", "B", "ivw", [], []), primary_method="mbe")
+        write_report(
+            tmp_path,
+            global_table=global_table([global_row("A", "B", "ivw", 0.2, 0.5)]),
+            local_table=local_table("A", "B", "ivw", [], []),
+            primary_method="mbe",
+        )
 
 
 def test_tasks_still_miscalibrated_after_the_map_are_called_out(calibration_curves):

@@ -30,8 +30,5 @@ def reference() -> dict:
     """The parsed reference file (R 4.2.2, MendelianRandomization 0.10.0, metafor 3.8-1)."""
     path = _reference_path()
     if path is None:
-        pytest.skip(
-            f"{_REFERENCE_FILE} not found in shared/reference beside the checkout "
-            "nor via DMR_RAY_REFERENCE"
-        )
+        pytest.skip(f"{_REFERENCE_FILE} not found in shared/reference beside the checkout nor via DMR_RAY_REFERENCE")
     return json.loads(path.read_text())

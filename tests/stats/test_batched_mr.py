@@ -59,7 +59,7 @@ def _assert_same(a, b) -> None:
 
 def _scalar(func, offsets, columns, minimum, **options):
     out = []
-    for start, stop in zip(offsets[:-1], offsets[1:]):
+    for start, stop in zip(offsets[:-1], offsets[1:], strict=True):
         args = [c[start:stop] for c in columns]
         out.append(func(*args, **options) if stop - start >= minimum else None)
     return out
@@ -104,7 +104,7 @@ def test_steiger_batched_equals_scalar():
     offsets, *columns = _regions(3, SIZES)
     *padded, mask = ragged_to_padded(offsets, *columns)
     result = batched.steiger(*padded, mask)
-    for i, (start, stop) in enumerate(zip(offsets[:-1], offsets[1:])):
+    for i, (start, stop) in enumerate(zip(offsets[:-1], offsets[1:], strict=True)):
         if stop - start < 2:
             assert result.reason[i] == Reason.TOO_FEW_INSTRUMENTS and result.direction[i] == 0
             continue

@@ -12,8 +12,7 @@ from dmr_ray.stats import meta
 from dmr_ray.stats.meta import METHODS, meta_analysis, meta_analysis_batched
 
 # reference-file key -> MetaResult field
-FIELDS = {"est": "estimate", "se": "se", "tau2": "tau2", "lo": "ci_low", "hi": "ci_high",
-          "QE": "q", "I2": "i2"}
+FIELDS = {"est": "estimate", "se": "se", "tau2": "tau2", "lo": "ci_low", "hi": "ci_high", "QE": "q", "I2": "i2"}
 
 # deep_mr.md section 16 (R 4.2.2, metafor 3.8-1)
 Y16 = [0.10, 0.30, 0.35, 0.65, 0.45, 0.15]
@@ -229,8 +228,20 @@ def test_batched_equals_scalar(groups, method, test):
         one = meta_analysis(yg, sg, method, test)
         got = batch.result(g)
         assert got.notes == one.notes and got.test == one.test and got.k == one.k
-        for name in ("estimate", "se", "ci_low", "ci_high", "p_value", "tau2", "q", "q_p",
-                     "i2", "h2", "pi_low", "pi_high"):
+        for name in (
+            "estimate",
+            "se",
+            "ci_low",
+            "ci_high",
+            "p_value",
+            "tau2",
+            "q",
+            "q_p",
+            "i2",
+            "h2",
+            "pi_low",
+            "pi_high",
+        ):
             assert getattr(got, name) == pytest.approx(getattr(one, name), rel=1e-9, abs=1e-12)
 
 

@@ -101,7 +101,13 @@ def test_flag_set_only_after_data(store: EffectsStore, monkeypatch: pytest.Monke
     assert store.completed_chunks() == set()
     store.write_chunk(0, *chunk_data(store, 0, 1.0))
     assert [name for name, _ in writes[5:]] == [
-        "complete", "beta", "se", "ref_mean", "ref_se", "committed_by", "complete"
+        "complete",
+        "beta",
+        "se",
+        "ref_mean",
+        "ref_se",
+        "committed_by",
+        "complete",
     ]
     assert writes[-1] == ("complete", [True]) and store.completed_chunks() == {0}
 
@@ -125,7 +131,10 @@ def test_resume_keeps_completed_chunks(store: EffectsStore) -> None:
 @pytest.mark.parametrize(
     "changes, message",
     [
-        ({"attrs": dict(ATTRS, model_digest="sha256:def")}, "model_digest: 'sha256:abc' (existing) vs 'sha256:def' (now)"),
+        (
+            {"attrs": dict(ATTRS, model_digest="sha256:def")},
+            "model_digest: 'sha256:abc' (existing) vs 'sha256:def' (now)",
+        ),
         ({"attrs": dict(ATTRS, fast=True)}, "fast: False (existing) vs True (now)"),
         ({"attrs": {k: v for k, v in ATTRS.items() if k != "fast"}}, "fast: False (existing) vs '<absent>' (now)"),
         ({"tasks": ["dnase", "h3k27ac"]}, "tasks: ['dnase', 'atac'] (existing) vs ['dnase', 'h3k27ac'] (now)"),

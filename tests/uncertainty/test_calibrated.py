@@ -43,7 +43,7 @@ def test_ism_of_a_calibrated_predictor_is_exact_and_fast_is_refused() -> None:
     ref = scaler.apply(base.predict_all(_onehot(tokens)).double().numpy())
     seq, pos = 1, 7
     alt = [b for b in range(4) if b != tokens[seq, pos]][0]
-    mutant = tokens[seq:seq + 1].copy()
+    mutant = tokens[seq : seq + 1].copy()
     mutant[0, pos] = alt
     mut = scaler.apply(base.predict_all(_onehot(mutant)).double().numpy())
     diffs = mut[:, 0] - ref[:, seq]

@@ -59,7 +59,7 @@ def test_mc_dropout_masks_are_locked_per_pass():
     x = _onehot(6)
     full = predictor.predict(x, 2)
     torch.testing.assert_close(predictor.predict(x, 2), full)
-    torch.testing.assert_close(torch.cat([predictor.predict(x[i:i + 1], 2) for i in range(6)]), full)
+    torch.testing.assert_close(torch.cat([predictor.predict(x[i : i + 1], 2) for i in range(6)]), full)
     assert not torch.allclose(predictor.predict(x, 1), full)
     same_rows = predictor.predict(x[:1].expand(4, -1, -1), 0)
     assert torch.equal(same_rows, same_rows[:1].expand(4, -1))
@@ -129,18 +129,32 @@ def test_bare_module_with_dict_output_needs_a_selector():
 
 @pytest.mark.parametrize(
     ("replicates", "n_files", "expected"),
-    [({"kind": "ensemble"}, 3, (EnsemblePredictor, 3)),
-     ({"kind": "mc_dropout", "passes": 5, "seed": 2}, 1, (MCDropoutPredictor, 5)),
-     ({"kind": "single"}, 1, (SinglePredictor, 1))],
+    [
+        ({"kind": "ensemble"}, 3, (EnsemblePredictor, 3)),
+        ({"kind": "mc_dropout", "passes": 5, "seed": 2}, 1, (MCDropoutPredictor, 5)),
+        ({"kind": "single"}, 1, (SinglePredictor, 1)),
+    ],
 )
 def test_build_predictor_from_spec(tmp_path, replicates, n_files, expected):
-    kwargs = {"length": L, "filters": 3, "kernel": 3, "n_conv": 1, "n_dense": 1, "hidden": 4, "n_tasks": 3, "dropout": 0.2}
+    kwargs = {
+        "length": L,
+        "filters": 3,
+        "kernel": 3,
+        "n_conv": 1,
+        "n_dense": 1,
+        "hidden": 4,
+        "n_tasks": 3,
+        "dropout": 0.2,
+    }
     for i in range(n_files):
         save_weights(_cnn(i, **{k: v for k, v in kwargs.items() if k != "length"}), tmp_path / f"m{i}.safetensors")
     doc = {
-        "entrypoint": "dmr_ray.models.architectures:small_cnn", "kwargs": kwargs,
-        "weights": [f"m{i}.safetensors" for i in range(n_files)], "input_length": L,
-        "outputs": [{"name": "y", "index": 2}, {"name": "x", "index": 0}], "replicates": replicates,
+        "entrypoint": "dmr_ray.models.architectures:small_cnn",
+        "kwargs": kwargs,
+        "weights": [f"m{i}.safetensors" for i in range(n_files)],
+        "input_length": L,
+        "outputs": [{"name": "y", "index": 2}, {"name": "x", "index": 0}],
+        "replicates": replicates,
     }
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(doc))
     predictor = build_predictor(load_model_spec(tmp_path / "spec.yaml"), device="cpu")
