@@ -256,8 +256,10 @@ class FastISM:
         return max(1, memory_budget // max(r.plan.site_bytes for r in self.runners.values()))
 
 
-def check_precision(precision: str, fast: bool | str) -> None:
-    """Check a ``precision`` name and that it goes with ``fast``.
+def check_precision(precision: str, fast: bool | str, *, calibrated: bool = False) -> None:
+    """Check a ``precision`` name and that it goes with ``fast`` and calibration.
+
+    This is the one place the rule lives: ISM, engine jobs and every configuration call it.
 
     Parameters
     ----------
@@ -266,6 +268,9 @@ def check_precision(precision: str, fast: bool | str) -> None:
     fast
         The ``fast`` setting it runs with; a precision other than ``"float32"`` needs the
         fast path (``True`` or ``"auto"``).
+    calibrated
+        Whether a recalibration is applied; calibrated ISM runs the exact path in float32,
+        so only ``"float32"`` goes with it.
 
     Raises
     ------
@@ -276,6 +281,11 @@ def check_precision(precision: str, fast: bool | str) -> None:
         raise InputError(f"precision: must be one of {sorted(PRECISIONS)}, got {precision!r}")
     if fast is False and precision != "float32":
         raise InputError(f"precision: {precision!r} needs the fast path (fast=True or 'auto')")
+    if calibrated and precision != "float32":
+        raise InputError(
+            f"precision: {precision!r} cannot be combined with calibration "
+            "(calibrated ISM runs the exact path in float32)"
+        )
 
 
 def plan_fast_path(
