@@ -1,5 +1,6 @@
 """Zarr stores: ``sequences.zarr`` (input tokens) and ``effects.zarr`` (ISM output)."""
 
+from dmr_ray.store._zarr_io import normalise as normalise_location
 from dmr_ray.store.effects import EffectsStore
 from dmr_ray.store.sequences import (
     Coordinates,
@@ -19,6 +20,7 @@ __all__ = [
     "build_from_arrays",
     "build_from_fasta_bed",
     "default_chunk_size",
+    "normalise_location",
     "open_sequence_store",
     "store_info",
     "write_sequence_store",

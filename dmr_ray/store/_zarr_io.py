@@ -8,6 +8,7 @@ only when complete (:func:`staged`).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import uuid
@@ -22,6 +23,14 @@ import zarr
 from dmr_ray.errors import InputError
 
 StorageOptions = Mapping[str, Any] | None
+
+KINDS = {"sequences": "a sequence store", "effects": "an effects store"}
+"""The kinds of store dmr_ray writes, with their names in messages."""
+MARKER = "dmr_ray"
+"""Group attribute that marks a store dmr_ray wrote: ``{"dmr_ray": {"kind": ..., "format": 1}}``."""
+MARKER_FORMAT = 1
+_LEGACY_FORMATS = {"dmr_ray.sequences": "sequences", "dmr_ray.effects": "effects"}
+_LISTED = 5
 
 
 def normalise(location: str | os.PathLike[str]) -> str:
@@ -62,6 +71,120 @@ def remove(location: str, storage_options: StorageOptions = None) -> None:
     fs, path = _fs(location, storage_options)
     if fs.exists(path):
         fs.rm(path, recursive=True)
+
+
+def marker(kind: str) -> dict[str, Any]:
+    """The attribute that marks a group as a dmr_ray store of ``kind`` (a key of :data:`KINDS`)."""
+    return {MARKER: {"kind": kind, "format": MARKER_FORMAT}}
+
+
+def kind_of(attrs: Mapping[str, Any]) -> str | None:
+    """The kind of dmr_ray store a group's attributes describe, or None.
+
+    Stores written before the :data:`MARKER` attribute existed are recognised by their
+    ``format`` attribute (``dmr_ray.sequences``, ``dmr_ray.effects``).
+    """
+    mark = attrs.get(MARKER)
+    if isinstance(mark, Mapping) and mark.get("kind") in KINDS:
+        return str(mark["kind"])
+    return _LEGACY_FORMATS.get(str(attrs.get("format")))
+
+
+def _entries(fs: fsspec.AbstractFileSystem, path: str) -> list[str]:
+    """Names of the entries directly under ``path`` (sorted)."""
+    return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False))
+
+
+def _listing(names: list[str]) -> str:
+    more = f" and {len(names) - _LISTED} more" if len(names) > _LISTED else ""
+    return ", ".join(names[:_LISTED]) + more
+
+
+def _group_attrs(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, Any] | None:
+    """Attributes of the Zarr v3 group at ``path``, or None when there is none."""
+    try:
+        with fs.open(f"{path}/zarr.json", "rb") as handle:
+            meta = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or meta.get("node_type") != "group":
+        return None
+    attrs = meta.get("attributes")
+    return dict(attrs) if isinstance(attrs, dict) else {}
+
+
+def store_kind(location: str, storage_options: StorageOptions = None) -> str:
+    """The kind (a key of :data:`KINDS`) of the dmr_ray store at a normalised location.
+
+    Raises
+    ------
+    InputError
+        Naming the location and what it holds when that is not a dmr_ray store (nothing,
+        a file, a directory of other files, a Zarr group dmr_ray did not write).
+    """
+    fs, path = _fs(location, storage_options)
+    fs.invalidate_cache(path)
+    attrs = _group_attrs(fs, path)
+    kind = None if attrs is None else kind_of(attrs)
+    if kind is not None:
+        return kind
+    if attrs is not None:
+        holds = "holds a Zarr group that dmr_ray did not write"
+    elif fs.isfile(path):
+        holds = "is a file"
+    elif fs.isdir(path):
+        names = _entries(fs, path)
+        holds = f"is a directory holding {_listing(names)}" if names else "is an empty directory"
+    else:
+        holds = "does not exist"
+    raise InputError(f"{location}: {holds}, not a dmr_ray store")
+
+
+def existing_store(location: str, kind: str, storage_options: StorageOptions = None) -> bool:
+    """Whether a dmr_ray store of ``kind`` that dmr_ray may replace is at a normalised location.
+
+    Returns False when nothing (or an empty directory) is there. Reads only metadata and
+    listings; creates and deletes nothing.
+
+    Raises
+    ------
+    InputError
+        Naming the location and what it holds when it is anything else: a file, a directory
+        or Zarr group that dmr_ray did not write, a store of the other kind, or a store
+        that also holds files dmr_ray did not write. Such a location is never replaced.
+    """
+    if not exists(location, storage_options):
+        return False
+    fs, path = _fs(location, storage_options)
+    fs.invalidate_cache(path)
+    if fs.isdir(path) and not _entries(fs, path):
+        return False
+    refuse = f"; dmr_ray replaces only {KINDS[kind]} that it wrote, so choose another path"
+    try:
+        found = store_kind(location, storage_options)
+    except InputError as err:
+        raise InputError(f"{err}{refuse}") from None
+    if found != kind:
+        raise InputError(f"{location}: holds {KINDS[found]}, not {KINDS[kind]}{refuse}")
+    foreign = [n for n in _entries(fs, path) if n != "zarr.json" and not fs.isfile(f"{path}/{n}/zarr.json")]
+    if foreign:
+        extra = _listing(foreign)
+        raise InputError(f"{location}: holds {KINDS[kind]} and also {extra}, not written by dmr_ray{refuse}")
+    return True
+
+
+def check_target(location: str, kind: str, *, overwrite: bool, storage_options: StorageOptions = None) -> None:
+    """Check that a store of ``kind`` may be written at a normalised location (nothing is written).
+
+    Raises
+    ------
+    InputError
+        As :func:`existing_store`, or when a store of ``kind`` is there and ``overwrite`` is off.
+    """
+    if existing_store(location, kind, storage_options) and not overwrite:
+        raise InputError(
+            f"{location}: {KINDS[kind]} already exists here; pass --overwrite (overwrite=True) to replace it"
+        )
 
 
 def open_group(location: str, mode: str, storage_options: StorageOptions = None) -> zarr.Group:
@@ -172,27 +295,29 @@ def _publish_remote(tmp: str, out: str, storage_options: StorageOptions) -> None
 
 
 @contextmanager
-def staged(out: str, *, overwrite: bool, storage_options: StorageOptions = None, what: str = "store") -> Iterator[str]:
+def staged(out: str, *, kind: str, overwrite: bool, storage_options: StorageOptions = None) -> Iterator[str]:
     """Yield a temporary sibling of ``out`` to build into; publish it at ``out`` on success.
 
     Parameters
     ----------
     out
         Normalised target location.
+    kind
+        The kind of store being built (a key of :data:`KINDS`); the caller marks it with
+        :func:`marker`.
     overwrite
-        Replace an existing ``out``; otherwise an existing ``out`` is an :class:`InputError`.
+        Replace a store of ``kind`` that dmr_ray wrote at ``out``; otherwise an existing
+        ``out`` is an :class:`InputError`. Anything else at ``out`` is never replaced
+        (:func:`check_target`): the error is raised before anything is created or deleted.
     storage_options
         fsspec options for URLs.
-    what
-        Name of the thing being built, for the error message.
 
     Yields
     ------
     str
         The temporary location. On any exception it is removed and ``out`` is untouched.
     """
-    if exists(out, storage_options) and not overwrite:
-        raise InputError(f"{out}: {what} already exists; pass --overwrite (overwrite=True) to replace it")
+    check_target(out, kind, overwrite=overwrite, storage_options=storage_options)
     tmp = _sibling(out, "tmp")
     try:
         yield tmp

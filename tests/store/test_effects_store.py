@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import pickle
 import uuid
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 import zarr
 
 from dmr_ray.errors import InputError, ResumeConflictError
-from dmr_ray.store import EffectsStore, write_sequence_store
+from dmr_ray.store import EffectsStore, open_sequence_store, write_sequence_store
 
 N_SEQ, LENGTH, TASKS, CHUNK = 10, 6, ["dnase", "atac"], 4
 ATTRS = {
@@ -161,11 +162,13 @@ def test_overwrite_starts_fresh(store: EffectsStore) -> None:
     assert fresh.completed_chunks() == set() and fresh.attrs["model_digest"] == "new"
 
 
-def test_something_else_at_path(tmp_path: Path) -> None:
-    write_sequence_store(tmp_path / "x.zarr", np.zeros((2, 3), np.uint8))
-    with pytest.raises(InputError, match=r"not a dmr_ray.effects store.*--overwrite"):
-        create(tmp_path / "x.zarr")
-    assert create(tmp_path / "x.zarr", overwrite=True).n_seq == N_SEQ
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_sequence_store_at_path_is_never_replaced(tmp_path: Path, overwrite: bool) -> None:
+    sequences = write_sequence_store(tmp_path / "x.zarr", np.zeros((2, 3), np.uint8))
+    with pytest.raises(InputError, match=r"x.zarr: holds a sequence store, not an effects store; .*another path"):
+        create(tmp_path / "x.zarr", overwrite=overwrite)
+    assert open_sequence_store(sequences.location).n_seq == 2
+    assert sorted(os.listdir(tmp_path)) == ["x.zarr"]
 
 
 @pytest.mark.parametrize(
