@@ -14,7 +14,7 @@ import shutil
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import fsspec
 import numpy as np
@@ -23,6 +23,7 @@ import zarr
 from dmr_ray.errors import InputError
 
 StorageOptions = Mapping[str, Any] | None
+Mode = Literal["r", "r+", "a", "w", "w-"]
 
 KINDS = {"sequences": "a sequence store", "effects": "an effects store"}
 """The kinds of store dmr_ray writes, with their names in messages."""
@@ -187,11 +188,11 @@ def check_target(location: str, kind: str, *, overwrite: bool, storage_options: 
         )
 
 
-def open_group(location: str, mode: str, storage_options: StorageOptions = None) -> zarr.Group:
+def open_group(location: str, mode: Mode, storage_options: StorageOptions = None) -> zarr.Group:
     """Open the Zarr group at a normalised location; a missing or unreadable one is an :class:`InputError`."""
-    kwargs = {"storage_options": dict(storage_options)} if storage_options and is_url(location) else {}
+    options = dict(storage_options) if storage_options and is_url(location) else None
     try:
-        return zarr.open_group(location, mode=mode, **kwargs)
+        return zarr.open_group(location, mode=mode, storage_options=options)
     except (OSError, ValueError, KeyError) as err:
         raise InputError(f"{location}: not a readable Zarr group ({type(err).__name__}: {err})") from err
 
@@ -259,9 +260,9 @@ def create_vector(group: zarr.Group, name: str, values: np.ndarray, chunk: int) 
 
 def read_vector(array: zarr.Array, start: int = 0, stop: int | None = None) -> np.ndarray:
     """Read a 1-D array written by :func:`create_vector` as ``int64`` or fixed-width unicode."""
-    values = array[start:stop]
-    if np.dtype(values.dtype).kind == "i":
-        return np.asarray(values, dtype=np.int64)
+    values = np.asarray(array[start:stop])
+    if values.dtype.kind == "i":
+        return values.astype(np.int64, copy=False)
     return np.array(values.tolist(), dtype=str)
 
 
@@ -343,7 +344,7 @@ class LazyGroup:
         fsspec options for URLs.
     """
 
-    def __init__(self, location: str, mode: str, storage_options: StorageOptions = None) -> None:
+    def __init__(self, location: str, mode: Mode, storage_options: StorageOptions = None) -> None:
         self.location = location
         self.mode = mode
         self.storage_options = dict(storage_options) if storage_options else None
@@ -357,13 +358,17 @@ class LazyGroup:
         return self._group
 
     def __getitem__(self, name: str) -> zarr.Array:
-        return self.group[name]
+        item = self.group[name]
+        if not isinstance(item, zarr.Array):
+            raise InputError(f"{self.location}: {name!r} is a group, expected an array")
+        return item
 
     def __getstate__(self) -> dict[str, Any]:
         return {"location": self.location, "mode": self.mode, "storage_options": self.storage_options}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["location"], state["mode"], state["storage_options"])
+        self.location, self.mode, self.storage_options = state["location"], state["mode"], state["storage_options"]
+        self._group = None
 
 
 class RowStore:

@@ -107,8 +107,9 @@ class EffectsStore(zio.RowStore):
         zio.require_dtype(complete, where, ("bool",))
         zio.require_dtype(zio.require_array(group, "committed_by", where, (self.n_chunks,)), where, ("string",))
         for name in _MANIFEST:
-            if group[name].chunks != (1,):
-                raise InputError(f"{where}: array {name!r} must have chunks (1,), got {group[name].chunks}")
+            chunks = self._root[name].chunks
+            if chunks != (1,):
+                raise InputError(f"{where}: array {name!r} must have chunks (1,), got {chunks}")
         self.tasks: list[str] = zio.read_vector(tasks).tolist()
         self._attrs = attrs
 
@@ -237,7 +238,7 @@ class EffectsStore(zio.RowStore):
     def _check_identity(
         self, identity: dict[str, Any], seq_ids: np.ndarray, length: int, tasks: list[str], chunk_size: int
     ) -> None:
-        old = {key: self._attrs.get(key, _ABSENT) for key in self._attrs.get("identity_keys", [])}
+        old = self.identity
         old.update(n_seq=self.n_seq, length=self.length, tasks=self.tasks, chunk_size=self.chunk_size)
         new = {**identity, "n_seq": len(seq_ids), "length": length, "tasks": tasks, "chunk_size": chunk_size}
         diffs = [
@@ -258,6 +259,17 @@ class EffectsStore(zio.RowStore):
                 + "; ".join(diffs)
                 + ". Pass --overwrite to start fresh, or choose another output path."
             )
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """The identity attributes, compared on resume (model digest, replicates, ddof, ...)."""
+        return {key: self._attrs.get(key, _ABSENT) for key in self._attrs.get("identity_keys", [])}
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """The informational attributes, recorded at creation and never compared (code version, job)."""
+        skip = {*_RESERVED, *self._attrs.get("identity_keys", [])}
+        return {key: value for key, value in self._attrs.items() if key not in skip}
 
     @property
     def n_tasks(self) -> int:
@@ -314,7 +326,7 @@ class EffectsStore(zio.RowStore):
 
     def committed_by(self) -> np.ndarray:
         """Per chunk, the ``run_id`` of the run that committed it (``""`` where none did)."""
-        return np.array(self._root["committed_by"][:].tolist(), dtype=str)
+        return np.array(np.asarray(self._root["committed_by"][:]).tolist(), dtype=str)
 
     def missing_chunks(self) -> list[int]:
         """Indices of chunks not yet complete, ascending."""

@@ -256,11 +256,11 @@ def sampled_windows(bed: BedIntervals, lengths: Mapping[str, int], length: int, 
     offsets = np.concatenate([[0], np.cumsum(counts)])
     block = np.searchsorted(offsets, picks, side="right") - 1
     centre = np.array(lows, dtype=np.int64)[block] + picks - offsets[block]
-    chrom = np.array(chroms, dtype=str)[block]
+    window_chrom = np.array(chroms, dtype=str)[block]
     start = centre - half
     end = start + length
-    seq_id = np.array([f"{c}:{s}-{e}" for c, s, e in zip(chrom, start, end, strict=True)], dtype=str)
-    return Windows(chrom, start, end, np.full(n, ".", dtype=str), seq_id)
+    seq_id = np.array([f"{c}:{s}-{e}" for c, s, e in zip(window_chrom, start, end, strict=True)], dtype=str)
+    return Windows(window_chrom, start, end, np.full(n, ".", dtype=str), seq_id)
 
 
 def _merge(starts: np.ndarray, ends: np.ndarray) -> list[tuple[int, int]]:

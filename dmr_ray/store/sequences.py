@@ -426,26 +426,3 @@ def build_from_fasta_bed(
         )
     finally:
         genome.close()
-
-
-def store_info(path: str | os.PathLike[str], storage_options: zio.StorageOptions = None) -> dict[str, Any]:
-    """Summary of a sequence store for ``dmr-ray store info``.
-
-    Returns
-    -------
-    dict
-        ``location``, ``n_seq``, ``length``, ``chunk_size``, ``n_chunks``, ``source``,
-        ``format_version``, ``has_coordinates`` and ``first_seq_ids`` (up to 5, as strings).
-    """
-    store = SequenceStore(path, storage_options)
-    return {
-        "location": store.location,
-        "n_seq": store.n_seq,
-        "length": store.length,
-        "chunk_size": store.chunk_size,
-        "n_chunks": store.n_chunks,
-        "source": store.attrs["source"],
-        "format_version": store.attrs["format_version"],
-        "has_coordinates": store.has_coordinates,
-        "first_seq_ids": [str(v) for v in store.seq_ids(0, min(5, store.n_seq))],
-    }

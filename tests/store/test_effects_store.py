@@ -14,7 +14,7 @@ import pytest
 import zarr
 
 from dmr_ray.errors import InputError, ResumeConflictError
-from dmr_ray.store import EffectsStore, open_sequence_store, write_sequence_store
+from dmr_ray.store import EffectsStore, open_sequence_store, store_info, write_sequence_store
 
 N_SEQ, LENGTH, TASKS, CHUNK = 10, 6, ["dnase", "atac"], 4
 ATTRS = {
@@ -211,3 +211,22 @@ def test_processes_write_different_chunks(store: EffectsStore) -> None:
         pool.starmap(store.write_chunk, jobs)
     assert store.is_complete
     np.testing.assert_allclose(store.read()["ref_mean"][:, 0], [0, 0, 0, 0, -1, -1, -1, -1, -2, -2])
+
+
+def test_store_info_of_an_effects_store(store: EffectsStore) -> None:
+    store.write_chunk(0, *chunk_data(store, 0, 1.0), run_id="run-a")
+    store.write_chunk(2, *chunk_data(store, 2, 1.0), run_id="run-b")
+    store.write_chunk(1, *chunk_data(store, 1, 1.0), run_id="run-b")
+    EffectsStore.open(store.location)._root["complete"][1] = False  # committed_by is kept, the chunk is not
+    info = store_info(f"file://{store.location}")
+    assert info["kind"] == "effects" and info["location"] == store.location
+    assert (info["n_seq"], info["length"], info["chunk_size"], info["tasks"]) == (N_SEQ, LENGTH, CHUNK, TASKS)
+    assert (info["chunks_complete"], info["n_chunks"]) == (2, 3)
+    assert info["committed_by"] == {"run-a": 1, "run-b": 1}
+    assert info["identity"] == ATTRS and info["info"] == INFO
+    assert info["first_seq_ids"] == IDS[:5] and info["format_version"] == 1
+
+
+def test_store_info_counts_chunks_without_run_id(store: EffectsStore) -> None:
+    store.write_chunk(1, *chunk_data(store, 1, 1.0))
+    assert store_info(store.location)["committed_by"] == {"(unrecorded)": 1}

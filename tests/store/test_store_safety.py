@@ -149,3 +149,9 @@ def test_normalise_location_is_public(tmp_path: Path) -> None:
     assert "normalise_location" in dmr_ray.store.__all__
     assert dmr_ray.store.normalise_location(f"file://{tmp_path}/s.zarr") == f"{tmp_path}/s.zarr"
     assert dmr_ray.store.normalise_location("s3://bucket/s.zarr/") == "s3://bucket/s.zarr"
+
+
+def test_store_info_names_what_is_there(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(InputError, match=r"is a directory holding notes.txt, not a dmr_ray store"):
+        dmr_ray.store.store_info(tmp_path)
