@@ -8,6 +8,7 @@ only when complete (:func:`staged`).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ from typing import Any, Literal
 import fsspec
 import numpy as np
 import zarr
+from zarr.core import sync as zarr_sync
 
 from dmr_ray.errors import InputError
 
@@ -32,6 +34,7 @@ MARKER = "dmr_ray"
 MARKER_FORMAT = 1
 _LEGACY_FORMATS = {"dmr_ray.sequences": "sequences", "dmr_ray.effects": "effects"}
 _LISTED = 5
+_SETTLE_TIMEOUT_S = 60.0
 
 
 def normalise(location: str | os.PathLike[str]) -> str:
@@ -295,6 +298,25 @@ def _publish_remote(tmp: str, out: str, storage_options: StorageOptions) -> None
     fs.rm(tmp_path, recursive=True)
 
 
+def settle_io(timeout: float = _SETTLE_TIMEOUT_S) -> None:
+    """Wait until the writes running on Zarr's IO thread have finished.
+
+    Zarr runs its IO on an event loop in a thread of its own. A Ctrl-C reaches the main
+    thread while it waits for a write there, and that write goes on: it would recreate
+    files in a temporary store just removed. Called before such a cleanup.
+    """
+    loop = zarr_sync.loop[0]
+    if loop is None or loop.is_closed() or not loop.is_running():
+        return
+
+    async def others() -> None:
+        tasks = asyncio.all_tasks() - {asyncio.current_task()}
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+
+    asyncio.run_coroutine_threadsafe(others(), loop).result(timeout + 1)
+
+
 @contextmanager
 def staged(out: str, *, kind: str, overwrite: bool, storage_options: StorageOptions = None) -> Iterator[str]:
     """Yield a temporary sibling of ``out`` to build into; publish it at ``out`` on success.
@@ -316,7 +338,9 @@ def staged(out: str, *, kind: str, overwrite: bool, storage_options: StorageOpti
     Yields
     ------
     str
-        The temporary location. On any exception it is removed and ``out`` is untouched.
+        The temporary location. On any exception, Ctrl-C (``KeyboardInterrupt``) included,
+        it is removed (after Zarr's writes in flight have finished) and the exception is
+        re-raised; ``out`` is untouched.
     """
     check_target(out, kind, overwrite=overwrite, storage_options=storage_options)
     tmp = _sibling(out, "tmp")
@@ -327,6 +351,7 @@ def staged(out: str, *, kind: str, overwrite: bool, storage_options: StorageOpti
         else:
             _publish_local(tmp, out)
     except BaseException:
+        settle_io()
         remove(tmp, storage_options)
         raise
 
