@@ -3,7 +3,9 @@
 Locations are local paths or fsspec URLs (``s3://``, ``gs://``, ``memory://`` ...);
 ``file://`` URLs are turned into local paths so that Zarr's ``LocalStore`` (atomic
 per-object writes) is used. Stores are built in a hidden temporary sibling and published
-only when complete (:func:`staged`).
+only when complete (:func:`staged`). Every store carries a :data:`MARKER` attribute naming its
+kind, and a writer replaces only a store of its own kind that dmr_ray wrote
+(:func:`existing_store`, :func:`check_target`).
 """
 
 from __future__ import annotations
