@@ -14,6 +14,7 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from dmr_ray._checks import is_int
 from dmr_ray.errors import ModelSpecError
 
 Reduce = Literal["mean", "sum", "max", "none"]
@@ -49,8 +50,8 @@ class OutputSpec(BaseModel):
     def _select_type(cls, value: Any) -> Any:
         if value is None or isinstance(value, str):
             return value
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-            return value
+        if is_int(value) and value >= 0:
+            return int(value)
         raise ValueError(f"must be an output key (string) or a position (int >= 0), got {value!r}")
 
     @field_validator("index", mode="before")
@@ -59,9 +60,9 @@ class OutputSpec(BaseModel):
         if value is None:
             return None
         items = list(value) if isinstance(value, list | tuple) else [value]
-        if not items or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in items):
+        if not items or not all(is_int(i) and i >= 0 for i in items):
             raise ValueError(f"must be an int >= 0 or a non-empty list of them, got {value!r}")
-        return tuple(items)
+        return tuple(int(i) for i in items)
 
 
 class OutputSelector:

@@ -8,7 +8,9 @@ modules you trust. Weights never execute code (see :mod:`dmr_ray.models.weights`
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -43,6 +45,32 @@ def resolve_entrypoint(entrypoint: str) -> Callable[..., Any]:
     if not callable(target):
         raise ModelSpecError(f"entrypoint: {entrypoint!r} is not callable")
     return target
+
+
+def entrypoint_files(entrypoint: str) -> tuple[Path, ...]:
+    """The files holding the code an entrypoint runs, which :func:`~dmr_ray.models.model_digest` covers.
+
+    These are the file of the entrypoint's module (``mylab/models.py`` for
+    ``mylab.models:build``; ``dmr_ray/models/architectures.py`` for the built-ins) and, when
+    the factory is defined in another module and imported into it, the file of that
+    module too. Code the factory reaches through other imports is not covered.
+
+    Raises
+    ------
+    ModelSpecError
+        As :func:`resolve_entrypoint`.
+    """
+    factory = resolve_entrypoint(entrypoint)
+    files: list[Path] = []
+    for owner in (importlib.import_module(entrypoint.partition(":")[0]), inspect.unwrap(factory)):
+        try:
+            name = inspect.getsourcefile(owner) or inspect.getfile(owner)
+        except TypeError:  # built into the interpreter: no file
+            continue
+        path = Path(name).resolve()
+        if path.is_file() and path not in files:
+            files.append(path)
+    return tuple(files)
 
 
 def build_module(entrypoint: str, kwargs: Mapping[str, Any]) -> torch.nn.Module:

@@ -35,7 +35,7 @@ from pydantic import (
 
 from dmr_ray.errors import InputError, ModelSpecError
 from dmr_ray.models.heads import OutputSelector, OutputSpec
-from dmr_ray.models.loading import build_module, dropout_layers
+from dmr_ray.models.loading import build_module, dropout_layers, entrypoint_files
 from dmr_ray.models.weights import load_weights_into
 
 _DIGEST_FIELDS = {"entrypoint", "kwargs", "outputs", "replicates", "input_length"}
@@ -152,10 +152,10 @@ class ModelSpec(BaseModel):
     @property
     def n_replicates(self) -> int:
         """Number of replicate predictions (ensemble members or MC-dropout passes)."""
-        kind = self.replicates.kind
+        kind, passes = self.replicates.kind, self.replicates.passes
         if kind == "ensemble":
             return len(self.weights)
-        return self.replicates.passes if kind == "mc_dropout" else 1
+        return passes if kind == "mc_dropout" and passes is not None else 1
 
     @property
     def task_names(self) -> tuple[str, ...]:
@@ -246,15 +246,23 @@ def load_model_spec(path: str | Path, *, check: bool = True) -> ModelSpec:
 
 
 def model_digest(spec: ModelSpec) -> str:
-    """SHA-256 hex digest identifying what a spec computes.
+    """SHA-256 hex digest identifying what a spec computes: its settings, weights and code.
 
     Covers the canonical JSON of ``entrypoint``, ``kwargs``, ``outputs``, ``replicates`` and
-    ``input_length`` and the bytes of every weight file in order; not the file paths, so
-    moving the files keeps the digest.
+    ``input_length``, the bytes of every weight file in order, and the bytes of the files
+    holding the factory's code (:func:`~dmr_ray.models.loading.entrypoint_files`: the
+    entrypoint module's file, and the factory's own file if that differs); not the file
+    paths, so moving the files keeps the digest. Editing the factory's module changes it,
+    so an effects store computed by older code is not resumed with newer code.
+
+    Raises
+    ------
+    ModelSpecError
+        When the entrypoint cannot be imported.
     """
     canonical = json.dumps(spec.model_dump(mode="json", include=_DIGEST_FIELDS), sort_keys=True, separators=(",", ":"))
     digest = hashlib.sha256(canonical.encode())
-    for path in spec.weights:
+    for path in (*spec.weights, *entrypoint_files(spec.entrypoint)):
         digest.update(path.stat().st_size.to_bytes(8, "little"))
         with path.open("rb") as fh:
             while block := fh.read(_READ_BLOCK):

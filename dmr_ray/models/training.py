@@ -198,13 +198,13 @@ def train_ensemble(
     return members
 
 
-def _check_settings(*, epochs, batch_size, patience, lr, val_fraction) -> None:
+def _check_settings(*, epochs: int, batch_size: int, patience: int, lr: float, val_fraction: float) -> None:
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("patience", patience)):
         if not is_int(value) or value < 1:
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-    if not isinstance(lr, Real) or not 0 < lr < float("inf"):
+    if not isinstance(lr, Real) or not 0 < float(lr) < float("inf"):
         raise ConfigError(f"lr must be a positive number, got {lr!r}")
-    if not isinstance(val_fraction, Real) or not 0 <= val_fraction < 1:
+    if not isinstance(val_fraction, Real) or not 0 <= float(val_fraction) < 1:
         raise ConfigError(f"val_fraction must lie in [0, 1), got {val_fraction!r}")
 
 

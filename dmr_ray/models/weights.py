@@ -1,7 +1,8 @@
 """Safe weight files: safetensors (preferred) or ``torch.load(weights_only=True)`` state dicts.
 
 Nothing here unpickles arbitrary objects: a ``.pt``/``.pth`` file that holds anything other
-than tensors (and plain containers) is refused by torch's weights-only loader.
+than tensors (and plain containers) is refused by torch's weights-only loader, with one line
+saying how to save a state dict instead.
 """
 
 from __future__ import annotations
@@ -77,8 +78,15 @@ def load_state_dict_file(path: str | Path, field: str = "weights") -> dict[str, 
                 f"{field}: {path.name} has an unsupported extension; use .safetensors "
                 f"(or a state dict in .pt/.pth/.bin)"
             )
-    except (SafetensorError, pickle.UnpicklingError, RuntimeError, OSError, EOFError) as err:
-        raise ModelSpecError(f"{field}: cannot read weights from {path}: {err}") from err
+    except pickle.UnpicklingError as err:
+        raise ModelSpecError(
+            f"{field}: cannot read weights from {path}: it holds pickled objects (a whole model?), not a state dict "
+            f"of tensors; save one with torch.save(model.state_dict(), path) or as .safetensors "
+            f"(dmr_ray.models.save_weights)"
+        ) from err
+    except (SafetensorError, RuntimeError, OSError, EOFError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelSpecError(f"{field}: cannot read weights from {path}: {reason}") from err
     if not (isinstance(state, Mapping) and all(isinstance(v, torch.Tensor) for v in state.values())):
         raise ModelSpecError(f"{field}: {path} does not hold a state dict (a mapping of names to tensors)")
     return dict(state)

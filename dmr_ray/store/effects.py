@@ -10,7 +10,8 @@ Layout (Zarr v3 group), ``T`` = number of tasks:
   present only when ``complete[i]`` is set, which :meth:`EffectsStore.write_chunk` does last;
 - ``committed_by`` string ``[n_chunks]`` with chunks of 1: the identifier of the run that
   committed each chunk (empty if none), so a resumed run can be audited;
-- attributes ``format``, ``format_version``, ``chunk_size``, the caller's identity
+- attributes ``format``, ``format_version``, ``chunk_size``, ``dmr_ray`` (the store marker
+  ``{"kind": "effects", "format": 1}``), the caller's identity
   attributes (compared on resume; their names are listed in ``identity_keys``) and
   informational ones (recorded, not compared). :data:`REQUIRED_ATTRS` must be among them.
 
@@ -32,6 +33,7 @@ from dmr_ray.errors import InputError, ResumeConflictError
 from dmr_ray.store import _zarr_io as zio
 from dmr_ray.store.sequences import SequenceStore, as_seq_ids
 
+KIND = "effects"
 FORMAT = "dmr_ray.effects"
 FORMAT_VERSION = 1
 REQUIRED_ATTRS = (
@@ -43,7 +45,7 @@ REQUIRED_ATTRS = (
     "code_version",
     "sequence_store",
 )
-_RESERVED = ("format", "format_version", "chunk_size", "identity_keys")
+_RESERVED = ("format", "format_version", "chunk_size", "identity_keys", zio.MARKER)
 _DATA = ("beta", "se", "ref_mean", "ref_se")
 _MANIFEST = ("complete", "committed_by")
 _N_ALT = 3
@@ -105,8 +107,9 @@ class EffectsStore(zio.RowStore):
         zio.require_dtype(complete, where, ("bool",))
         zio.require_dtype(zio.require_array(group, "committed_by", where, (self.n_chunks,)), where, ("string",))
         for name in _MANIFEST:
-            if group[name].chunks != (1,):
-                raise InputError(f"{where}: array {name!r} must have chunks (1,), got {group[name].chunks}")
+            chunks = self._root[name].chunks
+            if chunks != (1,):
+                raise InputError(f"{where}: array {name!r} must have chunks (1,), got {chunks}")
         self.tasks: list[str] = zio.read_vector(tasks).tolist()
         self._attrs = attrs
 
@@ -153,7 +156,8 @@ class EffectsStore(zio.RowStore):
             (e.g. ``code_version``, the job description). Every key of
             :data:`REQUIRED_ATTRS` must be in ``attrs`` or ``info``.
         overwrite
-            Delete an existing store and start fresh.
+            Replace an existing effects store and start fresh. Only an effects store that
+            dmr_ray wrote is ever replaced; anything else at ``path`` is an :class:`InputError`.
         storage_options
             fsspec options for URLs.
 
@@ -168,7 +172,9 @@ class EffectsStore(zio.RowStore):
             An existing store differs in ``attrs``, shape, tasks, chunk size or seq_ids;
             the message names each differing key with its old and new value.
         InputError
-            Invalid arguments, or something that is not an effects store is at ``path``.
+            Invalid arguments, or something other than an effects store written by dmr_ray
+            (a sequence store, a directory of other files) is at ``path``, with or without
+            ``overwrite``; raised before anything is created or deleted.
         """
         identity, notes = _jsonable(attrs), _jsonable(info or {})
         missing = [key for key in REQUIRED_ATTRS if key not in identity and key not in notes]
@@ -184,13 +190,13 @@ class EffectsStore(zio.RowStore):
             raise InputError("seq_ids: an effects store needs at least one sequence")
         names = _as_tasks(tasks)
         location = zio.normalise(path)
-        if zio.exists(location, storage_options) and not overwrite:
+        if zio.existing_store(location, KIND, storage_options) and not overwrite:
             existing = cls._existing(location, storage_options)
             existing._check_identity(identity, ids, length, names.tolist(), chunk_size)
             return existing
-        with zio.staged(location, overwrite=True, storage_options=storage_options, what="effects store") as tmp:
+        with zio.staged(location, kind=KIND, overwrite=True, storage_options=storage_options) as tmp:
             group = _create_arrays(tmp, storage_options, ids, length, names, chunk_size)
-            header = {"format": FORMAT, "format_version": FORMAT_VERSION, "chunk_size": chunk_size}
+            header = {"format": FORMAT, "format_version": FORMAT_VERSION, "chunk_size": chunk_size, **zio.marker(KIND)}
             group.attrs.update({**header, "identity_keys": sorted(identity), **identity, **notes})
         return cls(location, storage_options)
 
@@ -232,7 +238,7 @@ class EffectsStore(zio.RowStore):
     def _check_identity(
         self, identity: dict[str, Any], seq_ids: np.ndarray, length: int, tasks: list[str], chunk_size: int
     ) -> None:
-        old = {key: self._attrs.get(key, _ABSENT) for key in self._attrs.get("identity_keys", [])}
+        old = self.identity
         old.update(n_seq=self.n_seq, length=self.length, tasks=self.tasks, chunk_size=self.chunk_size)
         new = {**identity, "n_seq": len(seq_ids), "length": length, "tasks": tasks, "chunk_size": chunk_size}
         diffs = [
@@ -253,6 +259,17 @@ class EffectsStore(zio.RowStore):
                 + "; ".join(diffs)
                 + ". Pass --overwrite to start fresh, or choose another output path."
             )
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """The identity attributes, compared on resume (model digest, replicates, ddof, ...)."""
+        return {key: self._attrs.get(key, _ABSENT) for key in self._attrs.get("identity_keys", [])}
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """The informational attributes, recorded at creation and never compared (code version, job)."""
+        skip = {*_RESERVED, *self._attrs.get("identity_keys", [])}
+        return {key: value for key, value in self._attrs.items() if key not in skip}
 
     @property
     def n_tasks(self) -> int:
@@ -309,7 +326,7 @@ class EffectsStore(zio.RowStore):
 
     def committed_by(self) -> np.ndarray:
         """Per chunk, the ``run_id`` of the run that committed it (``""`` where none did)."""
-        return np.array(self._root["committed_by"][:].tolist(), dtype=str)
+        return np.array(np.asarray(self._root["committed_by"][:]).tolist(), dtype=str)
 
     def missing_chunks(self) -> list[int]:
         """Indices of chunks not yet complete, ascending."""

@@ -8,6 +8,7 @@ Every error names the file, the 1-based line and the value at fault.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -19,6 +20,10 @@ from dmr_ray.alphabet import encode, reverse_complement
 from dmr_ray.errors import InputError
 
 STRANDS = ("+", "-", ".")
+_GZIP_MAGIC = b"\x1f\x8b"
+_GZIP_HEADER = 14
+_FEXTRA = 4
+_BGZF_SUFFIXES = (".gz", ".bgz")
 
 
 @dataclass(frozen=True)
@@ -131,11 +136,56 @@ def _bed_int(value: str, column: str, where: str) -> int:
         raise InputError(f"{where}: {column} is not an integer, got {value!r}") from None
 
 
+def _gzip_kind(path: str) -> str | None:
+    """``"bgzf"`` for a bgzip (BGZF) file, ``"gzip"`` for another gzip file, else None.
+
+    A BGZF block is a gzip member whose header has the extra-field flag and a ``BC``
+    subfield (SAM specification, section 4.1). An unreadable file gives None (pyfaidx
+    reports it).
+    """
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(_GZIP_HEADER)
+    except OSError:
+        return None
+    if head[:2] != _GZIP_MAGIC:
+        return None
+    return "bgzf" if len(head) == _GZIP_HEADER and head[3] & _FEXTRA and head[12:14] == b"BC" else "gzip"
+
+
 def open_fasta(path: str | os.PathLike[str]) -> pyfaidx.Fasta:
-    """Open (and if needed index) a local FASTA file; empty or malformed files raise :class:`InputError`."""
+    """Open (and if needed index) a local FASTA file, plain or bgzip-compressed.
+
+    pyfaidx writes its index ``<fasta>.fai`` (and ``<fasta>.gzi`` for bgzip) beside the file
+    if missing. Reading bgzip needs Biopython (``Bio.bgzf``).
+
+    Raises
+    ------
+    InputError
+        One line naming the file: empty or malformed, a record name used twice, plain gzip
+        (recompress with bgzip), or bgzip without Biopython.
+    """
     path = os.fspath(path)
+    compressed = _gzip_kind(path)
+    if compressed == "gzip":
+        raise InputError(
+            f"{path}: compressed with plain gzip, which cannot be read by position; recompress it with bgzip "
+            f"(gunzip -c {path} | bgzip > {path.removesuffix('.gz')}.bgz)"
+        )
+    if compressed == "bgzf" and not path.lower().endswith(_BGZF_SUFFIXES):
+        raise InputError(f"{path}: bgzip-compressed, so its name must end in .gz or .bgz")
     try:
         fasta = pyfaidx.Fasta(path, as_raw=True, sequence_always_upper=False)
+    except ImportError as err:
+        raise InputError(f"{path}: reading a bgzip-compressed FASTA needs Biopython ({err})") from err
+    except ValueError as err:
+        duplicate = re.fullmatch(r'Duplicate key "(.*)"', str(err))
+        if duplicate is None:
+            raise
+        raise InputError(
+            f"{path}: FASTA record name {duplicate.group(1)!r} is used more than once; record names "
+            "(the first word of each '>' line) must be unique"
+        ) from None
     except (pyfaidx.FastaIndexingError, pyfaidx.IndexNotFoundError, OSError) as err:
         raise InputError(f"{path}: cannot read FASTA ({err})") from err
     if not fasta.keys() or all(len(fasta[key]) == 0 for key in fasta.keys()):
@@ -256,11 +306,11 @@ def sampled_windows(bed: BedIntervals, lengths: Mapping[str, int], length: int, 
     offsets = np.concatenate([[0], np.cumsum(counts)])
     block = np.searchsorted(offsets, picks, side="right") - 1
     centre = np.array(lows, dtype=np.int64)[block] + picks - offsets[block]
-    chrom = np.array(chroms, dtype=str)[block]
+    window_chrom = np.array(chroms, dtype=str)[block]
     start = centre - half
     end = start + length
-    seq_id = np.array([f"{c}:{s}-{e}" for c, s, e in zip(chrom, start, end, strict=True)], dtype=str)
-    return Windows(chrom, start, end, np.full(n, ".", dtype=str), seq_id)
+    seq_id = np.array([f"{c}:{s}-{e}" for c, s, e in zip(window_chrom, start, end, strict=True)], dtype=str)
+    return Windows(window_chrom, start, end, np.full(n, ".", dtype=str), seq_id)
 
 
 def _merge(starts: np.ndarray, ends: np.ndarray) -> list[tuple[int, int]]:

@@ -7,7 +7,8 @@ Layout (Zarr v3 group):
 - optional coordinates ``chrom`` (str), ``start``, ``end`` (``int64``, 0-based half-open),
   ``strand`` (``+``, ``-`` or ``.``);
 - attributes ``format``, ``format_version``, ``alphabet`` (token i is ``alphabet[i]``),
-  ``length``, ``chunk_size``, ``source``, ``has_coordinates``.
+  ``length``, ``chunk_size``, ``source``, ``has_coordinates`` and ``dmr_ray`` (the store
+  marker ``{"kind": "sequences", "format": 1}``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from dmr_ray.errors import InputError
 from dmr_ray.store import _zarr_io as zio
 from dmr_ray.store import fasta_bed
 
+KIND = "sequences"
 FORMAT = "dmr_ray.sequences"
 FORMAT_VERSION = 1
 TARGET_CHUNK_BYTES = 1 << 20
@@ -192,7 +194,7 @@ def _write(
 ) -> SequenceStore:
     """Stream ``blocks`` of ``chunk_size`` rows into a staged group and publish it at ``out``."""
     location = zio.normalise(out)
-    with zio.staged(location, overwrite=overwrite, storage_options=storage_options, what="sequence store") as tmp:
+    with zio.staged(location, kind=KIND, overwrite=overwrite, storage_options=storage_options) as tmp:
         group = zio.open_group(tmp, "w", storage_options)
         tokens = group.create_array(
             "tokens", shape=shape, dtype=np.uint8, chunks=(chunk_size, shape[1]), fill_value=N_TOKEN
@@ -214,6 +216,7 @@ def _write(
                 "chunk_size": chunk_size,
                 "source": source,
                 "has_coordinates": coords is not None,
+                **zio.marker(KIND),
             }
         )
     return SequenceStore(location, storage_options)
@@ -255,7 +258,9 @@ def write_sequence_store(
     chunk_size
         Sequences per chunk; default :func:`default_chunk_size`.
     overwrite
-        Replace an existing store at ``out``.
+        Replace a sequence store that dmr_ray wrote at ``out``. Anything else there (a
+        directory of other files, an effects store) is never replaced: it is an
+        :class:`InputError` raised before anything is written.
     storage_options
         fsspec options for URLs.
 
@@ -267,8 +272,8 @@ def write_sequence_store(
     Raises
     ------
     InputError
-        Wrong shape or values, duplicate identifiers, bad coordinates, or ``out`` exists
-        without ``overwrite``.
+        Wrong shape or values, duplicate identifiers, bad coordinates, ``out`` exists
+        without ``overwrite``, or ``out`` holds something other than a sequence store.
     """
     tokens = np.asarray(tokens)
     if tokens.ndim != 2 or 0 in tokens.shape:
@@ -388,6 +393,7 @@ def build_from_fasta_bed(
         chromosome end, ragged lengths without ``length``, a non-ACGTN symbol. Nothing is
         left at ``out`` when the build fails.
     """
+    zio.check_target(zio.normalise(out), KIND, overwrite=overwrite, storage_options=storage_options)
     intervals = fasta_bed.read_bed(bed)
     genome = fasta_bed.open_fasta(fasta)
     try:
@@ -420,26 +426,3 @@ def build_from_fasta_bed(
         )
     finally:
         genome.close()
-
-
-def store_info(path: str | os.PathLike[str], storage_options: zio.StorageOptions = None) -> dict[str, Any]:
-    """Summary of a sequence store for ``dmr-ray store info``.
-
-    Returns
-    -------
-    dict
-        ``location``, ``n_seq``, ``length``, ``chunk_size``, ``n_chunks``, ``source``,
-        ``format_version``, ``has_coordinates`` and ``first_seq_ids`` (up to 5, as strings).
-    """
-    store = SequenceStore(path, storage_options)
-    return {
-        "location": store.location,
-        "n_seq": store.n_seq,
-        "length": store.length,
-        "chunk_size": store.chunk_size,
-        "n_chunks": store.n_chunks,
-        "source": store.attrs["source"],
-        "format_version": store.attrs["format_version"],
-        "has_coordinates": store.has_coordinates,
-        "first_seq_ids": [str(v) for v in store.seq_ids(0, min(5, store.n_seq))],
-    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -68,3 +69,11 @@ def test_selection_errors(output, raw, message):
 def test_bad_index_values(index):
     with pytest.raises(ValueError, match="must be an int >= 0"):
         OutputSpec(name="t", index=index)
+
+
+def test_numpy_integers_are_integers_and_bools_are_not():
+    spec = OutputSpec(name="t", select=np.int64(1), index=[np.int32(0), 2])
+    assert spec.select == 1 and spec.index == (0, 2)
+    assert type(spec.select) is int and all(type(i) is int for i in spec.index)
+    with pytest.raises(ValueError, match="must be an output key"):
+        OutputSpec(name="t", select=np.bool_(True))

@@ -37,6 +37,17 @@ def test_pickled_objects_are_refused(tmp_path):
         load_state_dict_file(path, "weights[2]")
 
 
+def test_whole_model_is_refused_with_advice(tmp_path):
+    path = tmp_path / "model.pt"
+    torch.save(_model(0), path)
+    with pytest.raises(ModelSpecError) as info:
+        load_state_dict_file(path, "weights[0]")
+    message = str(info.value)
+    assert message.startswith(f"weights[0]: cannot read weights from {path}: it holds pickled objects")
+    assert "torch.save(model.state_dict(), path)" in message and ".safetensors" in message
+    assert "\n" not in message and "weights_only" not in message
+
+
 def test_not_a_state_dict(tmp_path):
     path = tmp_path / "list.pt"
     torch.save([torch.zeros(2)], path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import pickle
 import uuid
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 import zarr
 
 from dmr_ray.errors import InputError, ResumeConflictError
-from dmr_ray.store import EffectsStore, write_sequence_store
+from dmr_ray.store import EffectsStore, open_sequence_store, store_info, write_sequence_store
 
 N_SEQ, LENGTH, TASKS, CHUNK = 10, 6, ["dnase", "atac"], 4
 ATTRS = {
@@ -161,11 +162,13 @@ def test_overwrite_starts_fresh(store: EffectsStore) -> None:
     assert fresh.completed_chunks() == set() and fresh.attrs["model_digest"] == "new"
 
 
-def test_something_else_at_path(tmp_path: Path) -> None:
-    write_sequence_store(tmp_path / "x.zarr", np.zeros((2, 3), np.uint8))
-    with pytest.raises(InputError, match=r"not a dmr_ray.effects store.*--overwrite"):
-        create(tmp_path / "x.zarr")
-    assert create(tmp_path / "x.zarr", overwrite=True).n_seq == N_SEQ
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_sequence_store_at_path_is_never_replaced(tmp_path: Path, overwrite: bool) -> None:
+    sequences = write_sequence_store(tmp_path / "x.zarr", np.zeros((2, 3), np.uint8))
+    with pytest.raises(InputError, match=r"x.zarr: holds a sequence store, not an effects store; .*another path"):
+        create(tmp_path / "x.zarr", overwrite=overwrite)
+    assert open_sequence_store(sequences.location).n_seq == 2
+    assert sorted(os.listdir(tmp_path)) == ["x.zarr"]
 
 
 @pytest.mark.parametrize(
@@ -208,3 +211,22 @@ def test_processes_write_different_chunks(store: EffectsStore) -> None:
         pool.starmap(store.write_chunk, jobs)
     assert store.is_complete
     np.testing.assert_allclose(store.read()["ref_mean"][:, 0], [0, 0, 0, 0, -1, -1, -1, -1, -2, -2])
+
+
+def test_store_info_of_an_effects_store(store: EffectsStore) -> None:
+    store.write_chunk(0, *chunk_data(store, 0, 1.0), run_id="run-a")
+    store.write_chunk(2, *chunk_data(store, 2, 1.0), run_id="run-b")
+    store.write_chunk(1, *chunk_data(store, 1, 1.0), run_id="run-b")
+    EffectsStore.open(store.location)._root["complete"][1] = False  # committed_by is kept, the chunk is not
+    info = store_info(f"file://{store.location}")
+    assert info["kind"] == "effects" and info["location"] == store.location
+    assert (info["n_seq"], info["length"], info["chunk_size"], info["tasks"]) == (N_SEQ, LENGTH, CHUNK, TASKS)
+    assert (info["chunks_complete"], info["n_chunks"]) == (2, 3)
+    assert info["committed_by"] == {"run-a": 1, "run-b": 1}
+    assert info["identity"] == ATTRS and info["info"] == INFO
+    assert info["first_seq_ids"] == IDS[:5] and info["format_version"] == 1
+
+
+def test_store_info_counts_chunks_without_run_id(store: EffectsStore) -> None:
+    store.write_chunk(1, *chunk_data(store, 1, 1.0))
+    assert store_info(store.location)["committed_by"] == {"(unrecorded)": 1}

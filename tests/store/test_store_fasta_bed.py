@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import gzip
 import os
+import struct
+import sys
+import time
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+from zarr.core import sync as zarr_sync
 
 from dmr_ray.alphabet import decode
 from dmr_ray.errors import InputError
@@ -168,3 +174,88 @@ def test_bad_symbol_in_last_record_leaves_no_store(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"'R' at record 'chr3' position 11 "):
         build(fasta, bed, chunk_size=1)
     assert_no_store(tmp_path)
+
+
+def bgzip(data: bytes) -> bytes:
+    """``data`` as a BGZF file (SAM spec 4.1): one gzip member per 60 kB with a ``BC`` extra subfield, then EOF."""
+
+    def block(chunk: bytes) -> bytes:
+        deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
+        body = deflate.compress(chunk) + deflate.flush()
+        header = struct.pack("<4BI2BH", 31, 139, 8, 4, 0, 0, 255, 6) + struct.pack("<2BHH", 66, 67, 2, 25 + len(body))
+        return header + body + struct.pack("<II", zlib.crc32(chunk), len(chunk))
+
+    return b"".join(block(data[i : i + 60_000]) for i in range(0, len(data), 60_000)) + block(b"")
+
+
+def test_bgzip_fasta(tmp_path: Path, fasta: Path) -> None:
+    packed = tmp_path / "packed" / "genome.fa.gz"
+    packed.parent.mkdir()
+    packed.write_bytes(bgzip(fasta.read_bytes()))
+    assert gzip.decompress(packed.read_bytes()) == fasta.read_bytes()  # a valid gzip file too
+    bed = write_bed(tmp_path, "chr1\t2\t10\nchr2 30 38\n")
+    plain = build_from_fasta_bed(fasta, bed, tmp_path / "plain.zarr")
+    compressed = build_from_fasta_bed(packed, bed, tmp_path / "bgzip.zarr")
+    np.testing.assert_array_equal(compressed.read(), plain.read())
+    assert sorted(os.listdir(packed.parent)) == ["genome.fa.gz", "genome.fa.gz.fai", "genome.fa.gz.gzi"]
+
+
+def test_bgzip_without_biopython_is_one_line(tmp_path: Path, fasta: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    packed = tmp_path / "genome.fa.bgz"
+    packed.write_bytes(bgzip(fasta.read_bytes()))
+    monkeypatch.setitem(sys.modules, "Bio", None)
+    with pytest.raises(InputError, match=rf"^{packed}: reading a bgzip-compressed FASTA needs Biopython \("):
+        build(packed, write_bed(tmp_path, "chr1 0 4\n"))
+
+
+def test_plain_gzip_fasta_is_one_line(tmp_path: Path, fasta: Path) -> None:
+    packed = tmp_path / "genome.fa.gz"
+    packed.write_bytes(gzip.compress(fasta.read_bytes()))
+    bed = write_bed(tmp_path, "chr1 0 4\n")
+    with pytest.raises(InputError) as info:
+        build(packed, bed)
+    message = str(info.value)
+    assert message.startswith(f"{packed}: compressed with plain gzip") and "bgzip" in message
+    assert "\n" not in message
+    assert_no_store(tmp_path)
+
+
+def test_bgzip_fasta_needs_a_gz_name(tmp_path: Path, fasta: Path) -> None:
+    packed = tmp_path / "genome.fa"
+    packed.write_bytes(bgzip(fasta.read_bytes()))
+    with pytest.raises(InputError, match=rf"{packed}: bgzip-compressed, so its name must end in .gz or .bgz"):
+        build(packed, write_bed(tmp_path, "chr1 0 4\n"))
+
+
+def test_duplicate_record_names(tmp_path: Path) -> None:
+    fasta = write_fasta(tmp_path / "genome.fa", GENOME)
+    with fasta.open("a") as handle:
+        handle.write(">chr2 again\nACGT\n")
+    with pytest.raises(InputError) as info:
+        build(fasta, write_bed(tmp_path, "chr1 0 4\n"))
+    assert str(info.value) == (
+        f"{fasta}: FASTA record name 'chr2' is used more than once; record names "
+        "(the first word of each '>' line) must be unique"
+    )
+    assert_no_store(tmp_path)
+
+
+def test_ctrl_c_removes_the_temporary_store(tmp_path: Path, fasta: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C lands in the main thread while Zarr writes a chunk on its IO thread; the write
+    goes on there, and must not recreate the temporary store after the cleanup."""
+    real_wait, calls = zarr_sync.wait, []
+
+    def interrupted_wait(futures, **kwargs):
+        calls.append(1)
+        if len(calls) == 6:
+            raise KeyboardInterrupt  # without waiting: the write is still in flight
+        return real_wait(futures, **kwargs)
+
+    monkeypatch.setattr(zarr_sync, "wait", interrupted_wait)
+    bed = write_bed(tmp_path, "".join(f"chr1 {i} {i + 8}\n" for i in range(40)))
+    with pytest.raises(KeyboardInterrupt):
+        build(fasta, bed, chunk_size=1)
+    time.sleep(0.2)
+    assert len(calls) == 6
+    assert_no_store(tmp_path)
+    assert not (tmp_path / "seqs.zarr").exists()

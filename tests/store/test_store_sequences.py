@@ -150,6 +150,7 @@ def test_pickles_cheaply_and_reopens(store: SequenceStore, tokens: np.ndarray) -
 
 def test_store_info(store: SequenceStore) -> None:
     info = store_info(store.location)
+    assert info["kind"] == "sequences" and "committed_by" not in info
     assert info["n_seq"] == 23 and info["length"] == 17 and info["n_chunks"] == 5
     assert info["has_coordinates"] and info["source"] == "test" and info["format_version"] == 1
     assert info["first_seq_ids"] == ["seq0", "seq1", "seq2", "seq3", "seq4"]
