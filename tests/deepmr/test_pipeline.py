@@ -162,6 +162,22 @@ def test_a_downstream_option_change_reruns_only_downstream_stages(audited) -> No
     assert notes.read_text() == "the user's own file"
 
 
+def test_overwrite_recomputes_what_dmr_ray_wrote_and_keeps_the_users_files(audited) -> None:
+    config_path, _, _ = audited
+    audit = config_path.parent / "audit"
+    (audit / "mine").mkdir(exist_ok=True)
+    (audit / "mine" / "notes.txt").write_text("keep me")
+    committed = set(EffectsStore.open(str(audit / "effects.zarr"), mode="r").committed_by().tolist())
+    pooled = (audit / "global_effects.parquet").read_bytes()
+    summary = run_audit(load_config(config_path), overwrite=True, echo=lambda _: None)
+    assert "4 chunks computed, 0 already complete" in summary.stages["ism"]
+    assert not summary.stages["calibration"].startswith("reused")
+    recommitted = set(EffectsStore.open(str(audit / "effects.zarr"), mode="r").committed_by().tolist())
+    assert len(recommitted) == 1 and not recommitted & committed
+    assert (audit / "global_effects.parquet").read_bytes() == pooled  # the same numbers again
+    assert (audit / "mine" / "notes.txt").read_text() == "keep me"
+
+
 def test_overwrite_of_a_directory_that_is_not_an_audit_is_refused(prepared, tmp_path) -> None:
     config_path, _ = prepared
     cfg = yaml.safe_load(config_path.read_text())
