@@ -111,7 +111,7 @@ def _config(out: Path, spec: Path) -> Path:
         "instruments": {"filter": "zscore", "threshold": 1.0, "direction_filter": True},
         "methods": {"estimators": ["deepmr", "ivw", "weighted_median"], "iterations": 1000},
         "meta": {"method": "DL"},
-        "ism": {"actors": 2},
+        "engine": {"actors": 2},
         "ray": {"num_cpus": 2},
     }
     path = out / "audit.yaml"
@@ -153,11 +153,11 @@ def _subset(sim, rows: np.ndarray):
 
 def run_demo(out: Path, *, seed: int = 0, settings: DemoSettings = DemoSettings()) -> str:
     """Run the embedded default audit into ``out``; returns a message saying where the report is."""
-    from dmr_ray.config import load_config
+    from dmr_ray.deepmr.config import DeepMRConfig
     from dmr_ray.deepmr.pipeline import run_audit
 
     config_path, truth = prepare_demo(out, seed=seed, settings=settings)
-    summary = run_audit(load_config(config_path), run_info={"simulation": truth})
+    summary = run_audit(DeepMRConfig.load(config_path), run_info={"simulation": truth})
     return (
         f"Deep MR demo finished. True GATA→TAL1 effect "
         f"{truth['true global causal effect GATA→TAL1']:.3f}.\n"

@@ -201,7 +201,7 @@ def test_ism_bad_precision_is_one_line_and_exit_code_2(tmp_path, capsys, options
     ("ism", "message"),
     [
         ({"precision": "fp8"}, "ism.precision: Input should be 'float32', 'bfloat16' or 'float16'"),
-        ({"fast": False, "precision": "float16"}, "ism: precision 'float16' needs the fast path (fast: true or auto)"),
+        ({"fast": False, "precision": "float16"}, "ism.precision: 'float16' needs the fast path (fast=True or 'auto')"),
     ],
 )
 def test_deep_mr_config_names_a_bad_ism_precision(tmp_path, capsys, ism, message) -> None:

@@ -31,3 +31,13 @@ def test_dashboard_stays_on_loopback() -> None:
     head_start = " ".join(_config()["head_start_ray_commands"])
     assert "--dashboard-host=127.0.0.1" in head_start
     assert "0.0.0.0" not in CLUSTER_YAML.read_text()
+
+
+def test_every_node_starts_with_token_auth_and_the_token_is_never_inline() -> None:
+    cfg = _config()
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        starts = [c for c in cfg[key] if "ray start" in c]
+        assert starts and all(c.startswith("RAY_AUTH_MODE=token ray start") for c in starts), key
+    assert cfg["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
+    text = CLUSTER_YAML.read_text()
+    assert "RAY_AUTH_TOKEN=" not in text and "python jobs/run.py" in text

@@ -8,13 +8,13 @@ differencing during ISM (as the original Deep MR did).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from dmr_ray.config import CalibrationOptions
+from dmr_ray._atomic import write_text_atomic
+from dmr_ray.deepmr.config import CalibrationOptions
 from dmr_ray.errors import InputError
 
 CALIBRATION_FILE = "calibration.json"
@@ -104,6 +104,8 @@ def fit_calibration(options: CalibrationOptions, spec, predictor) -> Calibration
     """
     from dmr_ray.store import open_sequence_store
     from dmr_ray.uncertainty.calibration import (
+        IsotonicRecalibrator,
+        VarianceScaler,
         calibration_curve,
         calibration_error,
         fit_isotonic_recalibration,
@@ -111,14 +113,16 @@ def fit_calibration(options: CalibrationOptions, spec, predictor) -> Calibration
         replicate_moments,
     )
 
+    assert options.store is not None and options.labels is not None, "CalibrationOptions checks both are set"
     store = open_sequence_store(str(options.store))
     tasks = tuple(spec.task_names)
-    labels = _load_labels(Path(options.labels), store.n_seq, tasks)
+    labels = _load_labels(options.labels, store.n_seq, tasks)
     if store.n_seq < 4:
         raise InputError(f"{options.store}: calibration needs at least 4 labelled sequences, found {store.n_seq}")
     preds = replicate_predictions(predictor, store.read(0, store.n_seq))
     fit_rows, score_rows = np.arange(0, store.n_seq, 2), np.arange(1, store.n_seq, 2)
     mu, sigma = replicate_moments(preds[:, fit_rows])
+    recal: IsotonicRecalibrator | VarianceScaler
     if options.method == "isotonic":
         recal = fit_isotonic_recalibration(mu, sigma, labels[fit_rows], mode=options.mode)
     else:
@@ -141,9 +145,7 @@ def fit_calibration(options: CalibrationOptions, spec, predictor) -> Calibration
 
 def save_calibration(fit: CalibrationFit, path: Path) -> None:
     """Write ``calibration.json`` atomically."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(fit.to_dict()))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(fit.to_dict()))
 
 
 def load_calibration(path: Path) -> CalibrationFit:

@@ -1,11 +1,18 @@
 """A Deep MR audit end to end: calibration → ISM → instruments → local MR → meta-analysis → report.
 
-Every stage writes its output under the audit directory and is resumable: a rerun of the
-same configuration skips finished work (ISM and local MR per chunk), and a rerun with a
-different configuration is refused unless ``overwrite`` is set.
+Each stage runs through :class:`dmr_ray.stage.AuditDirectory`: it has an identity (its options
+and its inputs' identities, upstream digests included) recorded with its timing in
+``.dmr_ray/stages/<name>.json``. A rerun of the same configuration resumes (ISM and local MR
+per chunk) and reuses finished stages; a changed downstream option (instrument filter,
+estimators, meta-analysis, report) reruns that stage and those after it, removing only the
+outputs they recorded, never an upstream stage whose identity is unchanged. ``effects.zarr``
+keeps the engine's rule: a changed model or ISM option is refused unless ``overwrite``, which
+removes every output dmr_ray recorded in the directory (and nothing else).
 
 Audit directory layout::
 
+    .dmr_ray/audit.json       marks a dmr_ray audit directory
+    .dmr_ray/stages/*.json    one record per stage: identity, digest, outputs, seconds, finished
     calibration.json          fitted recalibration (when configured)
     effects.zarr/             ISM effects per chunk (engine)
     instruments.json          pooled exposure moments used by the instrument filters, reused
@@ -19,32 +26,29 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dmr_ray.config import DeepMRConfig
-from dmr_ray.deepmr.calibration_stage import (
-    CALIBRATION_FILE,
-    fit_calibration,
-    load_calibration,
-    save_calibration,
-)
+from dmr_ray._atomic import write_text_atomic
+from dmr_ray.deepmr.calibration_stage import CALIBRATION_FILE, fit_calibration, save_calibration
+from dmr_ray.deepmr.config import DeepMRConfig
 from dmr_ray.deepmr.instruments import ExposureMoments, effects_fingerprint, exposure_moments
 from dmr_ray.deepmr.local import LocalMROptions
-from dmr_ray.deepmr.stages import (
-    read_local_effects,
-    run_global_stage,
-    run_local_stage,
-    write_text_atomic,
-)
+from dmr_ray.deepmr.stages import read_local_effects, run_global_stage, run_local_stage
+from dmr_ray.stage import AuditDirectory, Stage, StageResult
 
 log = logging.getLogger(__name__)
 
+KIND = "deep_mr"
+
+EFFECTS = "effects.zarr"
 MOMENTS_FILE = "instruments.json"
 """Pooled exposure moments, with the fingerprint of the effects they were computed from."""
+LOCAL = "local_effects.parquet"
+GLOBAL = "global_effects.parquet"
+REPORT = "report"
 
 
 @dataclass
@@ -58,27 +62,19 @@ class AuditSummary:
     @property
     def report(self) -> Path:
         """The report's index page."""
-        return self.out / "report" / "index.html"
+        return self.out / REPORT / "index.html"
 
     def describe(self) -> str:
         """One line per stage, then the report's location."""
         lines = [f"{name:>12}: {text} ({self.seconds[name]:.1f} s)" for name, text in self.stages.items()]
         return "\n".join(lines + [f"report: {self.report}"])
 
-
-class _Stages:
-    """Runs named stages, timing each and printing its one-line summary."""
-
-    def __init__(self, summary: AuditSummary, echo: Callable[[str], None]) -> None:
-        self.summary = summary
-        self.echo = echo
-
-    def run(self, name: str, func: Callable[[], str]) -> None:
-        started = time.monotonic()
-        text = func()
-        self.summary.stages[name] = text
-        self.summary.seconds[name] = time.monotonic() - started
-        self.echo(f"[{name}] {text} ({self.summary.seconds[name]:.1f} s)")
+    def add(self, result: StageResult) -> str:
+        """Record ``result``; returns its one line for the terminal."""
+        title = result.stage.title
+        self.stages[title] = result.summary
+        self.seconds[title] = result.seconds
+        return f"[{title}] {result.summary} ({result.seconds:.1f} s)"
 
 
 def run_audit(
@@ -95,9 +91,10 @@ def run_audit(
     config
         A validated configuration.
     overwrite
-        Discard earlier results in ``config.out`` instead of resuming.
+        Remove every output dmr_ray recorded in ``config.out`` (other files stay) and start
+        fresh; refused for a directory that is not a dmr_ray audit directory.
     echo
-        Receives one line per finished stage.
+        Receives one line per stage.
     run_info
         Extra facts shown in the report's run information (e.g. a simulation's planted truth).
 
@@ -105,40 +102,59 @@ def run_audit(
     -------
     AuditSummary
     """
-    from dmr_ray.models import load_model_spec
+    from dmr_ray.engine import connect
+    from dmr_ray.models import load_model_spec, model_digest
 
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
     spec = load_model_spec(config.model)
     pairs = config.resolve_pairs(list(spec.task_names))
-    from dmr_ray.engine import connect
-
-    connect(config.ray.address, num_cpus=config.ray.num_cpus)  # joins RAY_ADDRESS under ray job submit
+    audit = AuditDirectory.claim(Path(config.out), KIND, overwrite=overwrite)
+    out = audit.root
+    connect(config.engine.address, num_cpus=config.ray.num_cpus)  # joins RAY_ADDRESS under ray job submit
     summary = AuditSummary(out)
-    stages = _Stages(summary, echo)
-    calibration_path = out / CALIBRATION_FILE
+
+    def run(stage: Stage, func: Callable[[], str]) -> str:
+        echo(summary.add(audit.run(stage, func)))
+        return stage.digest
+
+    calibration_path: Path | None = None
+    calibration_digest = None
     if config.calibration.method != "none":
-        stages.run("calibration", lambda: _calibrate(config, spec, calibration_path, overwrite))
-    elif calibration_path.exists():
-        calibration_path.unlink()
-    effects_path = out / "effects.zarr"
-    stages.run("ism", lambda: _ism(config, effects_path, calibration_path, overwrite))
-    local_dir = out / "local_effects.parquet"
-    options = local_options(config, effects_path, pairs)
-    stages.run("local MR", lambda: _local(effects_path, local_dir, options, overwrite))
-    stages.run("meta", lambda: _meta(config, local_dir, out / "global_effects.parquet"))
+        calibration_path = out / CALIBRATION_FILE
+        identity: dict[str, Any] = {"options": config.calibration.model_dump(mode="json"), "model": model_digest(spec)}
+        stage = Stage("calibration", identity, (CALIBRATION_FILE,))
+        calibration_digest = run(stage, lambda: _calibrate(config, spec, out / CALIBRATION_FILE))
+    else:
+        audit.discard("calibration")
+    job = config.ism.job(store=config.store, model=config.model, out=out / EFFECTS, calibration=calibration_path)
+    ism_identity = {**asdict(job.resolved()), "out": EFFECTS, "calibration": calibration_digest}
+    ism = Stage("ism", ism_identity, (EFFECTS, MOMENTS_FILE), resumable=True, keeps_outputs=True)
+    ism_digest = run(ism, lambda: _ism(config, job))
+    options = local_options(config, out / EFFECTS, pairs)
+    local = Stage(
+        "local_mr",
+        {"ism": ism_digest, "effects": _fingerprint(out / EFFECTS), "options": asdict(options)},
+        (LOCAL,),
+        label="local MR",
+        resumable=True,
+    )
+    local_digest = run(local, lambda: _local(out / EFFECTS, out / LOCAL, options))
+    meta_identity = {"local": local_digest, **config.meta.model_dump(), "alpha": config.methods.alpha}
+    meta_digest = run(Stage("meta", meta_identity, (GLOBAL,)), lambda: _meta(config, out / LOCAL, out / GLOBAL))
     if config.report.enabled:
         info = {**(run_info or {}), "stages": dict(summary.stages)}
-        stages.run("report", lambda: _report(config, out, pairs, options, info))
+        identity = {
+            "meta": meta_digest,
+            "calibration": calibration_digest,
+            "configuration": config.model_dump(mode="json"),
+            "run_info": run_info or {},
+        }
+        run(Stage("report", identity, (REPORT,)), lambda: _report(config, out, pairs, options, info))
     return summary
 
 
-def _calibrate(config: DeepMRConfig, spec, path: Path, overwrite: bool) -> str:
+def _calibrate(config: DeepMRConfig, spec, path: Path) -> str:
     from dmr_ray.uncertainty import build_predictor
 
-    if path.exists() and not overwrite:
-        fit = load_calibration(path)
-        return f"reused {path.name}: error {_errors(fit)}"
     fit = fit_calibration(config.calibration, spec, build_predictor(spec, device=config.ism.device))
     save_calibration(fit, path)
     return f"{config.calibration.method} recalibration: error {_errors(fit)}"
@@ -149,24 +165,16 @@ def _errors(fit) -> str:
     return ", ".join(f"{t} {b:.3f}→{a:.3f}" for t, b, a in rows)
 
 
-def _ism(config: DeepMRConfig, effects_path: Path, calibration_path: Path, overwrite: bool) -> str:
-    from dmr_ray.engine import EngineOptions, IsmJob, run_ism
+def _ism(config: DeepMRConfig, job) -> str:
+    from dmr_ray.engine import run_ism
 
-    options = config.ism
-    job = IsmJob(
-        store=config.store,
-        model=str(config.model),
-        out=str(effects_path),
-        chunk_size=options.chunk_size,
-        batch_size=options.batch_size,
-        ddof=options.ddof,
-        device=options.device,
-        fast=options.fast,
-        precision=options.precision,
-        calibration=str(calibration_path) if calibration_path.exists() else None,
-    )
-    engine = EngineOptions(actors=options.actors if options.actors is not None else 1, address=config.ray.address)
-    return run_ism(job, engine, overwrite=overwrite).describe()
+    return run_ism(job, config.engine).describe()
+
+
+def _fingerprint(effects_path: Path) -> str | None:
+    from dmr_ray.store import EffectsStore
+
+    return effects_fingerprint(EffectsStore.open(str(effects_path), mode="r"))
 
 
 def local_options(config: DeepMRConfig, effects_path: Path, pairs: list[tuple[str, str]]) -> LocalMROptions:
@@ -187,7 +195,7 @@ def local_options(config: DeepMRConfig, effects_path: Path, pairs: list[tuple[st
         threshold=instruments.threshold,
         moments_mean=tuple(moments.mean.tolist()) if zscore else (),
         moments_sd=tuple(moments.sd.tolist()) if zscore else (),
-        region_width=config.regions.width if config.regions.kind == "tiles" else effects.length,
+        region_width=config.regions.region_width(effects.length),
         direction_sd=tuple(moments.reference_sd.tolist()) if instruments.direction_filter else (),
         alpha=methods.alpha,
         iterations=methods.iterations,
@@ -217,7 +225,7 @@ def pooled_moments(effects, path: Path) -> ExposureMoments:
         log.info("reusing the pooled exposure moments recorded in %s", path)
         return ExposureMoments.from_dict(recorded)
     moments = exposure_moments(effects)
-    write_text_atomic(json.dumps({**moments.to_dict(), "effects_fingerprint": fingerprint}), path)
+    write_text_atomic(path, json.dumps({**moments.to_dict(), "effects_fingerprint": fingerprint}))
     return moments
 
 
@@ -229,8 +237,9 @@ def _read_record(path: Path) -> dict:
         return {}
 
 
-def _local(effects_path: Path, local_dir: Path, options: LocalMROptions, overwrite: bool) -> str:
-    computed = run_local_stage(str(effects_path), local_dir, options, overwrite=overwrite)
+def _local(effects_path: Path, local_dir: Path, options: LocalMROptions) -> str:
+    local_dir.mkdir(parents=True, exist_ok=True)
+    computed = run_local_stage(str(effects_path), local_dir, options)
     table = read_local_effects(local_dir)
     ok = sum(r == "ok" for r in table.column("reason").to_pylist())
     return f"{computed} chunks computed; {table.num_rows} region fits, {ok} with a result"

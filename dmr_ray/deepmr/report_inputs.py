@@ -10,8 +10,8 @@ from typing import Any
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from dmr_ray.config import DeepMRConfig
 from dmr_ray.deepmr.calibration_stage import CALIBRATION_FILE, load_calibration
+from dmr_ray.deepmr.config import DeepMRConfig
 from dmr_ray.deepmr.local import LocalMROptions, region_rows
 from dmr_ray.deepmr.stages import read_local_effects
 from dmr_ray.errors import DmrRayError
@@ -39,7 +39,7 @@ def _fit_lines(bx, bxse, by, byse) -> tuple[float, float, float]:
         ivw = float("nan")
     try:
         egger = mr.egger(bx, bxse, by, byse)
-        return ivw, egger.intercept, egger.estimate
+        return ivw, float("nan") if egger.intercept is None else egger.intercept, egger.estimate
     except DmrRayError:
         return ivw, float("nan"), float("nan")
 
@@ -57,15 +57,18 @@ def scatter_inputs(
         chunk = effects.read(index, index + 1)
         rows = region_rows(chunk["beta"], chunk["se"], tasks.index(exposure), tasks.index(outcome), options)
         keep = rows.mask[row["region"]]
-        arrays = [a[row["region"]][keep] for a in (rows.bx, rows.bxse, rows.by, rows.byse)]
-        ivw, intercept, slope = _fit_lines(*arrays)
+        bx, bxse, by, byse = (a[row["region"]][keep] for a in (rows.bx, rows.bxse, rows.by, rows.byse))
+        ivw, intercept, slope = _fit_lines(bx, bxse, by, byse)
         start = row["region"] * options.region_width
         out.append(
             ScatterData(
                 row["seq_id"],
                 exposure,
                 outcome,
-                *arrays,
+                bx,
+                bxse,
+                by,
+                byse,
                 ivw_slope=ivw,
                 egger_intercept=intercept,
                 egger_slope=slope,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -22,6 +23,8 @@ from dmr_ray.deepmr import pipeline
 from dmr_ray.deepmr.pipeline import run_audit
 from dmr_ray.deepmr.stages import part_path
 from dmr_ray.demo import DemoSettings, prepare_demo
+from dmr_ray.errors import ResumeConflictError
+from dmr_ray.store import EffectsStore
 
 # The demo's training recipe (a weaker ensemble underfits the planted slope); fewer sequences.
 SMALL = DemoSettings(n_calibration=400, n_audit=32)
@@ -35,7 +38,8 @@ def prepared(tmp_path_factory) -> tuple[Path, dict]:
     config_path, truth = prepare_demo(out, seed=3, settings=SMALL)
     cfg = yaml.safe_load(config_path.read_text())
     cfg["methods"]["estimators"] = ["deepmr", "ivw"]
-    cfg["ism"] = {"actors": 1, "chunk_size": 8}
+    cfg["ism"] = {"chunk_size": 8}
+    cfg["engine"] = {"actors": 1}
     assert cfg["instruments"]["direction_filter"] is True
     config_path.write_text(yaml.safe_dump(cfg))
     return config_path, truth
@@ -109,15 +113,109 @@ def test_interrupted_local_stage_recomputes_only_missing_parts(audited) -> None:
     assert missing.exists()
 
 
+def test_stage_records_hold_identity_outputs_and_timing(audited) -> None:
+    config_path, _, _ = audited
+    stages = config_path.parent / "audit" / ".dmr_ray" / "stages"
+    records = {p.stem: json.loads(p.read_text()) for p in stages.glob("*.json")}
+    assert set(records) == {"calibration", "ism", "local_mr", "meta", "report"}
+    assert records["ism"]["outputs"] == ["effects.zarr", "instruments.json"]
+    assert records["local_mr"]["identity"]["ism"] == records["ism"]["digest"]
+    assert records["meta"]["identity"]["local"] == records["local_mr"]["digest"]
+    for record in records.values():
+        assert record["seconds"] >= 0 and record["finished"].endswith("Z") and len(record["digest"]) == 64
+
+
+def test_a_downstream_option_change_reruns_only_downstream_stages(audited) -> None:
+    config_path, _, _ = audited
+    audit = config_path.parent / "audit"
+    notes = audit / "notes.txt"
+    notes.write_text("the user's own file")
+    committed = EffectsStore.open(str(audit / "effects.zarr"), mode="r").committed_by().tolist()
+    calibration = (audit / "calibration.json").read_bytes()
+    before = _global(config_path)
+    pooled = (audit / "global_effects.parquet").read_bytes()
+    cfg = yaml.safe_load(config_path.read_text())
+    cfg["instruments"]["threshold"] = 2.0
+    cfg["meta"] = {"method": "REML"}
+    changed = config_path.with_name("changed.yaml")
+    changed.write_text(yaml.safe_dump(cfg))
+    try:
+        lines: list[str] = []
+        summary = run_audit(load_config(changed), echo=lines.append)
+        assert summary.stages["calibration"].startswith("reused: ")
+        assert "0 chunks computed" in summary.stages["ism"]
+        assert summary.stages["local MR"].startswith("4 chunks computed")
+        assert not summary.stages["meta"].startswith("reused") and not summary.stages["report"].startswith("reused")
+        assert EffectsStore.open(str(audit / "effects.zarr"), mode="r").committed_by().tolist() == committed
+        assert (audit / "calibration.json").read_bytes() == calibration
+        after = _global(config_path)
+        assert {r["meta_method"] for r in after.values()} == {"REML"}
+        assert after[("GATA", "TAL1", "deepmr")]["estimate"] != before[("GATA", "TAL1", "deepmr")]["estimate"]
+        local = json.loads((audit / ".dmr_ray" / "stages" / "local_mr.json").read_text())
+        assert local["identity"]["options"]["threshold"] == 2.0
+    finally:
+        # back to the module's configuration: only the downstream stages rerun again
+        summary = run_audit(load_config(config_path), echo=lambda _: None)
+        assert summary.stages["local MR"].startswith("4 chunks computed")
+        assert "0 chunks computed" in summary.stages["ism"]
+    assert (audit / "global_effects.parquet").read_bytes() == pooled
+    assert notes.read_text() == "the user's own file"
+
+
+def test_overwrite_recomputes_what_dmr_ray_wrote_and_keeps_the_users_files(audited) -> None:
+    config_path, _, _ = audited
+    audit = config_path.parent / "audit"
+    (audit / "mine").mkdir(exist_ok=True)
+    (audit / "mine" / "notes.txt").write_text("keep me")
+    committed = set(EffectsStore.open(str(audit / "effects.zarr"), mode="r").committed_by().tolist())
+    pooled = (audit / "global_effects.parquet").read_bytes()
+    summary = run_audit(load_config(config_path), overwrite=True, echo=lambda _: None)
+    assert "4 chunks computed, 0 already complete" in summary.stages["ism"]
+    assert not summary.stages["calibration"].startswith("reused")
+    recommitted = set(EffectsStore.open(str(audit / "effects.zarr"), mode="r").committed_by().tolist())
+    assert len(recommitted) == 1 and not recommitted & committed
+    assert (audit / "global_effects.parquet").read_bytes() == pooled  # the same numbers again
+    assert (audit / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_overwrite_of_a_directory_that_is_not_an_audit_is_refused(prepared, tmp_path) -> None:
+    config_path, _ = prepared
+    cfg = yaml.safe_load(config_path.read_text())
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "notes.txt").write_text("mine")
+    cfg.update(out=str(tmp_path / "results"), store=str(config_path.parent / cfg["store"]))
+    cfg["model"] = str(config_path.parent / cfg["model"])
+    with pytest.raises(ResumeConflictError, match="results: --overwrite refused: not a dmr_ray audit directory"):
+        run_audit(load_config_from(cfg, tmp_path), overwrite=True)
+    assert [p.name for p in (tmp_path / "results").iterdir()] == ["notes.txt"]
+
+
+def load_config_from(cfg: dict, directory: Path):
+    """Write ``cfg`` as YAML in ``directory`` and load it."""
+    path = directory / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return load_config(path)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
+def _checkout(directory: Path) -> Path:
+    """What ``--working-dir .`` uploads from a checkout: the package and the job entrypoints."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in ("dmr_ray", "jobs"):
+        shutil.copytree(REPO / name, directory / name, ignore=ignore)
+    return directory
+
+
 @pytest.mark.slow
 def test_ray_job_submit_against_a_local_head(prepared, tmp_path) -> None:
-    """A real ``ray job submit`` to a head started on 127.0.0.1 for this test."""
+    """The README's ``ray job submit`` for real: a head started with ``ray start --head`` on
+    127.0.0.1 with token authentication, the token read from a secret file
+    (``RAY_AUTH_TOKEN_PATH``), and ``python jobs/run.py`` submitted from a checkout."""
     config_path, _ = prepared
     cfg = yaml.safe_load(config_path.read_text())
     cfg["out"] = str(tmp_path / "audit")
@@ -128,18 +226,20 @@ def test_ray_job_submit_against_a_local_head(prepared, tmp_path) -> None:
     cfg["calibration"] = {"method": "none"}
     job_config = tmp_path / "job.yaml"
     job_config.write_text(yaml.safe_dump(cfg))
+    checkout = _checkout(tmp_path / "checkout")
 
     ray_bin = Path(sys.executable).parent / "ray"
     ray_cmd = str(ray_bin) if ray_bin.exists() else shutil.which("ray")
     gcs, dashboard = _free_port(), _free_port()
-    # Ray 2.60 heads require a token; this head and its clients share a fresh one.
-    env = {
-        **os.environ,
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "RAY_AUTH_MODE": "token",
-        "RAY_AUTH_TOKEN": secrets.token_hex(32),
-    }
-    env.pop("RAY_ADDRESS", None)
+    # As documented: the token lives in a file only its owner reads (a mounted secret on a
+    # cluster); head and clients find it through RAY_AUTH_TOKEN_PATH with RAY_AUTH_MODE=token.
+    secret = tmp_path / "secrets" / "ray_auth_token"
+    secret.parent.mkdir(mode=0o700)
+    secret.write_text(secrets.token_hex(32))
+    secret.chmod(0o600)
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(secret)}
+    for name in ("RAY_ADDRESS", "RAY_AUTH_TOKEN"):
+        env.pop(name, None)
     temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Unix socket paths are capped
     head = subprocess.Popen(
         [
@@ -176,30 +276,42 @@ def test_ray_job_submit_against_a_local_head(prepared, tmp_path) -> None:
                 break
             assert time.monotonic() < deadline, f"Ray head did not come up: {probe.stderr[-2000:]}"
             time.sleep(2)
+        # Without RAY_AUTH_MODE=token the client sends no token, and the job server refuses it.
+        refused = subprocess.run(
+            [ray_cmd, "job", "list", "--address", address],
+            env={**env, "RAY_AUTH_MODE": "disabled"},
+            capture_output=True,
+            text=True,
+        )
+        assert refused.returncode != 0 and "Missing authentication token" in refused.stdout + refused.stderr
         submit_cmd = [
             ray_cmd,
             "job",
             "submit",
             "--address",
             address,
+            "--working-dir",
+            ".",
             "--entrypoint-num-cpus",
             "0",
             "--",
-            sys.executable,
-            str(REPO / "jobs" / "deep_mr.py"),
+            "python",
+            "jobs/run.py",
             str(job_config),
         ]
         while True:
-            submit = subprocess.run(submit_cmd, env=env, capture_output=True, text=True, timeout=600)
+            submit = subprocess.run(submit_cmd, env=env, capture_output=True, text=True, timeout=600, cwd=checkout)
             # The job agent can come up after the job API answers; Ray asks to try again.
             if "No available agent" not in submit.stderr or time.monotonic() > deadline + 120:
                 break
             time.sleep(3)
         assert submit.returncode == 0, submit.stdout[-4000:] + submit.stderr[-4000:]
         assert "succeeded" in submit.stdout.lower()
+        assert f"audit written to {tmp_path / 'audit'}" in submit.stdout
         table = pq.read_table(tmp_path / "audit" / "global_effects.parquet")
         assert table.num_rows == 4  # 2 ordered pairs x 2 methods
         assert np.isfinite(table.column("estimate").to_numpy()).all()
+        assert (tmp_path / "audit" / ".dmr_ray" / "stages" / "meta.json").exists()
     finally:
         os.killpg(head.pid, 15)
         head.wait(timeout=60)

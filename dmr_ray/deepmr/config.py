@@ -1,48 +1,56 @@
-"""Typed configuration of a Deep MR audit, loaded from YAML and validated up front.
+"""Typed configuration of a Deep MR audit (``kind: deep_mr``, the default), validated up front.
 
-Every user-facing option of ``dmr-ray deep-mr run`` lives here. Relative paths are resolved
-against the directory of the YAML file. Any problem is a :class:`~dmr_ray.errors.ConfigError`
+Every user-facing option of ``dmr-ray deep-mr run`` lives here, beside the shared sections of
+:class:`~dmr_ray.config.PipelineConfig` (``engine``: every :class:`~dmr_ray.engine.EngineOptions`
+field; ``ray``). The ISM section takes its defaults from :class:`~dmr_ray.engine.IsmJob`, and
+the precision rule is :func:`~dmr_ray.ism.check_precision`'s. Relative paths are resolved
+against the directory of the YAML file; any problem is a :class:`~dmr_ray.errors.ConfigError`
 naming the file and the field.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from dmr_ray.errors import ConfigError
+from dmr_ray.config.base import Options, PipelineConfig
+from dmr_ray.engine import IsmJob
+from dmr_ray.errors import ConfigError, InputError
+from dmr_ray.ism import Precision, check_precision
+
+_JOB_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(IsmJob)}
+"""The ISM section's defaults: the engine job's."""
 
 MR_METHODS = ("deepmr", "egger", "egger_robust", "ivw", "weighted_median", "mbe", "steiger")
 """Per-region estimators. ``deepmr`` reproduces the original: robust Egger above 10
 instruments, plain Egger for 3-10, skipped for 2 or fewer."""
 
 
-class _Options(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class IsmOptions(Options):
+    """Saturation mutagenesis on the engine; defaults are :class:`~dmr_ray.engine.IsmJob`'s."""
+
+    chunk_size: int | None = Field(default=_JOB_DEFAULTS["chunk_size"], gt=0)
+    batch_size: int | None = Field(default=_JOB_DEFAULTS["batch_size"], gt=0)
+    ddof: int = Field(default=_JOB_DEFAULTS["ddof"], ge=0)
+    fast: bool | Literal["auto"] = _JOB_DEFAULTS["fast"]
+    precision: Precision = _JOB_DEFAULTS["precision"]
+    device: str | None = _JOB_DEFAULTS["device"]
+
+    def job(self, *, store: str, model: Path, out: Path, calibration: Path | None) -> IsmJob:
+        """The engine job of these options."""
+        return IsmJob(
+            store=store,
+            model=str(model),
+            out=str(out),
+            calibration=None if calibration is None else str(calibration),
+            **self.model_dump(),
+        )
 
 
-class IsmOptions(_Options):
-    """Saturation mutagenesis on the Ray engine."""
-
-    chunk_size: int | None = Field(default=None, gt=0)
-    batch_size: int | None = Field(default=None, gt=0)
-    ddof: int = Field(default=0, ge=0)
-    fast: bool | Literal["auto"] = "auto"
-    precision: Literal["float32", "bfloat16", "float16"] = "float32"
-    actors: int | None = Field(default=None, gt=0)
-    device: str | None = None
-
-    @model_validator(mode="after")
-    def _precision_needs_fast(self) -> IsmOptions:
-        if self.precision != "float32" and self.fast is False:
-            raise ValueError(f"precision {self.precision!r} needs the fast path (fast: true or auto)")
-        return self
-
-
-class CalibrationOptions(_Options):
+class CalibrationOptions(Options):
     """Recalibration of replicate predictions, fitted on a labelled held-out set."""
 
     method: Literal["none", "isotonic", "variance"] = "none"
@@ -60,7 +68,7 @@ class CalibrationOptions(_Options):
         return self
 
 
-class InstrumentOptions(_Options):
+class InstrumentOptions(Options):
     """Which substitutions are instruments for an exposure.
 
     ``zscore`` is the original filter: |x - mean(x)| / sd(x) >= threshold, with x the exposure
@@ -75,7 +83,7 @@ class InstrumentOptions(_Options):
     (each scaled by its SD over the reference sequences). Off reproduces the original."""
 
 
-class RegionOptions(_Options):
+class RegionOptions(Options):
     """The unit of one MR fit: the whole input window (as the original) or tiles of ``width``."""
 
     kind: Literal["window", "tiles"] = "window"
@@ -87,8 +95,12 @@ class RegionOptions(_Options):
             raise ValueError("kind 'tiles' needs a 'width' in bp")
         return self
 
+    def region_width(self, length: int) -> int:
+        """The width in bp of one region of a sequence of ``length`` bp."""
+        return self.width if self.kind == "tiles" and self.width is not None else length
 
-class MethodOptions(_Options):
+
+class MethodOptions(Options):
     """Estimators to run per region, and their bootstrap settings."""
 
     estimators: tuple[str, ...] = ("deepmr",)
@@ -107,33 +119,26 @@ class MethodOptions(_Options):
         return tuple(dict.fromkeys(value))
 
 
-class MetaOptions(_Options):
+class MetaOptions(Options):
     """Random-effects pooling of the regions (DerSimonian-Laird as the original)."""
 
     method: Literal["FE", "DL", "REML", "PM", "HS", "ML", "HE"] = "DL"
     test: Literal["z", "knha"] = "z"
 
 
-class ReportOptions(_Options):
+class ReportOptions(Options):
     """What the HTML report shows."""
 
     enabled: bool = True
     scatter_sequences: int = Field(default=4, ge=0)
 
 
-class RayOptions(_Options):
-    """Where to run: a local instance (``address: null``) or a cluster (``auto`` / an address)."""
-
-    address: str | None = None
-    num_cpus: int | None = Field(default=None, gt=0)
-
-
-class DeepMRConfig(_Options):
+class DeepMRConfig(PipelineConfig):
     """A whole Deep MR audit."""
 
+    kind: Literal["deep_mr"] = "deep_mr"
     store: str
     model: Path
-    out: Path
     pairs: Literal["all"] | tuple[tuple[str, str], ...] = "all"
     ism: IsmOptions = IsmOptions()
     calibration: CalibrationOptions = CalibrationOptions()
@@ -142,15 +147,15 @@ class DeepMRConfig(_Options):
     methods: MethodOptions = MethodOptions()
     meta: MetaOptions = MetaOptions()
     report: ReportOptions = ReportOptions()
-    ray: RayOptions = RayOptions()
+
+    path_fields: ClassVar[tuple[str, ...]] = ("store", "model", "out", "calibration.store", "calibration.labels")
 
     @model_validator(mode="after")
-    def _precision_without_calibration(self) -> DeepMRConfig:
-        if self.calibration.method != "none" and self.ism.precision != "float32":
-            raise ValueError(
-                f"ism.precision {self.ism.precision!r} cannot be combined with calibration: "
-                "calibrated ISM runs the exact path in float32"
-            )
+    def _precision(self) -> DeepMRConfig:
+        try:
+            check_precision(self.ism.precision, self.ism.fast, calibrated=self.calibration.method != "none")
+        except InputError as exc:
+            raise ValueError(f"ism.{exc}") from None
         return self
 
     @field_validator("pairs")
@@ -173,63 +178,9 @@ class DeepMRConfig(_Options):
                     raise ConfigError(f"pairs: task {name!r} is not an output of the model (outputs: {tasks})")
         return list(self.pairs)
 
+    def run(self, *, overwrite: bool = False) -> str:
+        """Run (or resume) the audit; returns where its outputs and report are."""
+        from dmr_ray.deepmr.pipeline import run_audit
 
-def _is_url(value: str) -> bool:
-    return "://" in value
-
-
-def _resolve(base: Path, value: Any) -> Any:
-    if value is None or (isinstance(value, str) and _is_url(value)):
-        return value
-    path = Path(value).expanduser()
-    return str(path if path.is_absolute() else base / path)
-
-
-def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
-    data = dict(data)
-    for key in ("store", "model", "out"):
-        if key in data:
-            data[key] = _resolve(base, data[key])
-    calibration = data.get("calibration")
-    if isinstance(calibration, dict):
-        data["calibration"] = {
-            k: (_resolve(base, v) if k in ("store", "labels") else v) for k, v in calibration.items()
-        }
-    return data
-
-
-def _format_error(source: str, exc: ValidationError) -> str:
-    problems = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        message = err["msg"].removeprefix("Value error, ")
-        problems.append(f"{where}: {message}")
-    return f"{source}: invalid configuration: " + "; ".join(problems)
-
-
-def config_from_dict(data: dict[str, Any], *, base_dir: Path | None = None, source: str = "config") -> DeepMRConfig:
-    """Validate a configuration mapping; relative paths resolve against ``base_dir``."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
-    try:
-        return DeepMRConfig.model_validate(_resolve_paths(data, base_dir or Path.cwd()))
-    except ValidationError as exc:
-        raise ConfigError(_format_error(source, exc)) from None
-
-
-def load_config(path: str | Path) -> DeepMRConfig:
-    """Load and validate a Deep MR YAML configuration (safe loader).
-
-    Raises
-    ------
-    ConfigError
-        Naming the file and each invalid field.
-    """
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: configuration file not found") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    return config_from_dict(data, base_dir=path.resolve().parent, source=str(path))
+        summary = run_audit(self, overwrite=overwrite)
+        return f"audit written to {summary.out}" + (f"\nreport: {summary.report}" if self.report.enabled else "")
