@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from dmr_ray._checks import is_int
 from dmr_ray.errors import InputError
 from dmr_ray.ism import ISMResult
 
@@ -39,7 +40,7 @@ def split_replicates(n_replicates: int, n_groups: int) -> list[tuple[int, ...]]:
     list of tuple of int
         The replicate indices of each group, in order.
     """
-    if isinstance(n_groups, bool) or not isinstance(n_groups, int) or not 1 <= n_groups <= n_replicates:
+    if not is_int(n_groups) or not 1 <= n_groups <= n_replicates:
         raise InputError(
             f"replicate groups: must be an integer from 1 to the number of replicates ({n_replicates}), "
             f"got {n_groups!r}"

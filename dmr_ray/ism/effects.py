@@ -9,14 +9,10 @@ from __future__ import annotations
 
 import torch
 
-from dmr_ray.errors import ChunkFailedError, InputError
+from dmr_ray.errors import NonFinitePredictionError
 from dmr_ray.ism.mutants import MutantSites
 from dmr_ray.ism.result import ISMResult
 from dmr_ray.uncertainty.predictors import ReplicatePredictor
-
-
-class NonFinitePredictionError(ChunkFailedError, InputError):
-    """A replicate predicted NaN or infinity for a reference or a mutant (names the sequence)."""
 
 
 def check_references(ref_pred: torch.Tensor, task_names: tuple[str, ...] | None, first_seq: int = 0) -> None:

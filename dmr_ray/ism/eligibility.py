@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.node import map_arg
 
+from dmr_ray.errors import InputError
 from dmr_ray.ism import rules
 from dmr_ray.ism.graph import run_node, trace
 from dmr_ray.ism.mutants import N_ALT, reference_onehot
@@ -290,13 +291,13 @@ def fast_ism_eligibility(model: ReplicatePredictor | nn.Module, length: int | No
 
     Raises
     ------
-    ValueError
-        No length given and the model declares none.
+    InputError
+        No length given and the model declares none (a ``ValueError``).
     """
     predictor = as_predictor(model)
     length = length or predictor.input_length
     if length is None:
-        raise ValueError("length: the model accepts any length; give the one to check")
+        raise InputError("length: the model accepts any length; give the one to check")
     if not predictor.layerwise:
         return Eligibility(
             False,

@@ -24,6 +24,7 @@ from typing import TypeVar
 import numpy as np
 from scipy import special
 
+from dmr_ray._checks import is_int
 from dmr_ray.errors import InputError
 from dmr_ray.stats import density as _density
 from dmr_ray.stats._common import (
@@ -445,7 +446,7 @@ class _Normals:
         self.iterations, self.width = iterations, width
         self.stream = None
         self.gen = None
-        if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+        if is_int(seed):
             longest = int(n.max()) if n.size else 0
             self.stream = r_rnorm(int(seed), iterations * width * longest)
         else:
