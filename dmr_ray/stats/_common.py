@@ -18,6 +18,7 @@ from scipy import special
 from dmr_ray.errors import InputError, InsufficientInstrumentsError
 
 __all__ = [
+    "MAD_CONSTANT",
     "Padded",
     "check_options",
     "masked_mad",
@@ -141,8 +142,25 @@ def check_options(**choices: tuple[object, tuple[object, ...]]) -> None:
 # --------------------------------------------------------------------------- masked reductions
 
 
-def masked_median(a: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """R's ``median`` of the valid entries along the last axis (NaN where none)."""
+def masked_median(a: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """R's ``median`` of the valid entries along the last axis (NaN where none).
+
+    Parameters
+    ----------
+    a
+        Values ``[..., J]``.
+    valid
+        Boolean mask broadcastable to ``a``; None means every entry is data (then a NaN
+        entry makes its row's median NaN, as in R).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``[...]``: the middle valid value of each row, or the mean ``(lo + hi) / 2`` of the
+        two middle ones for an even count.
+    """
+    if valid is None:
+        return np.median(a, axis=-1)
     n = valid.sum(axis=-1)
     if a.shape[-1] == 0:
         return np.full(n.shape, np.nan)
@@ -152,8 +170,9 @@ def masked_median(a: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return np.where(n > 0, (lo + hi) / 2.0, np.nan)
 
 
-def masked_mad(a: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """R's ``mad`` (constant 1.4826) of the valid entries along the last axis."""
+def masked_mad(a: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """R's ``mad``: ``MAD_CONSTANT * median(|a - median(a)|)`` of the valid entries along the
+    last axis (``valid`` as in :func:`masked_median`)."""
     centre = masked_median(a, valid)
     return MAD_CONSTANT * masked_median(np.abs(a - centre[..., None]), valid)
 

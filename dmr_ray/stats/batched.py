@@ -498,11 +498,6 @@ def _sd(draws: np.ndarray) -> np.ndarray:
     return np.std(draws, axis=1, ddof=1)
 
 
-def _mad(draws: np.ndarray) -> np.ndarray:
-    centre = np.median(draws, axis=1)
-    return MAD_CONSTANT * np.median(np.abs(draws - centre[:, None]), axis=1)
-
-
 def _weighted_median_rows(theta: np.ndarray, w: np.ndarray, valid: np.ndarray, kind: str = "stable") -> np.ndarray:
     """MendelianRandomization's ``weighted.median`` along the last axis (padding ignored).
 
@@ -713,7 +708,7 @@ def _mbe(
         _parallel(run, [(i, start) for i in range(block.size) for start in range(0, z.shape[1], size)])
         return out
 
-    return _bootstrapped("mbe", rows, reason, est, 1, replicate, _mad, **bootstrap)
+    return _bootstrapped("mbe", rows, reason, est, 1, replicate, masked_mad, **bootstrap)
 
 
 # --------------------------------------------------------------------------- Steiger-style test
