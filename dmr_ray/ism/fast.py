@@ -60,7 +60,7 @@ from dmr_ray.ism.rules import CacheKey, splice
 from dmr_ray.ism.tail import FoldedTail, tasks_are_linear
 from dmr_ray.ism.windows import Batch
 from dmr_ray.models.heads import OutputSelector
-from dmr_ray.uncertainty.predictors import ReplicatePredictor, _plain_output
+from dmr_ray.uncertainty.predictors import ReplicatePredictor, plain_output
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class NetworkRunner:
 
     def __init__(self, plan: NetworkPlan, selector: OutputSelector | None):
         self.plan = plan
-        self.to_tasks = selector if selector is not None else _plain_output
+        self.to_tasks = selector if selector is not None else plain_output
         self.keys: dict[str, list[CacheKey]] = {}
         for key in plan.caches:
             self.keys.setdefault(key.node, []).append(key)

@@ -22,7 +22,7 @@ from dmr_ray.ism.graph import run_node
 from dmr_ray.ism.rules import WindowWeights
 from dmr_ray.ism.windows import Batch
 from dmr_ray.models.heads import OutputSelector
-from dmr_ray.uncertainty.predictors import _plain_output
+from dmr_ray.uncertainty.predictors import plain_output
 
 LINEAR_REDUCTIONS = frozenset({"sum", "mean", "none"})
 
@@ -67,7 +67,7 @@ def _gradients(plan: NetworkPlan, selector: OutputSelector | None) -> list[torch
     frontier = set(plan.tail.frontier)
     # A fresh selector: the predictor's caches index tensors made in inference mode, which
     # autograd cannot save.
-    to_tasks = OutputSelector(selector.outputs) if selector is not None else _plain_output
+    to_tasks = OutputSelector(selector.outputs) if selector is not None else plain_output
     n_tasks = len(selector.outputs) if selector is not None else plan.output_width
     window = plan.windows[plan.steps[0].node]
     leaves: dict[fx.Node, torch.Tensor] = {}

@@ -105,7 +105,7 @@ class ReplicatePredictor(abc.ABC):
             raw = network(onehot.to(self.device, torch.float32))
         if self.selector is not None:
             return self.selector(raw)
-        return _plain_output(raw)
+        return plain_output(raw)
 
     @torch.inference_mode()
     def predict_all(self, onehot: torch.Tensor) -> torch.Tensor:
@@ -347,8 +347,14 @@ def _module_device(module: nn.Module) -> torch.device:
     return tensor.device if tensor is not None else torch.device("cpu")
 
 
-def _plain_output(raw: object) -> torch.Tensor:
-    """A selector-less output as ``float32 [batch, tasks]``."""
+def plain_output(raw: object) -> torch.Tensor:
+    """A selector-less model output as ``float32 [batch, tasks]`` (``[batch]`` gains a task axis).
+
+    Raises
+    ------
+    InputError
+        The output is not a 1-D or 2-D tensor.
+    """
     if not isinstance(raw, torch.Tensor) or raw.ndim not in (1, 2):
         shape = list(raw.shape) if isinstance(raw, torch.Tensor) else type(raw).__name__
         raise InputError(
