@@ -39,7 +39,8 @@ from dmr_ray.stats._common import (
     take_last,
     wald_inference,
 )
-from dmr_ray.stats.density import _density_modes, _parallel, density_mode
+from dmr_ray.stats.density import _density_modes, _prepare
+from dmr_ray.stats.workers import Threads, Workers, executor, run_all
 
 T = TypeVar("T")
 
@@ -660,12 +661,21 @@ def _mbe(
     weighting: str = "weighted",
     stderror: str = "delta",
     phi: float = 1.0,
+    threads: Threads = None,
     **bootstrap: object,
 ) -> BatchedMRResult:
     """MBE core (options as :func:`dmr_ray.stats.mr.mbe`)."""
     check_options(weighting=(weighting, ("weighted", "unweighted")), stderror=(stderror, ("delta", "simple")))
     if not phi > 0:
         raise InputError(f"phi={phi}; the bandwidth factor must be > 0")
+    with executor(threads) as workers:
+        return _mbe_on(rows, weighting, stderror, phi, workers, bootstrap)
+
+
+def _mbe_on(
+    rows: Padded, weighting: str, stderror: str, phi: float, workers: Workers, bootstrap: dict[str, object]
+) -> BatchedMRResult:
+    """:func:`_mbe` with its densities and bootstrap chunks run on ``workers``."""
     bx, by = rows.bx, rows.by
     theta = by / bx
     if stderror == "simple":
@@ -680,7 +690,7 @@ def _mbe(
     reason[(reason == Reason.OK) & ~(h > 0)] = Reason.DEGENERATE
     ok = reason == Reason.OK
     est = np.full(rows.n.shape, np.nan)
-    est[ok] = density_mode(theta[ok], h[ok], w[ok], rows.valid[ok])
+    est[ok] = _density_modes(*_prepare(theta[ok], h[ok], w[ok], rows.valid[ok]), workers=workers)
     reason[(reason == Reason.OK) & ~np.isfinite(est)] = Reason.DEGENERATE  # h below the data's resolution
 
     def replicate(block: np.ndarray, z: np.ndarray) -> np.ndarray:
@@ -690,7 +700,8 @@ def _mbe(
             flat = draws.reshape(-1, draws.shape[-1])
             valid = np.broadcast_to(rows.valid[block, None, :], draws.shape).reshape(flat.shape)
             weights = np.broadcast_to(w[block, None, :], draws.shape).reshape(flat.shape)
-            return density_mode(flat, _bandwidth(flat, valid, phi), weights, valid).reshape(draws.shape[:2])
+            prepared = _prepare(flat, _bandwidth(flat, valid, phi), weights, valid)
+            return _density_modes(*prepared, workers=workers).reshape(draws.shape[:2])
         out = np.empty(z.shape[:2])
         size = _mbe_chunk(z.shape[-1])
 
@@ -702,10 +713,9 @@ def _mbe(
                 draws += theta[region]
                 bandwidth, extremes = _dense_bandwidth(draws, phi)
                 weights = np.broadcast_to(w[region], draws.shape)
-                modes = _density_modes(draws, bandwidth, weights, None, extremes, parallel=False)
-                out[i, start : start + size] = modes
+                out[i, start : start + size] = _density_modes(draws, bandwidth, weights, None, extremes)
 
-        _parallel(run, [(i, start) for i in range(block.size) for start in range(0, z.shape[1], size)])
+        run_all(run, [(i, start) for i in range(block.size) for start in range(0, z.shape[1], size)], workers)
         return out
 
     return _bootstrapped("mbe", rows, reason, est, 1, replicate, masked_mad, **bootstrap)
@@ -786,7 +796,8 @@ def weighted_median(bx, bxse, by, byse, mask=None, **options) -> BatchedMRResult
 
 def mbe(bx, bxse, by, byse, mask=None, **options) -> BatchedMRResult:
     """Mode-based estimates of many regions (arguments as :func:`ivw`; options as
-    :func:`dmr_ray.stats.mr.mbe`). All draws of a block of regions share one density pass."""
+    :func:`dmr_ray.stats.mr.mbe`, ``threads`` included). All draws of a block of regions share
+    one density pass."""
     return _mbe(Padded.build(bx, bxse, by, byse, mask), **options)
 
 

@@ -245,6 +245,10 @@ def mbe(bx, bxse, by, byse, **options) -> MRResult:
             ``mad`` (constant 1.4826) of the bootstrap modes.
         seed : int, Generator or None, default 314159265
             As for :func:`weighted_median`.
+        threads : int, Executor or None, default None
+            Threads that share the density searches of the estimate and the bootstrap
+            (:mod:`dmr_ray.stats.workers`: a count, an executor the caller owns, or None for
+            up to 2, the CPUs this process may use). Results do not depend on it.
 
     Returns
     -------
