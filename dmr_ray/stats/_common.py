@@ -11,6 +11,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TypeAlias
 
 import numpy as np
 from scipy import special
@@ -20,6 +21,7 @@ from dmr_ray.errors import InputError, InsufficientInstrumentsError
 __all__ = [
     "MAD_CONSTANT",
     "Padded",
+    "Seed",
     "check_options",
     "masked_mad",
     "masked_median",
@@ -33,6 +35,9 @@ __all__ = [
 
 MAD_CONSTANT = 1.4826
 """R's ``mad()`` consistency constant."""
+
+Seed: TypeAlias = int | np.random.Generator | None
+"""An ``int`` (R's ``set.seed``), a Generator (used as is) or None (fresh entropy)."""
 
 _MT_N = 624
 _I2_32M1 = 2.328306437080797e-10  # 1 / (2^32 - 1), R's fixup value for a zero uniform
@@ -105,8 +110,9 @@ class Padded:
         for name, a in zip(names, arrays, strict=True):
             _check(name, a, valid, scalar)
         fill = (1.0, 1.0, 0.0, 1.0)
-        out = [np.ascontiguousarray(np.where(valid, a, f)) for a, f in zip(arrays, fill, strict=True)]
-        return cls(*out, valid=valid, n=valid.sum(axis=1))
+        padded = (np.ascontiguousarray(np.where(valid, a, f)) for a, f in zip(arrays, fill, strict=True))
+        bx_, bxse_, by_, byse_ = padded
+        return cls(bx_, bxse_, by_, byse_, valid, valid.sum(axis=1))
 
 
 def _check(name: str, a: np.ndarray, valid: np.ndarray, scalar: bool) -> None:

@@ -224,7 +224,7 @@ def _approx(dens: np.ndarray, frame: _Frame, k: np.ndarray) -> np.ndarray:
 
 
 def _prepare(
-    x: np.ndarray, bw: np.ndarray, weights: np.ndarray, mask: np.ndarray | None
+    x: np.ndarray, bw: np.ndarray | float, weights: np.ndarray, mask: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """float64 ``x [B, J]``, ``bw [B]``, weights ``[B, J]`` (0 where masked) and the mask.
 
@@ -299,6 +299,7 @@ def _density_modes(
     rows_w = _kernel_weights(w)  # one row when all rows share it
     nonneg = np.broadcast_to((rows_w >= 0).all(axis=1) & (rows_w.sum(axis=1) > 0), good.shape)
     size = max(1, min(_CHUNK_ROWS, _CHUNK_VALUES // max(1, x.shape[1])))
+    chunks: list[slice | np.ndarray]
     if good.all():
         chunks = [slice(start, start + size) for start in range(0, x.shape[0], size)]
     else:

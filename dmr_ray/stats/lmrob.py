@@ -393,7 +393,7 @@ class _SFit:
 def _s_estimate(design: _Design, keys: np.ndarray, k_max: int, maxit_scale: int) -> _SFit:
     """Fast-S estimate for every region of the block."""
     rows, found = _draw_subsamples(design, keys)
-    failed = ~found.all(axis=1)
+    failed = ~np.all(found, axis=1)
     cand = _exact_fits(design, rows)
     res = design.residuals(cand)
     zeros = (design.valid[:, None, :] & (np.abs(res) < EXACT_ZERO)).sum(axis=-1)
