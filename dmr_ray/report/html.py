@@ -319,7 +319,7 @@ def _forest_section(
     figures: _FigureWriter, rows: list[dict[str, Any]], local_table: pa.Table, primary: str | None
 ) -> str:
     title = "Local effects per pair"
-    if not rows:
+    if not rows or primary is None:  # rows come from the primary method: both or neither
         return _section(title, "forest", "<p>No pairs to draw.</p>")
     local = filter_table(local_table, method=primary)
     intro = (

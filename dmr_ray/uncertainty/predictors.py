@@ -49,7 +49,7 @@ class ReplicatePredictor(abc.ABC):
         may evaluate the networks layer by layer.
     """
 
-    kind: ClassVar[str]
+    kind: str
     layerwise: ClassVar[bool] = True
 
     def __init__(
@@ -311,13 +311,18 @@ def build_predictor(
         spec = spec.model_copy(update={"weights": tuple(spec.weights[i] for i in indices)})
     members = spec.build_members()
     selector = spec.output_selector()
-    options = {"input_length": spec.input_length, "device": device}
+    length = spec.input_length
     if kind == "ensemble" and len(members) > 1:
-        return EnsemblePredictor(members, selector, **options)
+        return EnsemblePredictor(members, selector, input_length=length, device=device)
     if kind == "mc_dropout":
-        predictor = MCDropoutPredictor(members[0], selector, spec.replicates.passes, spec.replicates.seed, **options)
+        passes = spec.replicates.passes
+        if passes is None:  # the spec's validation already requires it
+            raise ModelSpecError("replicates.passes: required when kind is 'mc_dropout'")
+        predictor = MCDropoutPredictor(
+            members[0], selector, passes, spec.replicates.seed, input_length=length, device=device
+        )
         return predictor if len(indices) == spec.n_replicates else ReplicateSubset(predictor, indices)
-    return SinglePredictor(members[0], selector, **options)
+    return SinglePredictor(members[0], selector, input_length=length, device=device)
 
 
 def _replicate_indices(n_replicates: int, replicates: Sequence[int] | None) -> tuple[int, ...]:
@@ -341,7 +346,7 @@ def as_predictor(model: ReplicatePredictor | nn.Module) -> ReplicatePredictor:
 
 
 def _module_device(module: nn.Module) -> torch.device:
-    tensor = next(module.parameters(), None)
+    tensor: torch.Tensor | None = next(module.parameters(), None)
     if tensor is None:
         tensor = next(module.buffers(), None)
     return tensor.device if tensor is not None else torch.device("cpu")
