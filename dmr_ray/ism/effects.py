@@ -106,23 +106,20 @@ class ReplicateMoments:
     Each replicate's values enter as one observation ``Moments(1, x, 0)`` merged by
     :func:`dmr_ray.stats.moments.combine` (Welford's update; formula there).
 
-    Parameters
-    ----------
-    shape
-        Shape of one replicate's values.
-    device
-        Where the moments live.
+    The moments start empty (zeros of the first replicate's shape, dtype float64 and device).
     """
 
-    def __init__(self, shape: tuple[int, ...], device: torch.device):
-        zeros = torch.zeros(shape, dtype=torch.float64, device=device)
-        self.moments = Moments(0, zeros, zeros)
+    def __init__(self) -> None:
+        self.moments: Moments[torch.Tensor] | None = None
 
     def add(self, values: torch.Tensor) -> None:
         """Fold in one replicate's values."""
         values = values.double()
-        self.moments = combine(self.moments, Moments(1, values, torch.zeros_like(values)))
+        zeros = torch.zeros_like(values)
+        self.moments = combine(self.moments or Moments(0, zeros, zeros), Moments(1, values, zeros))
 
     def std_mean(self, ddof: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``(sd, mean)`` with ``ddof`` delta degrees of freedom (as ``torch.std_mean``)."""
+        if self.moments is None:
+            raise AssertionError("no replicate was added")
         return self.moments.variance(ddof).sqrt(), self.moments.mean
