@@ -488,8 +488,8 @@ def _bootstrap(
     Regions not ``ok`` get NaN. Blocks keep ``regions x iterations x width x J`` near
     :data:`BOOTSTRAP_BUDGET`.
     """
-    if iterations < 2:
-        raise InputError(f"iterations={iterations}; a bootstrap needs at least 2")
+    if not is_int(iterations) or iterations < 2:
+        raise InputError(f"iterations={iterations!r}; a bootstrap needs an integer of at least 2")
     out = np.full(rows.n.shape, np.nan)
     regions = np.flatnonzero(ok)
     normals = _Normals(seed, iterations, width, rows.n[regions])

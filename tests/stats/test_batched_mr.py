@@ -147,6 +147,15 @@ def test_mbe_threads_do_not_change_results():
         batched.mbe(*padded, mask, iterations=10, threads=0)
 
 
+@pytest.mark.parametrize("iterations", [1, 2.5, True])
+def test_bootstraps_need_an_integer_number_of_draws(iterations):
+    offsets, *columns = _regions(4, [5, 6])
+    *padded, mask = ragged_to_padded(offsets, *columns)
+    for name in ("mbe", "weighted_median"):
+        with pytest.raises(InputError, match="iterations"):
+            getattr(batched, name)(*padded, mask, iterations=iterations)
+
+
 def test_generator_seeds_draw_fresh_blocks():
     offsets, *columns = _regions(5, [6, 6])
     *padded, mask = ragged_to_padded(offsets, *columns)
