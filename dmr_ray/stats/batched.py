@@ -41,7 +41,7 @@ from dmr_ray.stats._common import (
     wald_inference,
 )
 from dmr_ray.stats.density import _density_modes, _prepare
-from dmr_ray.stats.workers import Threads, Workers, executor, run_all
+from dmr_ray.stats.workers import Threads, Workers, run_all, workers_for
 
 T = TypeVar("T")
 
@@ -687,7 +687,7 @@ def _mbe(
     check_options(weighting=(weighting, ("weighted", "unweighted")), stderror=(stderror, ("delta", "simple")))
     if not phi > 0:
         raise InputError(f"phi={phi}; the bandwidth factor must be > 0")
-    with executor(threads) as workers:
+    with workers_for(threads) as workers:
         return _mbe_on(rows, weighting, stderror, phi, workers, bootstrap)
 
 

@@ -48,7 +48,7 @@ import scipy.special
 
 from dmr_ray.stats import _density_kernels as _kernels
 from dmr_ray.stats._common import scratch, take_last
-from dmr_ray.stats.workers import SERIAL, Threads, Workers, executor, run_all
+from dmr_ray.stats.workers import SERIAL, Threads, Workers, run_all, workers_for
 
 __all__ = ["N_GRID", "RDensity", "density_mode", "r_density"]
 
@@ -280,7 +280,7 @@ def density_mode(
     rounding (~1e-15 relative). Most rows are answered by the screened search (see the
     comment block above :func:`_screened_mode`), the others by the full grid.
     """
-    with executor(threads) as workers:
+    with workers_for(threads) as workers:
         return _density_modes(*_prepare(x, bw, weights, mask), workers=workers)
 
 

@@ -39,6 +39,8 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
+__all__ = ["Arithmetic", "Moments", "combine", "finite_moments", "merge"]
+
 
 class Arithmetic(Protocol):
     """What the merge needs of an array type: ``+ - * / **`` (numpy arrays, torch tensors)."""

@@ -27,7 +27,7 @@ from typing import TypeAlias, TypeVar
 from dmr_ray._checks import is_int
 from dmr_ray.errors import InputError
 
-__all__ = ["SERIAL", "Threads", "Workers", "default_threads", "executor", "run_all"]
+__all__ = ["SERIAL", "Threads", "Workers", "default_threads", "run_all", "workers_for"]
 
 Threads: TypeAlias = int | Executor | None
 """A thread count, a caller-owned executor, or None for :func:`default_threads`."""
@@ -60,7 +60,7 @@ SERIAL = Workers(None, 0)
 
 
 @contextmanager
-def executor(threads: Threads) -> Iterator[Workers]:
+def workers_for(threads: Threads) -> Iterator[Workers]:
     """The :class:`Workers` of one call (see the module docstring); a pool created here is shut
     down on exit.
 

@@ -11,7 +11,7 @@ import torch
 
 from dmr_ray.errors import InputError
 from dmr_ray.stats.moments import Moments, combine, finite_moments, merge
-from dmr_ray.stats.workers import executor, run_all
+from dmr_ray.stats.workers import run_all, workers_for
 
 
 def _pieces(rng: np.random.Generator) -> list[np.ndarray]:
@@ -63,12 +63,12 @@ def test_threads_are_a_count_a_caller_owned_executor_or_none() -> None:
     with ThreadPoolExecutor(2) as pool:
         for threads in (None, 1, 3, pool):
             done.clear()
-            with executor(threads) as workers:
+            with workers_for(threads) as workers:
                 run_all(done.append, list(range(50)), workers)
             assert sorted(done) == list(range(50))
         assert pool.submit(int, "7").result() == 7  # still open: the caller owns it
     for bad in (0, -1, 1.5, True, "2"):
-        with pytest.raises(InputError, match="threads"), executor(bad):  # type: ignore[arg-type]
+        with pytest.raises(InputError, match="threads"), workers_for(bad):  # type: ignore[arg-type]
             pass
 
 
@@ -77,5 +77,5 @@ def test_an_error_in_a_chunk_is_raised_by_run_all() -> None:
         if item == 7:
             raise ValueError("chunk 7")
 
-    with executor(2) as workers, pytest.raises(ValueError, match="chunk 7"):
+    with workers_for(2) as workers, pytest.raises(ValueError, match="chunk 7"):
         run_all(run, list(range(20)), workers)
