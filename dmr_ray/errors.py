@@ -35,6 +35,10 @@ class ChunkFailedError(DmrRayError):
     """A chunk of work failed for a deterministic reason (e.g. non-finite predictions)."""
 
 
+class NonFinitePredictionError(ChunkFailedError, InputError):
+    """A replicate predicted NaN or infinity for a reference or a mutant (names the sequence)."""
+
+
 class EngineError(DmrRayError, RuntimeError):
     """The run cannot go on (e.g. every actor of a replicate group is lost); committed chunks are kept."""
 

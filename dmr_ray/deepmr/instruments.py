@@ -3,7 +3,8 @@
 The original Deep MR keeps substitutions whose exposure effect is far from the mean of all
 exposure effects, pooled over every sequence, position and alternative allele
 (``|x - mean(x)| / sd(x) >= threshold``, sd with ddof 0). That needs the pooled moments first,
-computed in one streaming pass over ``effects.zarr`` (:func:`exposure_moments`); a rerun reuses
+computed in one streaming pass over ``effects.zarr`` (:func:`exposure_moments`, each chunk's
+moments merged by :func:`dmr_ray.stats.moments.combine`); a rerun reuses
 them while the effects' :func:`effects_fingerprint` is unchanged. The per-variant Wald filter
 (``|beta / se| >= threshold``) needs no pooled statistics.
 
@@ -31,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from dmr_ray.errors import InputError
+from dmr_ray.stats.moments import Moments, combine, finite_moments
 
 
 @dataclass(frozen=True)
@@ -63,28 +65,6 @@ class ExposureMoments:
         )
 
 
-def _chunk_moments(beta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    flat = beta.reshape(-1, beta.shape[-1]).astype(np.float64)
-    finite = np.isfinite(flat)
-    count = finite.sum(axis=0)
-    total = np.where(finite, flat, 0.0).sum(axis=0)
-    mean = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
-    m2 = (np.where(finite, flat - mean, 0.0) ** 2).sum(axis=0)
-    return count.astype(np.float64), mean, m2
-
-
-def _combine(a: tuple, b: tuple) -> tuple:
-    """Chan et al.'s pairwise combination of (count, mean, M2)."""
-    n_a, mean_a, m2_a = a
-    n_b, mean_b, m2_b = b
-    n = n_a + n_b
-    delta = mean_b - mean_a
-    safe_n = np.where(n > 0, n, 1.0)
-    mean = mean_a + delta * n_b / safe_n
-    m2 = m2_a + m2_b + delta**2 * n_a * n_b / safe_n
-    return n, mean, m2
-
-
 def exposure_moments(effects) -> ExposureMoments:
     """Pooled moments of every task's ``beta`` (and ``ref_mean``) over an effects store.
 
@@ -99,16 +79,14 @@ def exposure_moments(effects) -> ExposureMoments:
         Per task: number of finite effects, their mean and their SD (ddof 0), and the SD of
         the reference predictions over sequences.
     """
-    effect_state = reference_state = None
-    for index in range(effects.n_chunks):
+    chunk = effects.read_chunk(0)
+    effect, reference = finite_moments(chunk["beta"]), finite_moments(chunk["ref_mean"])
+    for index in range(1, effects.n_chunks):
         chunk = effects.read_chunk(index)
-        moments, reference = _chunk_moments(chunk["beta"]), _chunk_moments(chunk["ref_mean"])
-        effect_state = moments if effect_state is None else _combine(effect_state, moments)
-        reference_state = reference if reference_state is None else _combine(reference_state, reference)
-    count, mean, m2 = effect_state
-    return ExposureMoments(
-        tuple(effects.tasks), count, mean, _sd(count, m2), _sd(reference_state[0], reference_state[2])
-    )
+        effect = combine(effect, finite_moments(chunk["beta"]))
+        reference = combine(reference, finite_moments(chunk["ref_mean"]))
+    count = np.asarray(effect.count, dtype=np.float64)
+    return ExposureMoments(tuple(effects.tasks), count, effect.mean, _sd(effect), _sd(reference))
 
 
 def effects_fingerprint(effects) -> str | None:
@@ -144,7 +122,9 @@ def effects_fingerprint(effects) -> str | None:
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
-def _sd(count: np.ndarray, m2: np.ndarray) -> np.ndarray:
+def _sd(moments: Moments[np.ndarray]) -> np.ndarray:
+    """SD (ddof 0) per task, 0 for a task without finite values."""
+    count, m2 = moments.count, moments.m2
     return np.sqrt(np.divide(m2, count, out=np.zeros_like(m2), where=count > 0))
 
 

@@ -152,16 +152,16 @@ def _run_estimator(name: str, rows: RegionRows, options: LocalMROptions) -> tupl
     boot = {"iterations": options.iterations, "seed": options.seed}
     n_rows = rows.mask.shape[0]
     if name == "steiger":
-        res = batched.steiger(*args, alpha=options.alpha)
+        test = batched.steiger(*args, alpha=options.alpha)
         cols = {
-            "estimate": res.mean_difference,
-            "se": res.se,
-            "ci_low": res.ci_low,
-            "ci_high": res.ci_high,
-            "p_value": res.p_value,
-            "direction": res.direction,
-            "n_instruments": res.n_instruments,
-            "reason": res.reason,
+            "estimate": test.mean_difference,
+            "se": test.se,
+            "ci_low": test.ci_low,
+            "ci_high": test.ci_high,
+            "p_value": test.p_value,
+            "direction": test.direction,
+            "n_instruments": test.n_instruments,
+            "reason": test.reason,
         }
         return cols, np.full(n_rows, "steiger", dtype=object)
     if name == "deepmr":

@@ -4,7 +4,8 @@ When the members of an ensemble (or the passes of MC dropout) are spread over ac
 group of replicates computes the ISM of a chunk with ``ddof=0``: per group ``g`` of ``n_g``
 replicates, the mean ``m_g`` of the paired differences and their standard deviation
 ``s_g``, so that ``M2_g = n_g * s_g**2`` is the sum of squared deviations. The groups are
-merged exactly with the parallel form of Chan, Golub and LeVeque's update,
+merged exactly with the parallel form of Chan, Golub and LeVeque's update
+(:func:`dmr_ray.stats.moments.merge`),
 
     n = sum(n_g),   m = sum(n_g * m_g) / n,   M2 = sum(M2_g + n_g * (m_g - m)**2),
 
@@ -19,8 +20,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from dmr_ray._checks import is_int
 from dmr_ray.errors import InputError
 from dmr_ray.ism import ISMResult
+from dmr_ray.stats.moments import Moments, merge
 
 
 def split_replicates(n_replicates: int, n_groups: int) -> list[tuple[int, ...]]:
@@ -39,7 +42,7 @@ def split_replicates(n_replicates: int, n_groups: int) -> list[tuple[int, ...]]:
     list of tuple of int
         The replicate indices of each group, in order.
     """
-    if isinstance(n_groups, bool) or not isinstance(n_groups, int) or not 1 <= n_groups <= n_replicates:
+    if not is_int(n_groups) or not 1 <= n_groups <= n_replicates:
         raise InputError(
             f"replicate groups: must be an integer from 1 to the number of replicates ({n_replicates}), "
             f"got {n_groups!r}"
@@ -97,11 +100,15 @@ def merge_groups(parts: Sequence[ISMResult], ddof: int, replicate_kind: str) -> 
 def _merge(
     means: Sequence[np.ndarray], sds: Sequence[np.ndarray], counts: Sequence[int], ddof: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Merged float32 ``(mean, sd)`` of groups given by their means, ddof-0 SDs and sizes."""
-    n = sum(counts)
-    mean = sum(c * m.astype(np.float64) for c, m in zip(counts, means, strict=True)) / n
-    m2 = sum(
-        c * (s.astype(np.float64) ** 2 + (m.astype(np.float64) - mean) ** 2)
-        for c, m, s in zip(counts, means, sds, strict=True)
+    """Merged float32 ``(mean, sd)`` of groups given by their means, ddof-0 SDs and sizes.
+
+    Each group enters as ``Moments(n_g, m_g, n_g * s_g**2)`` in float64; the groups are
+    merged by :func:`dmr_ray.stats.moments.merge`.
+    """
+    merged = merge(
+        [
+            Moments(c, m.astype(np.float64), c * s.astype(np.float64) ** 2)
+            for c, m, s in zip(counts, means, sds, strict=True)
+        ]
     )
-    return mean.astype(np.float32), np.sqrt(m2 / (n - ddof)).astype(np.float32)
+    return merged.mean.astype(np.float32), np.sqrt(merged.variance(ddof)).astype(np.float32)

@@ -7,9 +7,10 @@
 * :class:`FastPlanCache`: fast-path plans kept across calls (built once per predictor,
   length, device, mode and precision); :func:`check_precision` validates a ``precision``.
 * :func:`alt_alleles`: the alternative allele of each substitution slot.
+* :class:`NonFinitePredictionError` (defined in :mod:`dmr_ray.errors`, re-exported here).
 """
 
-from dmr_ray.ism.effects import NonFinitePredictionError
+from dmr_ray.errors import NonFinitePredictionError
 from dmr_ray.ism.eligibility import Eligibility, fast_ism_eligibility
 from dmr_ray.ism.exact import DEFAULT_MEMORY_BUDGET, auto_batch_size, saturation_mutagenesis
 from dmr_ray.ism.fast import FastPlanCache, Precision, check_precision

@@ -2,21 +2,19 @@
 
 Both paths (exact and fast) write the per-mutant mean and standard deviation over replicates
 into an :class:`EffectTable` and finish with :meth:`EffectTable.result`. The fast path, which
-runs one replicate at a time, reduces with :class:`ReplicateMoments` (Welford, float64).
+runs one replicate at a time, reduces with :class:`ReplicateMoments` (Welford's update by
+:func:`dmr_ray.stats.moments.combine`, float64).
 """
 
 from __future__ import annotations
 
 import torch
 
-from dmr_ray.errors import ChunkFailedError, InputError
+from dmr_ray.errors import NonFinitePredictionError
 from dmr_ray.ism.mutants import MutantSites
 from dmr_ray.ism.result import ISMResult
+from dmr_ray.stats.moments import Moments, combine
 from dmr_ray.uncertainty.predictors import ReplicatePredictor
-
-
-class NonFinitePredictionError(ChunkFailedError, InputError):
-    """A replicate predicted NaN or infinity for a reference or a mutant (names the sequence)."""
 
 
 def check_references(ref_pred: torch.Tensor, task_names: tuple[str, ...] | None, first_seq: int = 0) -> None:
@@ -103,29 +101,25 @@ class EffectTable:
 
 
 class ReplicateMoments:
-    """Running mean and sum of squared deviations over replicates (Welford, float64).
+    """Running moments over replicates, one replicate folded in at a time (float64).
 
-    Parameters
-    ----------
-    shape
-        Shape of one replicate's values.
-    device
-        Where the moments live.
+    Each replicate's values enter as one observation ``Moments(1, x, 0)`` merged by
+    :func:`dmr_ray.stats.moments.combine` (Welford's update; formula there).
+
+    The moments start empty (zeros of the first replicate's shape, dtype float64 and device).
     """
 
-    def __init__(self, shape: tuple[int, ...], device: torch.device):
-        self.count = 0
-        self.mean = torch.zeros(shape, dtype=torch.float64, device=device)
-        self.m2 = torch.zeros_like(self.mean)
+    def __init__(self) -> None:
+        self.moments: Moments[torch.Tensor] | None = None
 
     def add(self, values: torch.Tensor) -> None:
         """Fold in one replicate's values."""
         values = values.double()
-        self.count += 1
-        step = values - self.mean
-        self.mean += step / self.count
-        self.m2 += step * (values - self.mean)
+        zeros = torch.zeros_like(values)
+        self.moments = combine(self.moments or Moments(0, zeros, zeros), Moments(1, values, zeros))
 
     def std_mean(self, ddof: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``(sd, mean)`` with ``ddof`` delta degrees of freedom (as ``torch.std_mean``)."""
-        return (self.m2 / (self.count - ddof)).sqrt(), self.mean
+        if self.moments is None:
+            raise AssertionError("no replicate was added")
+        return self.moments.variance(ddof).sqrt(), self.moments.mean

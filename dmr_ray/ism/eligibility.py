@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.node import map_arg
 
+from dmr_ray.errors import InputError
 from dmr_ray.ism import rules
 from dmr_ray.ism.graph import run_node, trace
 from dmr_ray.ism.mutants import N_ALT, reference_onehot
@@ -205,6 +206,20 @@ class Step:
     rule: Rule | None = None
     inputs: tuple[fx.Node, ...] = ()
 
+    @property
+    def required_rule(self) -> Rule:
+        """:attr:`rule` of a step that has one (every ``LOCAL`` and ``BOUNDARY`` step)."""
+        if self.rule is None:
+            raise AssertionError(f"a {self.kind} step of {self.node.name} has no rule")
+        return self.rule
+
+    @property
+    def local_rule(self) -> LocalRule:
+        """:attr:`rule` of a ``LOCAL`` step: one with a difference window."""
+        if not isinstance(self.rule, LocalRule):
+            raise AssertionError(f"the {self.kind} step of {self.node.name} has no local rule")
+        return self.rule
+
 
 @dataclass(eq=False)
 class NetworkPlan:
@@ -290,13 +305,13 @@ def fast_ism_eligibility(model: ReplicatePredictor | nn.Module, length: int | No
 
     Raises
     ------
-    ValueError
-        No length given and the model declares none.
+    InputError
+        No length given and the model declares none (a ``ValueError``).
     """
     predictor = as_predictor(model)
     length = length or predictor.input_length
     if length is None:
-        raise ValueError("length: the model accepts any length; give the one to check")
+        raise InputError("length: the model accepts any length; give the one to check")
     if not predictor.layerwise:
         return Eligibility(
             False,
@@ -362,7 +377,7 @@ class _Planner:
             step = self._classify(node)
             self.kind[node] = step.kind
             if step.kind == LOCAL:
-                self.windows[node] = step.rule.window
+                self.windows[node] = step.local_rule.window
             self.steps.append(step)
             self.step_of[node] = step
         self._check_useful()
@@ -453,18 +468,19 @@ class _Planner:
             return Step(node, STATIC)
         if kinds & {GLOBAL, BOUNDARY}:
             return Step(node, GLOBAL)
-        if FOLDED in kinds:
-            source = self.folded[node.args[0]]
-            return Step(
-                node, BOUNDARY, rules.FlattenLinear(self._module(node), node.name, self.windows[source]), (source,)
-            )
+        if FOLDED in kinds:  # the nn.Linear that alone reads a folded flatten (see _folded_step)
+            (flat,), linear = node.args, self._module(node)
+            if not isinstance(flat, fx.Node) or not isinstance(linear, nn.Linear):
+                return Step(node, GLOBAL)
+            source = self.folded[flat]
+            return Step(node, BOUNDARY, rules.FlattenLinear(linear, node.name, self.windows[source]), (source,))
         if self._is_shape_query(node):
             return Step(node, SHAPE)
         try:
             step = self._local_step(node)
         except _NotConstant:
             step = None
-        if step is None or (step.kind == LOCAL and not self._fits(step.rule.window, node)):
+        if step is None or (step.kind == LOCAL and not self._fits(step.local_rule.window, node)):
             return Step(node, GLOBAL)
         return step
 
@@ -515,6 +531,8 @@ class _Planner:
         if len(node.args) != 1 or node.kwargs:
             return None
         src = node.args[0]
+        if not isinstance(src, fx.Node):  # e.g. a tuple holding the local input
+            return None
         window = self.windows[src]
         out_length = self.values[node].shape[-1]
         rule: Rule | None = None
@@ -559,17 +577,18 @@ class _Planner:
         if node.kwargs or len(node.args) != 2:
             return None
         subtract = node.target in _SUB
-        a, b = node.args
-        if len(local) == 2:
+        if len(local) == 2:  # both operands, in order
+            a, b = local
             rule = rules.Sum(subtract, (self.windows[a], self.windows[b]), self.device)
-            owned = [k for k in rule.in_place_candidates() if self._owned(node.args[k], node)]
+            owned = [k for k in rule.in_place_candidates() if self._owned(local[k], node)]
             rule.base = owned[0] if owned and a is not b else None
             return Step(node, LOCAL, rule, (a, b))
         src = local[0]
-        self._constant(b if a is src else a)
+        left, right = node.args
+        self._constant(right if left is src else left)
         window = self.windows[src]
-        rule = rules.Scale(-1.0, False, window) if subtract and b is src else rules.Relabel(window, window.lead)
-        return Step(node, LOCAL, rule, (src,))
+        single = rules.Scale(-1.0, False, window) if subtract and right is src else rules.Relabel(window, window.lead)
+        return Step(node, LOCAL, single, (src,))
 
     def _owned(self, value: fx.Node, reader: fx.Node) -> bool:
         """``reader`` alone reads ``value``, a difference tensor no other node holds (so
@@ -632,7 +651,7 @@ class _Planner:
         return Step(node, FOLDED, None, (src,))
 
     def _module(self, node: fx.Node) -> nn.Module:
-        return self.network.get_submodule(node.target)
+        return self.network.get_submodule(str(node.target))  # a call_module node's target is its name
 
     def _is_shape_query(self, node: fx.Node) -> bool:
         if node.op == "call_method":
@@ -693,7 +712,7 @@ class _Planner:
     def _step_work(self, step: Step) -> float:
         """Work per mutant of one step on the fast path (splicing its inputs not counted)."""
         if step.kind in (LOCAL, BOUNDARY):
-            return step.rule.flops()
+            return step.required_rule.flops()
         return self._work(step.node) if step.kind == GLOBAL else 0.0
 
     def _fast_flops(self, spliced: set[fx.Node]) -> float:
@@ -704,7 +723,7 @@ class _Planner:
         per_site = 0.0
         for s in self.steps:
             if s.kind == LOCAL:
-                per_mutant += 2 * _read_width(s.rule) * s.rule.window.features
+                per_mutant += 2 * _read_width(s.local_rule) * s.local_rule.window.features
             elif s.kind == GLOBAL:
                 per_mutant += self._numel(s.node)
             elif isinstance(s.rule, rules.FlattenLinear):
@@ -735,7 +754,7 @@ def _arg(node: fx.Node, index: int, name: str, default: Any) -> Any:
 
 def _describe(node: fx.Node, planner: _Planner) -> str:
     if node.op == "call_module":
-        return f"{type(planner.network.get_submodule(node.target)).__name__} ({node.target})"
+        return f"{type(planner._module(node)).__name__} ({node.target})"
     name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", str(node.target))
     return f"{name} ({node.name})"
 

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dmr_ray._checks import is_int
 from dmr_ray.errors import InputError
 from dmr_ray.ism.effects import EffectTable, check_references
 from dmr_ray.ism.fast import PRECISIONS, FastPlanCache, Precision, check_precision, fast_path
@@ -109,11 +110,12 @@ def saturation_mutagenesis(
         raise InputError(f"fast: must be True, False or 'auto', got {fast!r}")
     check_precision(precision, fast)
     n_rep = predictor.n_replicates
-    if isinstance(ddof, bool) or not isinstance(ddof, int) or not 0 <= ddof < n_rep:
+    if not is_int(ddof) or not 0 <= ddof < n_rep:
         raise InputError(f"ddof: must be an integer in [0, {n_rep}) for {n_rep} replicates, got {ddof!r}")
     for name, value in (("batch_size", batch_size), ("memory_budget", memory_budget)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        if value is not None and (not is_int(value) or value < 1):
             raise InputError(f"{name}: must be a positive integer or None, got {value!r}")
+    ddof = int(ddof)  # a numpy integer is accepted and recorded as a Python int
     tokens = as_token_tensor(tokens, predictor.input_length).to(predictor.device)
     memory_budget = memory_budget or DEFAULT_MEMORY_BUDGET
     with torch.inference_mode():

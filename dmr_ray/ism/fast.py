@@ -60,7 +60,7 @@ from dmr_ray.ism.rules import CacheKey, splice
 from dmr_ray.ism.tail import FoldedTail, tasks_are_linear
 from dmr_ray.ism.windows import Batch
 from dmr_ray.models.heads import OutputSelector
-from dmr_ray.uncertainty.predictors import ReplicatePredictor, _plain_output
+from dmr_ray.uncertainty.predictors import ReplicatePredictor, plain_output
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class NetworkRunner:
 
     def __init__(self, plan: NetworkPlan, selector: OutputSelector | None):
         self.plan = plan
-        self.to_tasks = selector if selector is not None else _plain_output
+        self.to_tasks = selector if selector is not None else plain_output
         self.keys: dict[str, list[CacheKey]] = {}
         for key in plan.caches:
             self.keys.setdefault(key.node, []).append(key)
@@ -107,10 +107,11 @@ class NetworkRunner:
             if step.rule is not None:
                 step.rule.prepare()
         self.tail: FoldedTail | None = None
+        skipped: frozenset[fx.Node] = frozenset()
         if plan.tail is not None and tasks_are_linear(selector) and (selector or plan.output_width):
-            tail = FoldedTail(plan, selector)
-            self.tail = tail if tail.flops() < plan.tail.work else None
-        skipped = plan.tail.nodes | {self.output} if self.tail is not None else frozenset()
+            tail = FoldedTail(plan, plan.tail, selector)
+            if tail.flops() < plan.tail.work:
+                self.tail, skipped = tail, plan.tail.nodes | {self.output}
         self.mutant_steps = [s for s in plan.steps if s.node not in skipped]
         ends = self.tail.frontier if self.tail is not None else ()
         self._ref_frees = _frees(plan.steps, lambda s: s.node.all_input_nodes)
@@ -149,7 +150,7 @@ class NetworkRunner:
         for i, step in enumerate(self.mutant_steps):
             node = step.node
             if step.kind in (LOCAL, BOUNDARY):
-                env[node] = step.rule([env[n] for n in step.inputs], batch, cache)
+                env[node] = step.required_rule([env[n] for n in step.inputs], batch, cache)
             elif step.kind == SHAPE:
                 env[node] = run_node(node, shape_only, self.plan.network)
             elif step.kind != FOLDED:
@@ -208,7 +209,7 @@ class FastISM:
                 for row in range(stop - start)
                 for first, sites in _runs(valid_host[start + row], sites_per_batch)
             ]
-            moments: ReplicateMoments | None = None
+            moments = ReplicateMoments()
             for r in range(predictor.n_replicates):
                 with predictor.replicate_network(r) as network:
                     runner = self.runners[id(network)]
@@ -222,11 +223,11 @@ class FastISM:
                     ref_pred = torch.empty(predictor.n_replicates, n, ref_tasks.shape[1], device=tokens.device)
                     table = EffectTable(n, length, ref_tasks.shape[1], tokens.device)
                 ref_pred[r, start:stop] = ref_tasks
-                if moments is None:
-                    moments = ReplicateMoments(tuple(diffs.shape), tokens.device)
                 moments.add(diffs)
+            assert table is not None  # made by the first replicate (every predictor has one)
             sd, mean = moments.std_mean(ddof)
             table.put_rows(start, mean, sd, valid[start:stop])
+        assert table is not None and ref_pred is not None  # n >= 1 references
         return table.result(ref_pred, valid, predictor, ddof)
 
     def matches_exact(self, tokens: torch.Tensor) -> str | None:

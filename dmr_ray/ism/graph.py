@@ -31,14 +31,15 @@ def run_node(node: fx.Node, value: Callable[[fx.Node], Any], root: nn.Module) ->
     The ``output`` node returns its argument (the network's output structure).
     """
     args, kwargs = map_arg((node.args, node.kwargs), value)
-    if node.op == "call_module":
-        return root.get_submodule(node.target)(*args, **kwargs)
-    if node.op == "call_function":
-        return node.target(*args, **kwargs)
-    if node.op == "call_method":
-        return getattr(args[0], node.target)(*args[1:], **kwargs)
-    if node.op == "get_attr":
-        return operator.attrgetter(node.target)(root)
+    target = node.target  # a callable for call_function, else a (qualified) name
+    if node.op == "call_function" and callable(target):
+        return target(*args, **kwargs)
+    if node.op == "call_module" and isinstance(target, str):
+        return root.get_submodule(target)(*args, **kwargs)
+    if node.op == "call_method" and isinstance(target, str):
+        return getattr(args[0], target)(*args[1:], **kwargs)
+    if node.op == "get_attr" and isinstance(target, str):
+        return operator.attrgetter(target)(root)
     if node.op == "output":
         return args[0]
-    raise ValueError(f"cannot run a {node.op!r} node")
+    raise AssertionError(f"cannot run a {node.op!r} node")  # placeholders are fed by the caller

@@ -142,7 +142,7 @@ class _Sliding(LocalRule):
         lead: tuple[int, ...],
         device: torch.device,
     ):
-        self.window = Window.of(source.region.sliding(span, stride, pad, out_length), lead, device)
+        self.window = Window.of(source.changed.sliding(span, stride, pad, out_length), lead, device)
         self.read = Window.span(
             source.lead,
             source.length,
@@ -159,10 +159,10 @@ class Conv(_Sliding):
     def __init__(self, module: nn.Conv1d, source: Window, out_length: int, device: torch.device):
         (kernel,), (dilation,), (stride,) = module.kernel_size, module.dilation, module.stride
         span = dilation * (kernel - 1) + 1
-        if module.padding == "same":
-            pad = (span - 1) // 2
+        if isinstance(module.padding, str):  # "same" or "valid"
+            pad = (span - 1) // 2 if module.padding == "same" else 0
         else:
-            pad = 0 if module.padding == "valid" else module.padding[0]
+            pad = module.padding[0]
         super().__init__(source, span, stride, pad, out_length, (module.out_channels,), device)
         self.module = module
         self.norm: nn.BatchNorm1d | None = None
@@ -239,7 +239,10 @@ class ChannelScale(LocalRule):
 
 
 def channel_scale(norm: nn.BatchNorm1d) -> torch.Tensor:
-    """``[C, 1]``: the factor an eval-mode batch norm multiplies differences by."""
+    """``[C, 1]``: the factor an eval-mode batch norm multiplies differences by (the planner
+    gives rules only batch norms with running statistics)."""
+    if norm.running_var is None:
+        raise AssertionError("a batch norm without running statistics has no fixed scale")
     scale = torch.rsqrt(norm.running_var + norm.eps)
     return (scale if norm.weight is None else scale * norm.weight.detach())[:, None]
 
@@ -303,7 +306,7 @@ class Crop(LocalRule):
     """Slicing the length axis: output ``j`` is input ``j + offset``."""
 
     def __init__(self, offset: int, source: Window, out_length: int, device: torch.device):
-        self.window = Window.of(source.region.shifted(offset, out_length), source.lead, device)
+        self.window = Window.of(source.changed.shifted(offset, out_length), source.lead, device)
         self.shift = Shift(source, self.window.starts + offset, self.window.width, device)
 
     def __call__(self, diffs, batch, cache):
@@ -319,7 +322,7 @@ class Sum(LocalRule):
 
     def __init__(self, subtract: bool, sources: tuple[Window, Window], device: torch.device):
         a, b = sources
-        self.window = Window.of(a.region.union(b.region), a.lead, device)
+        self.window = Window.of(a.changed.union(b.changed), a.lead, device)
         self.subtract = subtract
         self.shifts = tuple(Shift(s, self.window.starts, self.window.width, device) for s in sources)
         self.base: int | None = None

@@ -13,16 +13,17 @@ the profile convolution, cropping, count pooling and linear layer) never runs fo
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any, cast
 
 import torch
 from torch import fx
 
-from dmr_ray.ism.eligibility import NetworkPlan
+from dmr_ray.ism.eligibility import NetworkPlan, Tail
 from dmr_ray.ism.graph import run_node
 from dmr_ray.ism.rules import WindowWeights
 from dmr_ray.ism.windows import Batch
 from dmr_ray.models.heads import OutputSelector
-from dmr_ray.uncertainty.predictors import _plain_output
+from dmr_ray.uncertainty.predictors import plain_output
 
 LINEAR_REDUCTIONS = frozenset({"sum", "mean", "none"})
 
@@ -38,14 +39,16 @@ class FoldedTail:
     Parameters
     ----------
     plan
-        A plan with a :attr:`~dmr_ray.ism.eligibility.NetworkPlan.tail`.
+        The network's plan.
+    tail
+        Its :attr:`~dmr_ray.ism.eligibility.NetworkPlan.tail`.
     selector
         The predictor's output selector (``None`` for a bare output).
     """
 
-    def __init__(self, plan: NetworkPlan, selector: OutputSelector | None):
-        self.frontier = plan.tail.frontier
-        gradients = _gradients(plan, selector)
+    def __init__(self, plan: NetworkPlan, tail: Tail, selector: OutputSelector | None):
+        self.frontier = tail.frontier
+        gradients = _gradients(plan, tail, selector)
         self.weights = [WindowWeights(plan.windows[v], g) for v, g in zip(self.frontier, gradients, strict=True)]
 
     def flops(self) -> float:
@@ -54,35 +57,39 @@ class FoldedTail:
 
     def __call__(self, diffs: Mapping[fx.Node, torch.Tensor], batch: Batch) -> torch.Tensor:
         """``[B, T]`` task changes from the frontier's difference windows."""
-        return sum(w(diffs[v], batch) for v, w in zip(self.frontier, self.weights, strict=True))
+        changes = (w(diffs[v], batch) for v, w in zip(self.frontier, self.weights, strict=True))
+        return cast(torch.Tensor, sum(changes))  # the frontier is never empty
 
 
-def _gradients(plan: NetworkPlan, selector: OutputSelector | None) -> list[torch.Tensor]:
+def _gradients(plan: NetworkPlan, tail: Tail, selector: OutputSelector | None) -> list[torch.Tensor]:
     """``[T, F, L]`` gradient of the tasks with respect to each frontier activation.
 
     The network runs on ``T`` copies of one sequence with the frontier activations made
     leaves, so that one backward pass of ``sum_t task_t(copy t)`` gives every task's
     gradient (copy ``t`` holds task ``t``'s).
     """
-    frontier = set(plan.tail.frontier)
+    frontier = set(tail.frontier)
     # A fresh selector: the predictor's caches index tensors made in inference mode, which
     # autograd cannot save.
-    to_tasks = OutputSelector(selector.outputs) if selector is not None else _plain_output
+    to_tasks = OutputSelector(selector.outputs) if selector is not None else plain_output
     n_tasks = len(selector.outputs) if selector is not None else plan.output_width
+    if n_tasks is None:
+        raise AssertionError("a folded tail needs a selector or a [batch, k] output")
     window = plan.windows[plan.steps[0].node]
     leaves: dict[fx.Node, torch.Tensor] = {}
-    env: dict[fx.Node, object] = {}
+    env: dict[fx.Node, Any] = {}
     with torch.inference_mode(False), torch.enable_grad():
         for step in plan.steps:
             node = step.node
             if node.op == "placeholder":
-                env[node] = torch.zeros(n_tasks, *window.lead, plan.length, device=window.device_starts.device)
+                value = torch.zeros(n_tasks, *window.lead, plan.length, device=window.device_starts.device)
             else:
-                env[node] = run_node(node, env.__getitem__, plan.network)
+                value = run_node(node, env.__getitem__, plan.network)
             if node in frontier:
-                env[node] = leaves[node] = env[node].detach().requires_grad_(True)
+                value = leaves[node] = value.detach().requires_grad_(True)
+            env[node] = value
         tasks = to_tasks(env[plan.steps[-1].node])
-        inputs = [leaves[v] for v in plan.tail.frontier]
+        inputs = [leaves[v] for v in tail.frontier]
         grads = torch.autograd.grad(tasks.diagonal().sum(), inputs, allow_unused=True)
     return [
         (g if g is not None else torch.zeros_like(x)).reshape(n_tasks, -1, x.shape[-1])

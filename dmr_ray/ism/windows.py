@@ -187,6 +187,14 @@ class Window:
         )
 
     @property
+    def changed(self) -> Region:
+        """:attr:`region`, which every window made by :meth:`of` has (the windows rules read
+        their operands from); a bare :meth:`span` has none."""
+        if self.region is None:
+            raise AssertionError("a window made by Window.span has no region")
+        return self.region
+
+    @property
     def features(self) -> int:
         """``F``: the product of :attr:`lead`."""
         return math.prod(self.lead)

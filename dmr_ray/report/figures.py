@@ -259,7 +259,7 @@ def forest_figure(local_rows: pa.Table, global_row: Mapping[str, Any] | None, ma
     fig = Figure(figsize=(7.5, 2.6 + 0.24 * (shown.size + 2)), layout="constrained")
     ax = fig.add_subplot()
     ticks = _draw_regions(ax, local_rows, shown)
-    if pooled:
+    if pooled and global_row is not None:  # pooled implies a row
         ticks.append(_draw_pooled(ax, global_row))
     ax.set_yticks([y for y, _ in ticks], labels=[label for _, label in ticks], fontsize="small")
     ax.set_ylim(-1, shown.size + 1)

@@ -14,9 +14,8 @@ from __future__ import annotations
 import hashlib
 import html
 import math
-import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 import pyarrow as pa
 from matplotlib.figure import Figure
 
+from dmr_ray._atomic import write_atomic, write_text_atomic
 from dmr_ray.errors import InputError
 from dmr_ray.report.data import CalibrationCurves, ScatterData
 from dmr_ray.report.figures import (
@@ -124,22 +124,12 @@ def write_report(
         sections.append(_calibration_section(figures, calibration))
     sections.append(_run_info_section(run_info, local_table))
     index = report_dir / "index.html"
-    _write_atomic(index, lambda tmp: tmp.write_text(_page(sections), encoding="utf-8"))
+    write_text_atomic(index, _page(sections))
     figures.remove_stale()
     return index
 
 
 # --- files -------------------------------------------------------------------------------------
-
-
-def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
-    """Call ``write(tmp)`` on a temporary sibling of ``path`` and rename it into place."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class _FigureWriter:
@@ -153,7 +143,7 @@ class _FigureWriter:
     def add(self, fig: Figure, kind: str, *parts: str, caption: str) -> str:
         """Save ``fig`` under a name derived from ``kind`` and ``parts``; return its HTML."""
         name = _file_name(kind, *parts)
-        _write_atomic(
+        write_atomic(
             self.directory / name, lambda tmp: fig.savefig(tmp, format="png", dpi=FIGURE_DPI, bbox_inches="tight")
         )
         self.written.add(name)
@@ -329,7 +319,7 @@ def _forest_section(
     figures: _FigureWriter, rows: list[dict[str, Any]], local_table: pa.Table, primary: str | None
 ) -> str:
     title = "Local effects per pair"
-    if not rows:
+    if not rows or primary is None:  # rows come from the primary method: both or neither
         return _section(title, "forest", "<p>No pairs to draw.</p>")
     local = filter_table(local_table, method=primary)
     intro = (

@@ -96,7 +96,7 @@ class TFCoopParams:
                 raise ConfigError(f"{name} must be a finite number, got {value!r}")
         for name in ("confounder_motif_prob", "confounder_prob", "motif_prob"):
             value = getattr(self, name)
-            if not isinstance(value, Real) or not 0.0 <= value <= 1.0:
+            if not isinstance(value, Real) or not 0.0 <= float(value) <= 1.0:
                 raise ConfigError(f"{name} must be a probability in [0, 1], got {value!r}")
         if not isinstance(self.confounder_motif, bool):
             raise ConfigError(f"confounder_motif must be True or False, got {self.confounder_motif!r}")

@@ -6,6 +6,8 @@
 * :mod:`dmr_ray.stats.density`: R's ``density()`` grid and its vectorised argmax.
 * :mod:`dmr_ray.stats.lmrob` (MM-regression) and :mod:`dmr_ray.stats.meta` (random-effects
   meta-analysis) are imported on use.
+* :mod:`dmr_ray.stats.moments`: sample moments merged exactly (Chan/Welford), for any array
+  type; :mod:`dmr_ray.stats.workers`: the ``threads`` option of the density search and MBE.
 
 Nothing here imports torch or ray.
 """

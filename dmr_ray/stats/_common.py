@@ -11,6 +11,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TypeAlias
 
 import numpy as np
 from scipy import special
@@ -18,7 +19,9 @@ from scipy import special
 from dmr_ray.errors import InputError, InsufficientInstrumentsError
 
 __all__ = [
+    "MAD_CONSTANT",
     "Padded",
+    "Seed",
     "check_options",
     "masked_mad",
     "masked_median",
@@ -32,6 +35,9 @@ __all__ = [
 
 MAD_CONSTANT = 1.4826
 """R's ``mad()`` consistency constant."""
+
+Seed: TypeAlias = int | np.random.Generator | None
+"""An ``int`` (R's ``set.seed``), a Generator (used as is) or None (fresh entropy)."""
 
 _MT_N = 624
 _I2_32M1 = 2.328306437080797e-10  # 1 / (2^32 - 1), R's fixup value for a zero uniform
@@ -104,8 +110,9 @@ class Padded:
         for name, a in zip(names, arrays, strict=True):
             _check(name, a, valid, scalar)
         fill = (1.0, 1.0, 0.0, 1.0)
-        out = [np.ascontiguousarray(np.where(valid, a, f)) for a, f in zip(arrays, fill, strict=True)]
-        return cls(*out, valid=valid, n=valid.sum(axis=1))
+        padded = (np.ascontiguousarray(np.where(valid, a, f)) for a, f in zip(arrays, fill, strict=True))
+        bx_, bxse_, by_, byse_ = padded
+        return cls(bx_, bxse_, by_, byse_, valid, valid.sum(axis=1))
 
 
 def _check(name: str, a: np.ndarray, valid: np.ndarray, scalar: bool) -> None:
@@ -141,8 +148,25 @@ def check_options(**choices: tuple[object, tuple[object, ...]]) -> None:
 # --------------------------------------------------------------------------- masked reductions
 
 
-def masked_median(a: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """R's ``median`` of the valid entries along the last axis (NaN where none)."""
+def masked_median(a: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """R's ``median`` of the valid entries along the last axis (NaN where none).
+
+    Parameters
+    ----------
+    a
+        Values ``[..., J]``.
+    valid
+        Boolean mask broadcastable to ``a``; None means every entry is data (then a NaN
+        entry makes its row's median NaN, as in R).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``[...]``: the middle valid value of each row, or the mean ``(lo + hi) / 2`` of the
+        two middle ones for an even count.
+    """
+    if valid is None:
+        return np.median(a, axis=-1)
     n = valid.sum(axis=-1)
     if a.shape[-1] == 0:
         return np.full(n.shape, np.nan)
@@ -152,8 +176,9 @@ def masked_median(a: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return np.where(n > 0, (lo + hi) / 2.0, np.nan)
 
 
-def masked_mad(a: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """R's ``mad`` (constant 1.4826) of the valid entries along the last axis."""
+def masked_mad(a: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """R's ``mad``: ``MAD_CONSTANT * median(|a - median(a)|)`` of the valid entries along the
+    last axis (``valid`` as in :func:`masked_median`)."""
     centre = masked_median(a, valid)
     return MAD_CONSTANT * masked_median(np.abs(a - centre[..., None]), valid)
 

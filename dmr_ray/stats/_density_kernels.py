@@ -390,7 +390,7 @@ def _row_mode(dens: np.ndarray, lo: float, up: float, frm: float, to: float) -> 
     """
     delta = (up - lo) / 511.0
     dx = (to - frm) / 511.0
-    top = np.argmax(dens)
+    top = int(np.argmax(dens))
     peak = dens[top]
     centre = int(np.rint((_grid_point(lo, up, delta, top) - frm) / dx))
     best, level = _first_max(dens, lo, up, delta, frm, to, dx, max(centre - 4, 0), min(centre + 5, 512))

@@ -19,16 +19,18 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import TypeVar
+from typing import Literal, TypedDict, TypeVar, Unpack, overload
 
 import numpy as np
 from scipy import special
 
+from dmr_ray._checks import is_int
 from dmr_ray.errors import InputError
 from dmr_ray.stats import density as _density
 from dmr_ray.stats._common import (
     MAD_CONSTANT,
     Padded,
+    Seed,
     check_options,
     masked_mad,
     masked_median,
@@ -38,7 +40,8 @@ from dmr_ray.stats._common import (
     take_last,
     wald_inference,
 )
-from dmr_ray.stats.density import _density_modes, _parallel, density_mode
+from dmr_ray.stats.density import _density_modes, _prepare
+from dmr_ray.stats.workers import Threads, Workers, run_all, workers_for
 
 T = TypeVar("T")
 
@@ -180,6 +183,10 @@ def _reason(rows: Padded, method: str) -> np.ndarray:
     return np.where(rows.n < MIN_INSTRUMENTS[method], Reason.TOO_FEW_INSTRUMENTS, Reason.OK).astype(np.int8)
 
 
+@overload
+def _blank(values: np.ndarray, reason: np.ndarray) -> np.ndarray: ...
+@overload
+def _blank(values: None, reason: np.ndarray) -> None: ...
 def _blank(values: np.ndarray | None, reason: np.ndarray) -> np.ndarray | None:
     """NaN for regions without a usable result (not for NOT_CONVERGED ones)."""
     if values is None:
@@ -199,9 +206,11 @@ def _result(
     **extra: np.ndarray | None,
 ) -> BatchedMRResult:
     """Assemble a result; ``inference`` is ``(ci_low, ci_high, p_value)``."""
-    columns = dict(zip(("estimate", "se", "ci_low", "ci_high", "p_value"), (est, se, *inference), strict=True))
-    cleaned = {k: _blank(v, reason) for k, v in {**columns, **extra}.items()}
-    return BatchedMRResult(method=method, n_instruments=rows.n, reason=reason, model=model, **cleaned)
+    lo, hi, p = (_blank(v, reason) for v in inference)
+    optional = {k: _blank(v, reason) for k, v in extra.items()}
+    return BatchedMRResult(
+        method, _blank(est, reason), _blank(se, reason), lo, hi, p, rows.n, reason, model, **optional
+    )
 
 
 def _msum(a: np.ndarray) -> np.ndarray:
@@ -257,7 +266,7 @@ def _fit_wls(design: np.ndarray, y: np.ndarray, w: np.ndarray) -> _Fit:
     return _Fit(coef=coef, sd=sd, sigma=sigma, converged=np.ones(sigma.shape, dtype=bool))
 
 
-def _fit_robust(design: np.ndarray, y: np.ndarray, w: np.ndarray, rows: Padded, seed: object) -> _Fit:
+def _fit_robust(design: np.ndarray, y: np.ndarray, w: np.ndarray, rows: Padded, seed: Seed) -> _Fit:
     """``lmrob(y ~ design - 1, weights = w, k.max = 500, maxit.scale = 500)`` per region."""
     from dmr_ray.stats.lmrob import lmrob_mm_batched
 
@@ -272,7 +281,7 @@ def _fit_robust(design: np.ndarray, y: np.ndarray, w: np.ndarray, rows: Padded, 
     )
 
 
-def _fit(design: np.ndarray, y: np.ndarray, w: np.ndarray, rows: Padded, robust: bool, seed: object) -> _Fit:
+def _fit(design: np.ndarray, y: np.ndarray, w: np.ndarray, rows: Padded, robust: bool, seed: Seed) -> _Fit:
     return _fit_robust(design, y, w, rows, seed) if robust else _fit_wls(design, y, w)
 
 
@@ -306,7 +315,7 @@ def _ivw(
     robust: bool = False,
     distribution: str = "normal",
     alpha: float = 0.05,
-    seed: int | np.random.Generator | None = 0,
+    seed: Seed = 0,
 ) -> BatchedMRResult:
     """IVW core (options as :func:`dmr_ray.stats.mr.ivw`)."""
     check_options(
@@ -388,7 +397,7 @@ def _egger(
     penalized: bool = False,
     distribution: str = "normal",
     alpha: float = 0.05,
-    seed: int | np.random.Generator | None = 0,
+    seed: Seed = 0,
 ) -> BatchedMRResult:
     """MR-Egger core (options as :func:`dmr_ray.stats.mr.egger`)."""
     check_options(distribution=(distribution, ("normal", "t-dist")))
@@ -441,29 +450,28 @@ class _Normals:
     uses draws ``b * width * J + c * J + j`` of it (``rnorm`` calls in R's order).
     """
 
-    def __init__(self, seed: int | np.random.Generator | None, iterations: int, width: int, n: np.ndarray):
+    def __init__(self, seed: Seed, iterations: int, width: int, n: np.ndarray):
         self.iterations, self.width = iterations, width
-        self.stream = None
-        self.gen = None
-        if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+        self.source: np.ndarray | np.random.Generator  # R's stream, or a Generator's blocks
+        if is_int(seed):
             longest = int(n.max()) if n.size else 0
-            self.stream = r_rnorm(int(seed), iterations * width * longest)
+            self.source = r_rnorm(int(seed), iterations * width * longest)
         else:
-            self.gen = seed if isinstance(seed, np.random.Generator) else np.random.default_rng()
+            self.source = seed if isinstance(seed, np.random.Generator) else np.random.default_rng()
 
     def block(self, n: np.ndarray, width_j: int) -> np.ndarray:
         shape = (n.size, self.iterations, self.width, width_j)
-        if self.stream is None:
-            return self.gen.standard_normal(shape)
+        if isinstance(self.source, np.random.Generator):
+            return self.source.standard_normal(shape)
         if n.size and (n == width_j).all():  # no padding: every region reads the same prefix
             size = self.iterations * self.width * width_j
-            return np.broadcast_to(self.stream[:size].reshape(shape[1:]), shape)
+            return np.broadcast_to(self.source[:size].reshape(shape[1:]), shape)
         b = np.arange(self.iterations)[None, :, None, None]
         c = np.arange(self.width)[None, None, :, None]
         j = np.arange(width_j)[None, None, None, :]
         nj = n[:, None, None, None]
         index = np.where(j < nj, (b * self.width + c) * nj + j, 0)
-        return self.stream[index]
+        return self.source[index]
 
 
 def _bootstrap(
@@ -471,7 +479,7 @@ def _bootstrap(
     ok: np.ndarray,
     iterations: int,
     width: int,
-    seed: int | np.random.Generator | None,
+    seed: Seed,
     replicate: Callable[[np.ndarray, np.ndarray], np.ndarray],
     summary: Callable[[np.ndarray], np.ndarray],
 ) -> np.ndarray:
@@ -480,8 +488,8 @@ def _bootstrap(
     Regions not ``ok`` get NaN. Blocks keep ``regions x iterations x width x J`` near
     :data:`BOOTSTRAP_BUDGET`.
     """
-    if iterations < 2:
-        raise InputError(f"iterations={iterations}; a bootstrap needs at least 2")
+    if not is_int(iterations) or iterations < 2:
+        raise InputError(f"iterations={iterations!r}; a bootstrap needs an integer of at least 2")
     out = np.full(rows.n.shape, np.nan)
     regions = np.flatnonzero(ok)
     normals = _Normals(seed, iterations, width, rows.n[regions])
@@ -497,12 +505,9 @@ def _sd(draws: np.ndarray) -> np.ndarray:
     return np.std(draws, axis=1, ddof=1)
 
 
-def _mad(draws: np.ndarray) -> np.ndarray:
-    centre = np.median(draws, axis=1)
-    return MAD_CONSTANT * np.median(np.abs(draws - centre[:, None]), axis=1)
-
-
-def _weighted_median_rows(theta: np.ndarray, w: np.ndarray, valid: np.ndarray, kind: str = "stable") -> np.ndarray:
+def _weighted_median_rows(
+    theta: np.ndarray, w: np.ndarray, valid: np.ndarray, kind: Literal["stable", "quicksort"] = "stable"
+) -> np.ndarray:
     """MendelianRandomization's ``weighted.median`` along the last axis (padding ignored).
 
     ``kind="stable"`` orders ties as R's ``order()`` does; bootstrap draws, which tie with
@@ -554,6 +559,15 @@ _DRAW_CHUNK = 2048
 """Bootstrap draws per pass of the weighted median: its arrays then stay in cache."""
 
 
+class BootstrapOptions(TypedDict, total=False):
+    """The bootstrap options of :func:`_bootstrapped` (defaults there)."""
+
+    distribution: str
+    alpha: float
+    iterations: int
+    seed: Seed
+
+
 def _bootstrapped(
     method: str,
     rows: Padded,
@@ -566,7 +580,7 @@ def _bootstrapped(
     distribution: str = "normal",
     alpha: float = 0.05,
     iterations: int = 10000,
-    seed: int | np.random.Generator | None = 314159265,
+    seed: Seed = 314159265,
 ) -> BatchedMRResult:
     """Finish a bootstrap estimator: SE = ``summary`` of the replicates, Wald inference."""
     check_options(distribution=(distribution, ("normal", "t-dist")))
@@ -576,7 +590,9 @@ def _bootstrapped(
 
 
 @_quiet
-def _weighted_median(rows: Padded, *, weighting: str = "weighted", **bootstrap: object) -> BatchedMRResult:
+def _weighted_median(
+    rows: Padded, *, weighting: str = "weighted", **bootstrap: Unpack[BootstrapOptions]
+) -> BatchedMRResult:
     """Weighted median core (options as :func:`dmr_ray.stats.mr.weighted_median`)."""
     check_options(weighting=(weighting, ("weighted", "simple", "penalized")))
     theta = rows.by / rows.bx
@@ -664,12 +680,21 @@ def _mbe(
     weighting: str = "weighted",
     stderror: str = "delta",
     phi: float = 1.0,
-    **bootstrap: object,
+    threads: Threads = None,
+    **bootstrap: Unpack[BootstrapOptions],
 ) -> BatchedMRResult:
     """MBE core (options as :func:`dmr_ray.stats.mr.mbe`)."""
     check_options(weighting=(weighting, ("weighted", "unweighted")), stderror=(stderror, ("delta", "simple")))
     if not phi > 0:
         raise InputError(f"phi={phi}; the bandwidth factor must be > 0")
+    with workers_for(threads) as workers:
+        return _mbe_on(rows, weighting, stderror, phi, workers, bootstrap)
+
+
+def _mbe_on(
+    rows: Padded, weighting: str, stderror: str, phi: float, workers: Workers, bootstrap: BootstrapOptions
+) -> BatchedMRResult:
+    """:func:`_mbe` with its densities and bootstrap chunks run on ``workers``."""
     bx, by = rows.bx, rows.by
     theta = by / bx
     if stderror == "simple":
@@ -684,7 +709,7 @@ def _mbe(
     reason[(reason == Reason.OK) & ~(h > 0)] = Reason.DEGENERATE
     ok = reason == Reason.OK
     est = np.full(rows.n.shape, np.nan)
-    est[ok] = density_mode(theta[ok], h[ok], w[ok], rows.valid[ok])
+    est[ok] = _density_modes(*_prepare(theta[ok], h[ok], w[ok], rows.valid[ok]), workers=workers)
     reason[(reason == Reason.OK) & ~np.isfinite(est)] = Reason.DEGENERATE  # h below the data's resolution
 
     def replicate(block: np.ndarray, z: np.ndarray) -> np.ndarray:
@@ -694,7 +719,8 @@ def _mbe(
             flat = draws.reshape(-1, draws.shape[-1])
             valid = np.broadcast_to(rows.valid[block, None, :], draws.shape).reshape(flat.shape)
             weights = np.broadcast_to(w[block, None, :], draws.shape).reshape(flat.shape)
-            return density_mode(flat, _bandwidth(flat, valid, phi), weights, valid).reshape(draws.shape[:2])
+            prepared = _prepare(flat, _bandwidth(flat, valid, phi), weights, valid)
+            return _density_modes(*prepared, workers=workers).reshape(draws.shape[:2])
         out = np.empty(z.shape[:2])
         size = _mbe_chunk(z.shape[-1])
 
@@ -706,13 +732,12 @@ def _mbe(
                 draws += theta[region]
                 bandwidth, extremes = _dense_bandwidth(draws, phi)
                 weights = np.broadcast_to(w[region], draws.shape)
-                modes = _density_modes(draws, bandwidth, weights, None, extremes, parallel=False)
-                out[i, start : start + size] = modes
+                out[i, start : start + size] = _density_modes(draws, bandwidth, weights, None, extremes)
 
-        _parallel(run, [(i, start) for i in range(block.size) for start in range(0, z.shape[1], size)])
+        run_all(run, [(i, start) for i in range(block.size) for start in range(0, z.shape[1], size)], workers)
         return out
 
-    return _bootstrapped("mbe", rows, reason, est, 1, replicate, _mad, **bootstrap)
+    return _bootstrapped("mbe", rows, reason, est, 1, replicate, masked_mad, **bootstrap)
 
 
 # --------------------------------------------------------------------------- Steiger-style test
@@ -790,7 +815,8 @@ def weighted_median(bx, bxse, by, byse, mask=None, **options) -> BatchedMRResult
 
 def mbe(bx, bxse, by, byse, mask=None, **options) -> BatchedMRResult:
     """Mode-based estimates of many regions (arguments as :func:`ivw`; options as
-    :func:`dmr_ray.stats.mr.mbe`). All draws of a block of regions share one density pass."""
+    :func:`dmr_ray.stats.mr.mbe`, ``threads`` included). All draws of a block of regions share
+    one density pass."""
     return _mbe(Padded.build(bx, bxse, by, byse, mask), **options)
 
 

@@ -40,12 +40,7 @@ All equal the argmax of R's grid except where two output values tie to within ro
 
 from __future__ import annotations
 
-import os
-import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
 
 import numpy as np
 import scipy.fft
@@ -53,10 +48,9 @@ import scipy.special
 
 from dmr_ray.stats import _density_kernels as _kernels
 from dmr_ray.stats._common import scratch, take_last
+from dmr_ray.stats.workers import SERIAL, Threads, Workers, run_all, workers_for
 
-__all__ = ["N_GRID", "THREADS", "RDensity", "density_mode", "r_density"]
-
-T = TypeVar("T")
+__all__ = ["N_GRID", "RDensity", "density_mode", "r_density"]
 
 N_GRID = 512
 """R's grid size for ``density(n = 512)``."""
@@ -70,15 +64,6 @@ _ANALYTIC_MIN_SIGMA = 3.0  # kernel SD in nodes above which aliasing is below e^
 _SPECTRUM_CUTOFF = 1.527  # exp(-2 pi^2 (sigma nu)^2) < 1e-20 beyond nu = cutoff / sigma
 _CHUNK_ROWS = 2048
 _CHUNK_VALUES = 1 << 16  # rows x J per chunk: the screen's scratch stays a few MiB
-
-THREADS: int | None = None
-"""Threads for :func:`density_mode` and the MBE bootstrap: chunks of rows or draws run in
-parallel (numpy and pocketfft release the GIL). None: the CPUs this process may use, at most
-2 and at most ``OMP_NUM_THREADS`` when that is set; 1 runs everything in the calling thread.
-Results do not depend on it."""
-
-_pool: tuple[tuple[int, int], ThreadPoolExecutor] | None = None
-_pool_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -239,7 +224,7 @@ def _approx(dens: np.ndarray, frame: _Frame, k: np.ndarray) -> np.ndarray:
 
 
 def _prepare(
-    x: np.ndarray, bw: np.ndarray, weights: np.ndarray, mask: np.ndarray | None
+    x: np.ndarray, bw: np.ndarray | float, weights: np.ndarray, mask: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """float64 ``x [B, J]``, ``bw [B]``, weights ``[B, J]`` (0 where masked) and the mask.
 
@@ -261,6 +246,8 @@ def density_mode(
     bw: np.ndarray | float,
     weights: np.ndarray,
     mask: np.ndarray | None = None,
+    *,
+    threads: Threads = None,
 ) -> np.ndarray:
     """Grid point where R's ``density(x, weights = weights, bw = bw)`` peaks, row by row.
 
@@ -277,6 +264,9 @@ def density_mode(
         Weights (R's ``density`` expects them to sum to 1; they are used as given).
     mask : ndarray [B, J] of bool, optional
         True for real data; masked entries are ignored.
+    threads : int, Executor or None
+        Threads that share the chunks of rows (:mod:`dmr_ray.stats.workers`; None: up to 2,
+        the CPUs this process may use). Results do not depend on it.
 
     Returns
     -------
@@ -290,8 +280,8 @@ def density_mode(
     rounding (~1e-15 relative). Most rows are answered by the screened search (see the
     comment block above :func:`_screened_mode`), the others by the full grid.
     """
-    x, bw, w, valid = _prepare(x, bw, weights, mask)
-    return _density_modes(x, bw, w, valid)
+    with workers_for(threads) as workers:
+        return _density_modes(*_prepare(x, bw, weights, mask), workers=workers)
 
 
 def _density_modes(
@@ -300,15 +290,16 @@ def _density_modes(
     w: np.ndarray,
     valid: np.ndarray | None,
     extremes: tuple[np.ndarray, np.ndarray] | None = None,
-    parallel: bool = True,
+    workers: Workers = SERIAL,
 ) -> np.ndarray:
     """:func:`density_mode` of prepared arrays (see :func:`_prepare`); ``extremes`` as in
-    :meth:`_Frame.of`; ``parallel=False`` keeps every chunk in the calling thread."""
+    :meth:`_Frame.of`; the chunks of rows run on ``workers``."""
     out = np.full(x.shape[0], np.nan)
     good = np.isfinite(bw) & (bw > 0)
     rows_w = _kernel_weights(w)  # one row when all rows share it
     nonneg = np.broadcast_to((rows_w >= 0).all(axis=1) & (rows_w.sum(axis=1) > 0), good.shape)
     size = max(1, min(_CHUNK_ROWS, _CHUNK_VALUES // max(1, x.shape[1])))
+    chunks: list[slice | np.ndarray]
     if good.all():
         chunks = [slice(start, start + size) for start in range(0, x.shape[0], size)]
     else:
@@ -320,48 +311,8 @@ def _density_modes(
         mask = None if valid is None else valid[rows]
         out[rows] = _chunk_mode(x[rows], bw[rows], w[rows], mask, nonneg[rows], ends)
 
-    if parallel:
-        _parallel(run, chunks)
-    else:
-        for rows in chunks:
-            run(rows)
+    run_all(run, chunks, workers)
     return out
-
-
-def _parallel(run: Callable[[T], object], items: list[T]) -> None:
-    """``run(item)`` for every item, on up to :data:`THREADS` threads (the calling one if 1)."""
-    workers = _workers(len(items))
-    if workers is None:
-        for item in items:
-            run(item)
-    else:
-        list(workers.map(run, items))
-
-
-def _workers(tasks: int) -> ThreadPoolExecutor | None:
-    """The shared thread pool when :data:`THREADS` allows more than one thread, else None."""
-    global _pool
-    threads = THREADS if THREADS is not None else _default_threads()
-    if threads <= 1 or tasks <= 1:
-        return None
-    with _pool_lock:
-        if _pool is None or _pool[0] != (threads, os.getpid()):  # a forked child needs its own
-            if _pool is not None and _pool[0][1] == os.getpid():
-                _pool[1].shutdown(wait=False)
-            _pool = ((threads, os.getpid()), ThreadPoolExecutor(threads, thread_name_prefix="dmr-density"))
-        return _pool[1]
-
-
-def _default_threads() -> int:
-    """CPUs this process may use, at most 2 and at most ``OMP_NUM_THREADS`` when that is set."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
-    limit = os.environ.get("OMP_NUM_THREADS", "")
-    if limit.isdigit() and int(limit) > 0:
-        cpus = min(cpus, int(limit))
-    return min(2, cpus)
 
 
 def _chunk_mode(

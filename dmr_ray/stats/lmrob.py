@@ -61,6 +61,7 @@ import numpy as np
 
 from dmr_ray.errors import InputError, InsufficientInstrumentsError
 from dmr_ray.stats import _lmrob_kernels as _kernels
+from dmr_ray.stats._common import MAD_CONSTANT, masked_median
 
 __all__ = ["LmrobBatchFit", "LmrobFit", "lmrob_mm", "lmrob_mm_batched"]
 
@@ -74,7 +75,6 @@ REL_TOL = 1e-7
 MAX_IT = 50
 SOLVE_TOL = 1e-7  # pivot tolerance of the nonsingular subsampling
 EXACT_ZERO = 1e-10  # |residual| below this counts as an exact zero
-MAD_CONST = 1.4826
 _BLOCK = 64  # regions per vectorised block (bounds memory at ~n * 500 * 64 doubles)
 _LAPACK_SAFE_MIN = np.finfo(float).tiny
 _LAPACK_SMALL = _LAPACK_SAFE_MIN / np.finfo(float).eps
@@ -225,16 +225,6 @@ def _inverse(a: np.ndarray) -> np.ndarray:
     return np.stack([_solve(a, unit[..., j]) for j in range(a.shape[-1])], axis=-1)
 
 
-def _masked_median(a: np.ndarray, valid: np.ndarray, n_valid: np.ndarray) -> np.ndarray:
-    """Median over the last axis of ``a`` [B, S, n] restricted to ``valid`` [B, n]."""
-    srt = np.sort(np.where(valid[:, None, :], a, np.inf), axis=-1)
-    lo = ((n_valid - 1) // 2)[:, None, None]
-    hi = (n_valid // 2)[:, None, None]
-    lo_v = np.take_along_axis(srt, np.broadcast_to(lo, (*srt.shape[:2], 1)), axis=-1)
-    hi_v = np.take_along_axis(srt, np.broadcast_to(hi, (*srt.shape[:2], 1)), axis=-1)
-    return 0.5 * (lo_v + hi_v)[..., 0]
-
-
 # ----------------------------------------------------------------- subsampling
 
 
@@ -351,7 +341,7 @@ def _candidate_step(design: _Design, res: np.ndarray, maxit_scale: int) -> tuple
     Returns the stepped coefficients [B, S, p] and their M-scales [B, S], solved from R's
     starting value ``sc`` (the MAD about 0 after one fixed-point update).
     """
-    s0 = MAD_CONST * _masked_median(np.abs(res), design.valid, design.n_valid)
+    s0 = MAD_CONSTANT * masked_median(np.abs(res), design.valid[:, None, :])
     s1 = s0 * np.sqrt(_mean_rho(res, s0, design.dof) / BB)
     w = _wgt(res / s1[..., None], C_CHI)
     w = np.where((s0 > 0)[..., None], w, (res == 0).astype(float))
@@ -403,7 +393,7 @@ class _SFit:
 def _s_estimate(design: _Design, keys: np.ndarray, k_max: int, maxit_scale: int) -> _SFit:
     """Fast-S estimate for every region of the block."""
     rows, found = _draw_subsamples(design, keys)
-    failed = ~found.all(axis=1)
+    failed = ~np.all(found, axis=1)
     cand = _exact_fits(design, rows)
     res = design.residuals(cand)
     zeros = (design.valid[:, None, :] & (np.abs(res) < EXACT_ZERO)).sum(axis=-1)

@@ -45,6 +45,7 @@ import numpy as np
 from scipy import stats
 
 from dmr_ray.errors import InputError
+from dmr_ray.stats._common import masked_mad
 
 __all__ = [
     "METHODS",
@@ -207,14 +208,6 @@ class _Studies:
         return mu, (w * (self.y - mu[:, None]) ** 2).sum(axis=1)
 
 
-def _median(a: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Row medians of ``a`` [G, k] over ``valid`` entries (inf for an empty row)."""
-    srt = np.sort(np.where(valid, a, np.inf), axis=1)
-    k = valid.sum(axis=1)
-    pick = np.stack([np.maximum(k - 1, 0) // 2, k // 2], axis=1).clip(max=a.shape[1] - 1)
-    return np.take_along_axis(srt, pick, axis=1).mean(axis=1)
-
-
 def _trace_p(w: np.ndarray) -> np.ndarray:
     """``tr(P)`` for ``P = W - w w' / sum w``."""
     s1 = w.sum(axis=1)
@@ -309,8 +302,7 @@ def _tau2_pm(st: _Studies) -> tuple[np.ndarray, np.ndarray]:
     def excess(tau2: np.ndarray) -> np.ndarray:
         return st.pooled(st.weights(tau2))[1] - (st.k - 1)
 
-    y_med = _median(st.y, st.valid)
-    mad = 1.4826 * _median(np.abs(st.y - y_med[:, None]), st.valid)
+    mad = masked_mad(st.y, st.valid)
     upper = np.maximum(100.0, 10.0 * mad**2)
     zero = np.zeros_like(upper)
     f_lo, f_hi = excess(zero), excess(upper)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 from scipy import special
@@ -94,7 +95,9 @@ class MRResult:
     q_p: float | None = None
 
 
-def _first(value: np.ndarray | str | None) -> float | int | str | None:
+def _first(value: np.ndarray | str | None) -> Any:
+    """Region 0's value of a batched result's field as a Python scalar (its type is the
+    field's: ``float``, ``int`` or ``str``; None stays None)."""
     if value is None or isinstance(value, str):
         return value
     item = value[0].item()
@@ -245,6 +248,10 @@ def mbe(bx, bxse, by, byse, **options) -> MRResult:
             ``mad`` (constant 1.4826) of the bootstrap modes.
         seed : int, Generator or None, default 314159265
             As for :func:`weighted_median`.
+        threads : int, Executor or None, default None
+            Threads that share the density searches of the estimate and the bootstrap
+            (:mod:`dmr_ray.stats.workers`: a count, an executor the caller owns, or None for
+            up to 2, the CPUs this process may use). Results do not depend on it.
 
     Returns
     -------

@@ -3,7 +3,8 @@
 * :class:`ReplicatePredictor`: ``predict(onehot, r)`` / ``predict_all(onehot)``.
 * :class:`EnsemblePredictor`, :class:`MCDropoutPredictor`, :class:`SinglePredictor`;
   :class:`ReplicateSubset` (some replicates of another predictor).
-* :func:`build_predictor` (from a :class:`~dmr_ray.models.ModelSpec`), :func:`as_predictor`.
+* :func:`build_predictor` (from a :class:`~dmr_ray.models.ModelSpec`), :func:`as_predictor`;
+  :func:`plain_output` (a selector-less output as ``[batch, tasks]``).
 """
 
 from dmr_ray.uncertainty.dropout import LockedDropout, lock_dropout, mask_seed
@@ -15,6 +16,7 @@ from dmr_ray.uncertainty.predictors import (
     SinglePredictor,
     as_predictor,
     build_predictor,
+    plain_output,
 )
 
 __all__ = [
@@ -28,4 +30,5 @@ __all__ = [
     "build_predictor",
     "lock_dropout",
     "mask_seed",
+    "plain_output",
 ]

@@ -352,7 +352,10 @@ def load_recalibrator(data: dict[str, Any]) -> IsotonicRecalibrator | VarianceSc
     InputError
         If ``data`` is not a dict with a known ``kind`` or is malformed.
     """
-    kinds = {"isotonic": IsotonicRecalibrator, "variance_scaling": VarianceScaler}
+    kinds: dict[str, type[IsotonicRecalibrator] | type[VarianceScaler]] = {
+        "isotonic": IsotonicRecalibrator,
+        "variance_scaling": VarianceScaler,
+    }
     kind = data.get("kind") if isinstance(data, dict) else None
     if kind not in kinds:
         raise InputError(f"recalibrator dict: 'kind' must be one of {sorted(kinds)}, got {kind!r}")
@@ -402,9 +405,9 @@ def _check_replicates(replicate_preds: np.ndarray, n_tasks: int) -> np.ndarray:
 
 
 def _floor_and_eps(sigma_floor: Any, eps: Any, error: type[Exception] = InputError) -> tuple[float, float]:
-    if not isinstance(sigma_floor, Real) or not 0 < sigma_floor < np.inf:
+    if not isinstance(sigma_floor, Real) or not 0 < float(sigma_floor) < np.inf:
         raise error(f"sigma_floor must be a positive finite number, got {sigma_floor!r}")
-    if not isinstance(eps, Real) or not 0 < eps < 0.5:
+    if not isinstance(eps, Real) or not 0 < float(eps) < 0.5:
         raise error(f"eps must lie in (0, 0.5), got {eps!r}")
     return float(sigma_floor), float(eps)
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dmr_ray.models.loading import dropout_layers
+from dmr_ray.models.loading import DROPOUT_TYPES, dropout_layers
 
 
 def mask_seed(seed: int, replicate: int, layer: int) -> int:
@@ -85,6 +85,7 @@ def lock_dropout(model: nn.Module, seed: int) -> list[LockedDropout]:
     """
     locked = []
     for layer, (name, module) in enumerate(dropout_layers(model)):
+        assert isinstance(module, DROPOUT_TYPES)  # what dropout_layers returns; gives module.p its type
         replacement = LockedDropout(module.p, not isinstance(module, nn.Dropout), seed, layer)
         parent_name, _, attr = name.rpartition(".")
         model.get_submodule(parent_name).register_module(attr, replacement)

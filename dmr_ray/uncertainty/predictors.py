@@ -49,7 +49,7 @@ class ReplicatePredictor(abc.ABC):
         may evaluate the networks layer by layer.
     """
 
-    kind: ClassVar[str]
+    kind: str
     layerwise: ClassVar[bool] = True
 
     def __init__(
@@ -105,7 +105,7 @@ class ReplicatePredictor(abc.ABC):
             raw = network(onehot.to(self.device, torch.float32))
         if self.selector is not None:
             return self.selector(raw)
-        return _plain_output(raw)
+        return plain_output(raw)
 
     @torch.inference_mode()
     def predict_all(self, onehot: torch.Tensor) -> torch.Tensor:
@@ -311,13 +311,18 @@ def build_predictor(
         spec = spec.model_copy(update={"weights": tuple(spec.weights[i] for i in indices)})
     members = spec.build_members()
     selector = spec.output_selector()
-    options = {"input_length": spec.input_length, "device": device}
+    length = spec.input_length
     if kind == "ensemble" and len(members) > 1:
-        return EnsemblePredictor(members, selector, **options)
+        return EnsemblePredictor(members, selector, input_length=length, device=device)
     if kind == "mc_dropout":
-        predictor = MCDropoutPredictor(members[0], selector, spec.replicates.passes, spec.replicates.seed, **options)
+        passes = spec.replicates.passes
+        if passes is None:  # the spec's validation already requires it
+            raise ModelSpecError("replicates.passes: required when kind is 'mc_dropout'")
+        predictor = MCDropoutPredictor(
+            members[0], selector, passes, spec.replicates.seed, input_length=length, device=device
+        )
         return predictor if len(indices) == spec.n_replicates else ReplicateSubset(predictor, indices)
-    return SinglePredictor(members[0], selector, **options)
+    return SinglePredictor(members[0], selector, input_length=length, device=device)
 
 
 def _replicate_indices(n_replicates: int, replicates: Sequence[int] | None) -> tuple[int, ...]:
@@ -341,14 +346,20 @@ def as_predictor(model: ReplicatePredictor | nn.Module) -> ReplicatePredictor:
 
 
 def _module_device(module: nn.Module) -> torch.device:
-    tensor = next(module.parameters(), None)
+    tensor: torch.Tensor | None = next(module.parameters(), None)
     if tensor is None:
         tensor = next(module.buffers(), None)
     return tensor.device if tensor is not None else torch.device("cpu")
 
 
-def _plain_output(raw: object) -> torch.Tensor:
-    """A selector-less output as ``float32 [batch, tasks]``."""
+def plain_output(raw: object) -> torch.Tensor:
+    """A selector-less model output as ``float32 [batch, tasks]`` (``[batch]`` gains a task axis).
+
+    Raises
+    ------
+    InputError
+        The output is not a 1-D or 2-D tensor.
+    """
     if not isinstance(raw, torch.Tensor) or raw.ndim not in (1, 2):
         shape = list(raw.shape) if isinstance(raw, torch.Tensor) else type(raw).__name__
         raise InputError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -132,6 +133,27 @@ def test_bootstrap_blocks_do_not_change_results(monkeypatch):
     monkeypatch.setattr(batched, "BOOTSTRAP_BUDGET", 1000)  # one region per block
     _assert_same(batched.mbe(*padded, mask, iterations=100), whole)
     _assert_same(batched.weighted_median(*padded, mask, iterations=100), median)
+
+
+def test_mbe_threads_do_not_change_results():
+    for sizes in ([4, 9, 16, 25], [12, 12, 12]):  # padded rows, then rows without padding
+        offsets, *columns = _regions(4, sizes)
+        *padded, mask = ragged_to_padded(offsets, *columns)
+        serial = batched.mbe(*padded, mask, iterations=3000, threads=1)  # several chunks per region
+        _assert_same(batched.mbe(*padded, mask, iterations=3000, threads=3), serial)
+        with ThreadPoolExecutor(2) as pool:
+            _assert_same(batched.mbe(*padded, mask, iterations=3000, threads=pool), serial)
+    with pytest.raises(InputError, match="threads"):
+        batched.mbe(*padded, mask, iterations=10, threads=0)
+
+
+@pytest.mark.parametrize("iterations", [1, 2.5, True])
+def test_bootstraps_need_an_integer_number_of_draws(iterations):
+    offsets, *columns = _regions(4, [5, 6])
+    *padded, mask = ragged_to_padded(offsets, *columns)
+    for name in ("mbe", "weighted_median"):
+        with pytest.raises(InputError, match="iterations"):
+            getattr(batched, name)(*padded, mask, iterations=iterations)
 
 
 def test_generator_seeds_draw_fresh_blocks():

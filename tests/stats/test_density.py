@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -222,7 +224,7 @@ def test_threads_do_not_change_results(monkeypatch):
     rng = np.random.default_rng(13)
     x, bw, w = _mbe_like_rows(rng, 900, 20)
     monkeypatch.setattr(density, "_CHUNK_ROWS", 100)
-    monkeypatch.setattr(density, "THREADS", 1)
-    serial = density_mode(x, bw, w)
-    monkeypatch.setattr(density, "THREADS", 3)
-    assert np.array_equal(density_mode(x, bw, w), serial, equal_nan=True)
+    serial = density_mode(x, bw, w, threads=1)
+    assert np.array_equal(density_mode(x, bw, w, threads=3), serial, equal_nan=True)
+    with ThreadPoolExecutor(2) as pool:
+        assert np.array_equal(density_mode(x, bw, w, threads=pool), serial, equal_nan=True)

@@ -7,6 +7,7 @@ import pytest
 
 from dmr_ray.errors import InputError, InsufficientInstrumentsError
 from dmr_ray.stats import lmrob
+from dmr_ray.stats._common import MAD_CONSTANT
 from dmr_ray.stats.lmrob import lmrob_mm, lmrob_mm_batched
 
 # MendelianRandomization R/1Data.R (Waterworth et al. 2010): LDL-c -> CHD, J = 28.
@@ -161,7 +162,7 @@ def test_m_scale_solves_the_s_equation_from_far_starts(start_factor):
     res = rng.standard_normal((4, 50, 30)) * rng.uniform(0.1, 10.0, (4, 1, 1))
     res[..., :3] *= 40.0  # gross outliers: rho saturates for them
     dof = np.full((4, 1), 28.0)
-    start = lmrob.MAD_CONST * np.median(np.abs(res), axis=-1) * start_factor
+    start = MAD_CONSTANT * np.median(np.abs(res), axis=-1) * start_factor
     scale = lmrob._m_scale(res, start, dof, maxit=500)
     mean_rho = lmrob._rho(res / scale[..., None], lmrob.C_CHI).sum(axis=-1) / dof
     np.testing.assert_allclose(mean_rho, lmrob.BB, rtol=1e-10)
