@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError, RayError, RayTaskError
+from ray.exceptions import ActorUnavailableError, RayActorError, RayError, RayTaskError
 
 from dmr_ray.engine.actor import reduce_task
 from dmr_ray.engine.failures import FailureLog
@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 
 _WAIT_SLICE_S = 1.0
 """Longest single ``ray.wait``: Python handles Ctrl-C (KeyboardInterrupt) only between waits."""
+
+_REPROBE_S = 0.5
+"""Delay before probing again an actor that Ray reported temporarily unavailable (restarting)."""
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,7 @@ class ChunkScheduler:
         self._attempts: Counter[int] = Counter()
         self._calls: dict[ray.ObjectRef, _Call] = {}
         self._partials: dict[ray.ObjectRef, ray.ObjectRef] = {}
+        self._reprobe: dict[int, float] = {}
 
     def run(self) -> None:
         """Run until every chunk is finished or failed.
@@ -129,11 +133,15 @@ class ChunkScheduler:
             self._probe(k)
         last = time.monotonic()
         while len(self._finished) + len(self.failures) < self._n_todo:
+            self._reprobe_due()
             self._check_shards()
             self._dispatch()
             timeout = last + self.options.stall_timeout_s - time.monotonic()
             if timeout <= 0:
                 raise StalledRunError(self._stall_message())
+            if not self._calls:  # every actor waits to be probed again
+                time.sleep(min(timeout, _REPROBE_S))
+                continue
             ready, _ = ray.wait(list(self._calls), num_returns=1, timeout=min(timeout, _WAIT_SLICE_S))
             for ref in ready:
                 self._handle(ref)
@@ -143,6 +151,12 @@ class ChunkScheduler:
         self.actors[k].state = "starting"
         ref = self.actors[k].handle.ready.remote()
         self._calls[ref] = _Call("ready", -1, self.actors[k].shard, k, time.monotonic())
+
+    def _reprobe_due(self) -> None:
+        now = time.monotonic()
+        for k in [k for k, due in self._reprobe.items() if due <= now]:
+            del self._reprobe[k]
+            self._probe(k)
 
     def _check_shards(self) -> None:
         for shard in range(self._n_shards):
@@ -248,6 +262,9 @@ class ChunkScheduler:
 
     def _lost(self, call: _Call, err: RayActorError) -> None:
         actor = self.actors[call.actor]
+        if call.kind == "ready" and isinstance(err, ActorUnavailableError):  # restarting: ask again shortly
+            self._reprobe[call.actor] = time.monotonic() + _REPROBE_S
+            return
         if call.kind == "ready":
             actor.state, actor.error = "dead", _loss_reason(err)
             log.warning("actor %d is lost: %s", call.actor, actor.error)
