@@ -70,15 +70,12 @@ class PoolPlan:
         Actors of the pool (at least one per shard).
     resources : ActorResources
         What each actor reserves.
-    mapping : Mapping[str, float]
-        The resources the pool was sized from (``"CPU"``, ``"GPU"``).
     placement_group : PlacementGroup or None
         The placement group actors and reduce tasks are scheduled into.
     """
 
     n_actors: int
     resources: ActorResources
-    mapping: Mapping[str, float]
     placement_group: Any = None
 
     def options(self) -> dict[str, Any]:
@@ -173,7 +170,7 @@ def plan_pool(n_shards: int, device: str | None, options: EngineOptions) -> Pool
     )
     check_capacity(n_actors, resources, bundles, mapping)
     group = ray.util.get_current_placement_group() if bundles is not None else None
-    return PoolPlan(n_actors, resources, mapping, group)
+    return PoolPlan(n_actors, resources, group)
 
 
 def start_actors(task: ChunkTask, plan: PoolPlan, options: EngineOptions) -> list[PoolActor]:

@@ -9,8 +9,8 @@ placement group's bundles when there is one (:mod:`dmr_ray.engine.pool`).
 
 from __future__ import annotations
 
-import logging
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -23,8 +23,6 @@ from dmr_ray.engine.progress import Progress
 from dmr_ray.engine.resources import ActorResources
 from dmr_ray.engine.scheduler import ChunkScheduler
 from dmr_ray.engine.task import ChunkReport, ChunkTask, TaskRun, commit_chunk
-
-log = logging.getLogger(__name__)
 
 OnCommit = Callable[[ChunkReport], None]
 """Called in the driver with the report of each finished chunk."""
@@ -100,8 +98,9 @@ def run_in_process_task(task: ChunkTask, *, on_commit: OnCommit | None = None) -
 
             try:
                 if task.returns_values:
+                    began = time.perf_counter()
                     values[index] = task.reduce(index, partials())
-                    report = ChunkReport(index, task.units(index), True, os.getpid(), 0.0)
+                    report = ChunkReport(index, task.units(index), True, os.getpid(), time.perf_counter() - began)
                 else:
                     report = commit_chunk(task, index, partials)
             except Exception as err:  # noqa: BLE001 - recorded and reported after the other chunks
