@@ -31,8 +31,9 @@ from dmr_ray.uncertainty.calibrated import calibration_digest, with_calibration
 
 _SEQUENCE_INDEX = re.compile(r"^sequence (\d+):")
 
-FAILURE_FILE = "failed_chunks.txt"
-"""Written inside ``effects.zarr`` by a run with failed chunks: one line per chunk."""
+FAILURE_SUFFIX = ".failed_chunks.txt"
+"""Appended to the location of ``effects.zarr`` to name the sibling file where a run with failed
+chunks lists them, one line per chunk (inside the store, zarr would warn about a foreign file)."""
 
 
 def job_predictor(
@@ -131,7 +132,7 @@ class IsmTask(ChunkTask):
         self.n_shards = len(self.groups)
         self.device = job.device
         self.location = effects.location
-        self.failure_file = f"{effects.location}/{FAILURE_FILE}"
+        self.failure_file = f"{effects.location}{FAILURE_SUFFIX}"
 
     @property
     def n_chunks(self) -> int:

@@ -50,7 +50,7 @@ def run_ism(
         The job cannot run here (see the module docstring); nothing was written.
     ChunkFailedError
         After every other chunk is committed, naming the first failed chunks and their
-        seq_ids; every failed chunk is listed in ``<out>/failed_chunks.txt``.
+        seq_ids; every failed chunk is listed in the sibling file ``<out>.failed_chunks.txt``.
     StalledRunError, EngineError
         The run could not go on (committed chunks are kept), or the Ray resources can never
         hold one actor.

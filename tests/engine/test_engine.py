@@ -102,8 +102,9 @@ def test_nan_for_one_sequence_fails_naming_it_after_committing_the_rest(store: P
     with pytest.raises(ChunkFailedError, match=r"chunk 2 \(rows 8\.\.12.*'s9' \(row 9\).*non-finite") as info:
         run_ism(IsmJob(poisoned.location, str(spec), str(out)), options())
     assert "1 chunk(s) failed; 5 of 6 chunks are committed" in str(info.value)
-    assert f"every failed chunk is listed in {out / 'failed_chunks.txt'}" in str(info.value)
-    assert (out / "failed_chunks.txt").read_text().count("\n") == 1
+    listing = workdir / "effects_nan.zarr.failed_chunks.txt"
+    assert f"every failed chunk is listed in {listing}" in str(info.value)
+    assert listing.read_text().count("\n") == 1
     assert EffectsStore.open(out, mode="r").missing_chunks() == [2]
 
 

@@ -24,7 +24,8 @@ def test_nan_chunk_fails_after_the_others_are_committed_and_names_the_sequence(t
     with pytest.raises(ChunkFailedError, match=r"chunk 3 \(rows 12\.\.16, seq_ids \['s12', 's13'.*'s13' \(row 13\)"):
         run_in_process(IsmJob(store.location, str(spec), str(out)))
     assert EffectsStore.open(out, mode="r").missing_chunks() == [3]
-    assert (out / "failed_chunks.txt").read_text().startswith("chunk 3 (rows 12..16, seq_ids ['s12', 's13'")
+    listing = (tmp_path / "effects.zarr.failed_chunks.txt").read_text()
+    assert listing.startswith("chunk 3 (rows 12..16, seq_ids ['s12', 's13'")
 
 
 def test_cli_runs_in_process_and_resumes(store: Path, workdir: Path, capsys: pytest.CaptureFixture) -> None:
