@@ -97,9 +97,10 @@ def current_bundles() -> list[dict[str, float]] | None:
     if group is None:
         return None
     bundles = [{key: float(value) for key, value in bundle.items()} for bundle in group.bundle_specs]
-    own = ray.get_runtime_context().get_assigned_resources()
+    assigned = ray.get_runtime_context().get_assigned_resources()
+    own = {key: float(amount) for key, amount in assigned.items() if key in ("CPU", "GPU") and amount}
     for bundle in bundles:
-        if all(bundle.get(key, 0.0) >= amount for key, amount in own.items() if amount):
+        if all(bundle.get(key, 0.0) >= amount for key, amount in own.items()):
             for key, amount in own.items():
                 bundle[key] = bundle.get(key, 0.0) - amount
             break
