@@ -2,6 +2,8 @@
 
 Measures, on a local Ray instance with ``--cpus`` logical CPUs (default 2):
 
+* the start-up seconds the engine reports for each engine run (``startup_s``: actors placed,
+  models loaded), which its own rate and ETA exclude;
 * steady-state throughput (mutants per second, per replicate) of the engine with 1 actor x 1
   thread, 2 actors x 1 thread and 1 actor x 2 threads, and of in-process
   ``saturation_mutagenesis`` over the same chunks with 1 and 2 torch threads. Steady state
@@ -78,9 +80,9 @@ def write_store(path: Path, n_seq: int, length: int, chunk_size: int) -> Path:
     return path
 
 
-def steady_rate(times: list[float], sizes: list[int], per_sequence: int) -> float:
-    """Mutants per second over every chunk but the first finished one."""
-    return sum(sizes[1:]) * per_sequence / (times[-1] - times[0])
+def steady_rate(times: list[float], sizes: list[int], per_item: int) -> float:
+    """Mutants per second over every chunk but the first finished one (``sizes`` times ``per_item`` mutants)."""
+    return sum(sizes[1:]) * per_item / (times[-1] - times[0])
 
 
 def cpu_seconds(pid: int) -> float:
@@ -90,37 +92,39 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def engine_rate(store: Path, spec: Path, out: Path, actors: int, threads: int, length: int) -> dict:
-    """One engine run: steady-state and end-to-end mutants per second, and per actor CPU-second.
+def engine_rate(store: Path, spec: Path, out: Path, actors: int, threads: int) -> dict:
+    """One engine run: steady-state and end-to-end mutants per second, per actor CPU-second, and
+    the start-up seconds the engine reports (Ray actors placed and models loaded).
 
     The CPU measure counts, for each actor, the mutants it committed after its first chunk
     over the CPU time it used in between, so it does not depend on other tenants' load.
     """
     times: list[float] = []
-    sizes: list[int] = []
-    per_actor: dict[int, list[float]] = {}  # pid -> [cpu at first commit, cpu now, sequences since]
+    sizes: list[int] = []  # mutants per committed chunk (the engine's unit for ISM)
+    per_actor: dict[int, list[float]] = {}  # pid -> [cpu at first commit, cpu now, mutants since]
 
     def record(report) -> None:
         times.append(time.perf_counter())
-        sizes.append(report.n_sequences)
+        sizes.append(report.units)
         cpu = cpu_seconds(report.pid)
-        first, _, done = per_actor.get(report.pid, [cpu, cpu, -report.n_sequences])
-        per_actor[report.pid] = [first, cpu, done + report.n_sequences]
+        first, _, done = per_actor.get(report.pid, [cpu, cpu, -report.units])
+        per_actor[report.pid] = [first, cpu, done + report.units]
 
     began = time.perf_counter()
-    run_on_ray(
-        IsmJob(str(store), str(spec), str(out)),
+    summary = run_on_ray(
+        IsmJob(str(store), str(spec), str(out), fast=False),  # the exact path, as the in-process loop
         EngineOptions(actors=actors, threads=threads),
         overwrite=True,
         on_commit=record,
     )
     wall = time.perf_counter() - began
     cpu = sum(last - first for first, last, _ in per_actor.values())
-    mutants = sum(done for _, _, done in per_actor.values()) * 3 * length
+    mutants = sum(done for _, _, done in per_actor.values())
     return {
-        "steady": steady_rate(times, sizes, 3 * length),
-        "end_to_end": sum(sizes) * 3 * length / wall,
+        "steady": steady_rate(times, sizes, 1),
+        "end_to_end": sum(sizes) / wall,
         "per_cpu_second": mutants / cpu,
+        "startup_s": summary.startup_s,
     }
 
 
@@ -152,6 +156,7 @@ def median_of(runs: list[dict]) -> dict:
         "end_to_end": statistics.median(r["end_to_end"] for r in runs),
         "per_cpu_second": statistics.median(r["per_cpu_second"] for r in runs),
         "runs_steady": [round(r["steady"]) for r in runs],
+        **({"startup_s": statistics.median(r["startup_s"] for r in runs)} if "startup_s" in runs[0] else {}),
         "load_average_before_runs": [round(r["load"], 2) for r in runs],
     }
 
@@ -224,7 +229,7 @@ def main() -> None:
         configurations = {
             **{f"in_process_{t}t": partial(in_process_rate, store, spec, t, args.length) for t in (1, 2)},
             **{
-                f"engine_{a}x{t}t": partial(engine_rate, store, spec, folder / "out.zarr", a, t, args.length)
+                f"engine_{a}x{t}t": partial(engine_rate, store, spec, folder / "out.zarr", a, t)
                 for a, t in ((1, 1), (2, 1), (1, 2))
             },
         }

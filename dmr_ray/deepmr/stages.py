@@ -1,9 +1,9 @@
 """The resumable MR stages of a Deep MR audit.
 
 ``local_effects.parquet`` is a directory of Parquet parts, one per chunk of ``effects.zarr``,
-each written by a Ray CPU task to a temporary name and renamed into place, so a part either
-exists whole or not at all. A rerun computes only the missing parts; a rerun with different
-options is refused (``_stage.json`` records them). ``global_effects.parquet`` pools the local
+computed by the engine (:class:`~dmr_ray.deepmr.local_task.LocalMRTask` on CPU actors) and
+each written to a temporary name and renamed into place, so a part either exists whole or not
+at all. A rerun computes only the missing parts. ``global_effects.parquet`` pools the local
 effects per (exposure, outcome, method) with a random-effects meta-analysis.
 """
 
@@ -11,48 +11,25 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 
-from dmr_ray.deepmr.local import LocalMROptions, local_effects_table
-from dmr_ray.engine.progress import Progress
-from dmr_ray.errors import ChunkFailedError, ResumeConflictError
+from dmr_ray._atomic import write_parquet_atomic, write_text_atomic
+from dmr_ray.deepmr.local import LocalMROptions
+from dmr_ray.deepmr.local_task import LocalMRTask
+from dmr_ray.deepmr.local_task import part_path as part_path  # re-exported: the pipeline's tests use it
+from dmr_ray.engine import EngineOptions, run_task
+from dmr_ray.errors import InputError, ResumeConflictError
 from dmr_ray.stats.meta import meta_analysis_batched
 
 log = logging.getLogger(__name__)
 
 STAGE_FILE = "_stage.json"
-
-
-def write_atomic(table: pa.Table, path: Path) -> None:
-    """Write a Parquet file under a temporary name and rename it into place."""
-    tmp = _temporary(path)
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
-
-
-def write_text_atomic(text: str, path: Path) -> None:
-    """Write a text file under a temporary name and rename it into place."""
-    tmp = _temporary(path)
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _temporary(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
-def part_path(directory: Path, index: int) -> Path:
-    """The Parquet part of effects chunk ``index``."""
-    return directory / f"part-{index:06d}.parquet"
 
 
 def claim_directory(directory: Path, identity: dict, *, overwrite: bool = False) -> None:
@@ -77,43 +54,26 @@ def claim_directory(directory: Path, identity: dict, *, overwrite: bool = False)
             )
         return
     directory.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(json.dumps(identity, indent=1, sort_keys=True), stage_file)
-
-
-def _local_chunk(effects_path: str, index: int, options: LocalMROptions, out: str) -> int:
-    from dmr_ray.store import EffectsStore
-
-    chunk = EffectsStore.open(effects_path, mode="r").read_chunk(index)
-    table = local_effects_table(chunk["beta"], chunk["se"], chunk["seq_id"], options)
-    write_atomic(table, Path(out))
-    return table.num_rows
+    write_text_atomic(stage_file, json.dumps(identity, indent=1, sort_keys=True))
 
 
 def run_local_stage(
-    effects_path: str,
-    directory: Path,
-    options: LocalMROptions,
-    *,
-    overwrite: bool = False,
-    max_in_flight: int | None = None,
-    stall_timeout_s: float = 1800.0,
+    effects_path: str, directory: Path, options: LocalMROptions, engine: EngineOptions | None = None
 ) -> int:
-    """Compute the missing parts of ``local_effects.parquet`` as Ray CPU tasks.
+    """Compute the missing parts of ``local_effects.parquet`` with the engine (CPU actors).
 
     Parameters
     ----------
     effects_path
         A complete ``effects.zarr``.
     directory
-        The ``local_effects.parquet`` dataset directory.
+        The ``local_effects.parquet`` dataset directory; it must exist (its identity is the
+        caller's business).
     options
-        What to compute; recorded and compared on resume.
-    overwrite
-        Discard existing parts first.
-    max_in_flight
-        Tasks submitted at once (default: twice the cluster's CPUs).
-    stall_timeout_s
-        Fail with a clear error when no task finishes for this long.
+        What to compute.
+    engine
+        How (default :class:`~dmr_ray.engine.EngineOptions` (): one actor per CPU on Ray;
+        ``actors=0`` computes in this process).
 
     Returns
     -------
@@ -122,61 +82,17 @@ def run_local_stage(
 
     Raises
     ------
+    InputError
+        ``directory`` does not exist.
     ChunkFailedError
-        Naming every chunk whose task failed, after all other parts are written.
+        Naming the first failed chunks and their seq_ids, after all other parts are written;
+        ``<directory>/_failed_chunks.txt`` lists every failed chunk.
+    StalledRunError
+        No chunk finished within ``engine.stall_timeout_s``.
     """
-    import ray
-
-    from dmr_ray.store import EffectsStore
-
-    effects = EffectsStore.open(effects_path, mode="r")
-    claim_directory(directory, {"effects": str(effects_path), **_jsonable(asdict(options))}, overwrite=overwrite)
-    todo = [i for i in range(effects.n_chunks) if not part_path(directory, i).exists()]
-    task = ray.remote(num_cpus=1, max_retries=2)(_local_chunk)
-    limit = max_in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
-    progress = Progress(len(todo), "local MR", mutants_per_sequence=1, rate_unit="sequences")
-    pending: dict = {}
-    failures: list[str] = []
-    queue = list(todo)
-    try:
-        while queue or pending:
-            while queue and len(pending) < limit:
-                index = queue.pop(0)
-                ref = task.remote(str(effects_path), index, options, str(part_path(directory, index)))
-                pending[ref] = index
-            done, _ = ray.wait(list(pending), num_returns=1, timeout=stall_timeout_s)
-            if not done:
-                raise ChunkFailedError(
-                    f"local MR stalled: no chunk finished within {stall_timeout_s:.0f} s "
-                    f"(chunks in flight: {sorted(pending.values())}); check the Ray cluster's CPUs"
-                )
-            for ref in done:
-                index = pending.pop(ref)
-                start, stop = effects.chunk_bounds(index)
-                try:
-                    ray.get(ref)
-                except Exception as exc:  # noqa: BLE001 - reported with the chunk below
-                    ids = effects.seq_ids(start, stop)
-                    failures.append(f"chunk {index} (seq_ids {ids[0]}..{ids[-1]}): {_cause(exc)}")
-                progress.advance(stop - start)
-    finally:
-        progress.close()
-    if failures:
-        raise ChunkFailedError(
-            "local MR failed for "
-            + "; ".join(failures)
-            + "; the other chunks are written and a rerun retries only these"
-        )
-    return len(todo)
-
-
-def _cause(exc: Exception) -> str:
-    cause = getattr(exc, "cause", None) or exc
-    return f"{type(cause).__name__}: {cause}"
-
-
-def _jsonable(data: dict) -> dict:
-    return json.loads(json.dumps(data, default=list))
+    if not directory.is_dir():
+        raise InputError(f"{directory}: the local-MR directory does not exist; create it first")
+    return run_task(LocalMRTask(str(effects_path), directory, options), engine).computed
 
 
 def read_local_effects(directory: Path) -> pa.Table:
@@ -295,7 +211,7 @@ def run_global_stage(local_dir: Path, out: Path, *, method: str, test: str, alph
     """Meta-analyse ``local_effects.parquet`` into ``global_effects.parquet`` (atomically)."""
     started = time.monotonic()
     table = global_effects_table(read_local_effects(local_dir), method=method, test=test, alpha=alpha)
-    write_atomic(table, out)
+    write_parquet_atomic(out, table)
     log.info(
         "global effects: %d (exposure, outcome, method) groups in %.1f s", table.num_rows, time.monotonic() - started
     )

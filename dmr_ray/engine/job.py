@@ -1,30 +1,21 @@
-"""One ISM job: what to compute, how its output is identified, and the in-process runner.
+"""One ISM job and the summary of its run: data and small pure helpers only.
 
-The Ray engine (:mod:`dmr_ray.engine.runner`) distributes exactly the per-chunk work of
-:mod:`dmr_ray.engine.chunks`, so the in-process path and the distributed path write identical
-``effects.zarr`` stores.
+How a job is computed is in :mod:`dmr_ray.engine.ism_task`; how it is run, in
+:mod:`dmr_ray.engine.runner`.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 import uuid
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
+from typing import Literal
 
-from dmr_ray import __version__
-from dmr_ray.engine.chunks import FailureLog, compute_chunk
-from dmr_ray.engine.progress import Progress
-from dmr_ray.errors import ChunkFailedError, InputError
-from dmr_ray.ism import FastPlanCache, Precision, check_precision
-from dmr_ray.models import ModelSpec, load_model_spec, model_digest
-from dmr_ray.store import EffectsStore, SequenceStore, open_sequence_store
+from dmr_ray._checks import is_int
+from dmr_ray.errors import InputError
+from dmr_ray.ism import Precision, check_precision
 from dmr_ray.store._zarr_io import normalise
-from dmr_ray.uncertainty import ReplicatePredictor, build_predictor
-from dmr_ray.uncertainty.calibrated import calibration_digest, with_calibration
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -49,7 +40,7 @@ class IsmJob:
     device
         Torch device; ``None`` picks CUDA when present, else CPU.
     fast
-        ``True``, ``False`` or ``"auto"``: the receptive-field fast path.
+        ``True``, ``False`` or ``"auto"`` (default): the receptive-field fast path.
     calibration
         Path of a ``calibration.json`` whose recalibration is applied to every replicate
         prediction before differencing (``None``: uncalibrated). Calibrated jobs run the
@@ -64,7 +55,9 @@ class IsmJob:
     ------
     InputError
         An unknown ``precision``, or one other than float32 with ``fast=False`` or with
-        ``calibration``.
+        ``calibration``; ``ddof`` not an integer >= 0; ``chunk_size`` or ``batch_size`` not
+        an integer >= 1; ``device`` not a torch device; ``out`` the same location as
+        ``store`` or ``calibration``.
     """
 
     store: str
@@ -74,11 +67,23 @@ class IsmJob:
     batch_size: int | None = None
     ddof: int = 0
     device: str | None = None
-    fast: bool | str = False
+    fast: bool | Literal["auto"] = "auto"
     calibration: str | None = None
     precision: Precision = "float32"
 
     def __post_init__(self) -> None:
+        if not is_int(self.ddof) or self.ddof < 0:
+            raise InputError(f"ddof: must be an integer >= 0, got {self.ddof!r}")
+        for name in ("chunk_size", "batch_size"):
+            value = getattr(self, name)
+            if value is not None and (not is_int(value) or value < 1):
+                raise InputError(f"{name}: must be an integer >= 1, got {value!r}")
+        if self.device is not None:
+            check_device(self.device)
+        for name in ("store", "calibration"):
+            value = getattr(self, name)
+            if value and normalise(value) == normalise(self.out):
+                raise InputError(f"out: {self.out} is the {name} of the job; choose another output location")
         check_precision(self.precision, self.fast)
         if self.calibration and self.precision != "float32":
             raise InputError(
@@ -98,14 +103,9 @@ class IsmJob:
         )
 
     @property
-    def ism_fast(self) -> bool | str:
+    def ism_fast(self) -> bool | Literal["auto"]:
         """The ``fast`` argument ISM runs with: the exact path when calibrated."""
         return False if self.calibration else self.fast
-
-
-def job_predictor(spec: ModelSpec, job: IsmJob, device, replicates=None) -> ReplicatePredictor:
-    """The replicate predictor of ``job``: ``spec``'s replicates, recalibrated if configured."""
-    return with_calibration(build_predictor(spec, device=device, replicates=replicates), job.calibration)
 
 
 @dataclass(frozen=True)
@@ -124,8 +124,10 @@ class RunSummary:
         Chunks found complete from an earlier run (not recomputed).
     mutants : int
         Mutants evaluated (per replicate) by this run.
-    seconds : float
-        Wall time of the computation.
+    startup_s : float
+        Seconds before the first worker was ready (Ray start, actor placement, model load).
+    compute_s : float
+        Seconds of computation from then on; the rate is ``mutants / compute_s``.
     run_id : str
         This run's identifier, recorded in the store's ``committed_by`` manifest.
     reassigned : int
@@ -137,18 +139,19 @@ class RunSummary:
     computed: int
     skipped: int
     mutants: int
-    seconds: float
+    startup_s: float
+    compute_s: float
     run_id: str = ""
     reassigned: int = 0
 
     def describe(self) -> str:
         """One line for the terminal."""
-        rate = self.mutants / self.seconds if self.seconds > 0 else 0.0
+        rate = self.mutants / self.compute_s if self.compute_s > 0 else 0.0
         lost = f", {self.reassigned} unit(s) reassigned after lost workers" if self.reassigned else ""
         return (
             f"effects written to {self.out}: {self.computed} chunks computed, {self.skipped} "
-            f"already complete, {self.mutants:,} mutants in {self.seconds:.1f} s "
-            f"({rate:,.0f} mutants/s){lost}"
+            f"already complete, {self.mutants:,} mutants in {self.compute_s:.1f} s of compute "
+            f"({rate:,.0f} mutants/s) after {self.startup_s:.1f} s of start-up{lost}"
         )
 
 
@@ -157,92 +160,17 @@ def new_run_id() -> str:
     return f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
 
 
-def open_job(job: IsmJob, *, overwrite: bool = False) -> tuple[SequenceStore, ModelSpec, EffectsStore]:
-    """Open the inputs of ``job`` and create (or reopen for resume) its output.
-
-    The model spec is checked (built, weights loaded, one probe pass) so that a broken spec
-    fails here, before any worker starts.
-
-    Returns
-    -------
-    tuple
-        ``(sequences, spec, effects)``: the sequence store, the model spec and the effects store.
+def check_device(device: str) -> None:
+    """Refuse a string that is not a torch device (``--device foo``) with one line.
 
     Raises
     ------
-    ResumeConflictError
-        When ``job.out`` exists with a different model digest or options and ``overwrite`` is off.
+    InputError
+        ``device`` is not a torch device.
     """
-    job = job.resolved()
-    sequences = open_sequence_store(job.store)
-    spec = load_model_spec(job.model)
-    spec.check_input_length(sequences.length)
-    attrs = {
-        "model_digest": model_digest(spec),
-        "replicate_kind": spec.replicates.kind,
-        "replicate_count": spec.n_replicates,
-        "ddof": job.ddof,
-        "fast": job.fast,
-        "precision": job.precision,
-        "calibration": calibration_digest(job.calibration),
-        "sequence_store": job.store,
-    }
-    effects = EffectsStore.create(
-        job.out,
-        seq_ids=sequences.seq_ids(),
-        length=sequences.length,
-        tasks=spec.task_names,
-        chunk_size=job.chunk_size or sequences.chunk_size,
-        attrs=attrs,
-        info={"code_version": __version__, "job": asdict(job)},
-        overwrite=overwrite,
-    )
-    return sequences, spec, effects
+    import torch
 
-
-def summarise(
-    effects: EffectsStore, todo: list[int], progress: Progress, run_id: str, reassigned: int = 0
-) -> RunSummary:
-    """The :class:`RunSummary` of a run that had ``todo`` chunks to compute."""
-    return RunSummary(
-        out=effects.location,
-        n_chunks=effects.n_chunks,
-        computed=progress.done,
-        skipped=effects.n_chunks - len(todo),
-        mutants=progress.mutants,
-        seconds=progress.elapsed_s,
-        run_id=run_id,
-        reassigned=reassigned,
-    )
-
-
-def run_in_process(job: IsmJob, *, overwrite: bool = False) -> RunSummary:
-    """Run ``job`` in this process, chunk by chunk, skipping chunks already complete.
-
-    A chunk is committed whole before the next begins, so an interrupted run loses at most
-    the chunk in flight and a rerun of the same job resumes.
-
-    Raises
-    ------
-    ChunkFailedError
-        After every other chunk is committed, naming each chunk that failed and its seq_ids.
-    """
-    sequences, spec, effects = open_job(job, overwrite=overwrite)
-    todo = effects.missing_chunks()
-    run_id = new_run_id()
-    predictor, plans = job_predictor(spec, job, job.device), FastPlanCache()
-    progress = Progress(len(todo), "ism", mutants_per_sequence=3 * sequences.length)
-    failures = FailureLog(sequences, effects)
     try:
-        for index in todo:
-            try:
-                report = compute_chunk(predictor, sequences, effects, index, job, run_id, plans)
-            except ChunkFailedError as err:
-                log.error("%s", err)
-                failures.add(index, err)
-                continue
-            progress.advance(report.n_sequences)
-    finally:
-        progress.close()
-    failures.raise_if_any()
-    return summarise(effects, todo, progress, run_id)
+        torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"device: {device!r} is not a torch device (e.g. cpu, cuda, cuda:1, mps)") from None

@@ -23,7 +23,7 @@ CPU_HEADROOM = 0.5
 """Logical CPUs the actor pool leaves free in the cluster for the run's small tasks."""
 
 SMALL_TASK_CPUS = 0.1
-"""Logical CPUs of a merge-and-commit task (it fits several times into the headroom)."""
+"""Logical CPUs of a reduce-and-commit task (it fits several times into the headroom)."""
 
 ZARR_CONCURRENCY = 4
 """zarr ``async.concurrency`` inside workers (default 10), so that many actors on one node do

@@ -1,18 +1,20 @@
-"""The driver's loop: keep every replica actor fed, commit each chunk once, survive lost
-workers, and fail clearly on deterministic errors and on stalls.
+"""The driver's loop: keep every actor fed, finish each chunk once, survive lost workers, and
+fail clearly on deterministic errors and on stalls.
 
-Work is a queue of chunk indices per replicate group. Each live actor holds at most
-``max_in_flight`` chunks (backpressure; 2 keeps an actor busy between replies). With
-replicate groups, a chunk is *open* from its first group's dispatch until its merge is
-committed, and at most ``window`` chunks are open, which bounds the group results waiting in
-the object store.
+Work is a queue of chunk indices per shard. Each live actor holds at most ``max_in_flight``
+chunks (backpressure; 2 keeps an actor busy between replies). A one-shard task that commits
+sends whole chunks to its actors (:meth:`ChunkActor.run`). Otherwise each shard's actors
+return partials (:meth:`ChunkActor.partial`); a chunk is *open* from its first shard's
+dispatch until its partials are reduced, and at most ``window`` chunks are open, which
+bounds the partials waiting in the object store. The reduction runs in a reduce task that
+commits the chunk, or, for tasks whose values come back to the driver, in the driver.
 
 Faults:
 
 * an actor task that fails with :class:`ray.exceptions.RayActorError` (the worker died or
-  became unreachable) is put back at the front of its group's queue; the actor is probed
-  with :meth:`ReplicaActor.ready`, which answers once Ray has restarted it
-  (``max_restarts``) or fails if it cannot, and the actor gets work again only then;
+  became unreachable) is put back at the front of its shard's queue; the actor is probed
+  with :meth:`ChunkActor.ready`, which answers once Ray has restarted it (``max_restarts``)
+  or fails if it cannot, and the actor gets work again only then;
 * a chunk whose workers are lost ``max_chunk_attempts`` times, or whose computation raises
   (non-finite predictions, a model error), is recorded in the :class:`FailureLog`; the rest
   of the run goes on;
@@ -23,6 +25,7 @@ Faults:
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -30,11 +33,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError, RayError, RayTaskError
+from ray.exceptions import ActorUnavailableError, RayActorError, RayError, RayTaskError
 
-from dmr_ray.engine.actor import ActorInfo
-from dmr_ray.engine.chunks import ChunkReport, FailureLog
+from dmr_ray.engine.actor import reduce_task
+from dmr_ray.engine.failures import FailureLog
+from dmr_ray.engine.options import EngineOptions
+from dmr_ray.engine.pool import PoolActor, PoolPlan
 from dmr_ray.engine.progress import Progress
+from dmr_ray.engine.resources import SMALL_TASK_CPUS
+from dmr_ray.engine.task import ChunkReport, ChunkTask
 from dmr_ray.errors import EngineError, StalledRunError
 
 log = logging.getLogger(__name__)
@@ -42,133 +49,100 @@ log = logging.getLogger(__name__)
 _WAIT_SLICE_S = 1.0
 """Longest single ``ray.wait``: Python handles Ctrl-C (KeyboardInterrupt) only between waits."""
 
-MergeSubmitter = Callable[[int, list[ray.ObjectRef]], ray.ObjectRef]
-"""Starts the merge-and-commit task of a chunk from its groups' result references."""
-
-
-@dataclass
-class PoolActor:
-    """A replica actor as the scheduler tracks it.
-
-    Attributes
-    ----------
-    handle
-        The Ray actor handle.
-    group
-        Index of the replicate group it evaluates (0 when every actor holds all replicates).
-    state
-        ``"starting"`` (loading, or being restarted), ``"alive"`` or ``"dead"``.
-    load
-        Chunks submitted to it and not yet answered.
-    info
-        Where it runs, once it has answered :meth:`ReplicaActor.ready`.
-    error
-        Why it is dead.
-    """
-
-    handle: Any
-    group: int
-    state: str = "starting"
-    load: int = 0
-    info: ActorInfo | None = None
-    error: str = ""
+_REPROBE_S = 0.5
+"""Delay before probing again an actor that Ray reported temporarily unavailable (restarting)."""
 
 
 @dataclass(frozen=True)
-class _Task:
-    kind: str  # "ready", "run", "partial" or "merge"
+class _Call:
+    kind: str  # "ready", "run", "partial" or "reduce"
     chunk: int
-    group: int
-    actor: int  # -1 for merge tasks
+    shard: int
+    actor: int  # -1 for reduce tasks
     since: float
 
 
 class ChunkScheduler:
-    """Distribute ``todo`` chunks over ``actors`` until each is committed or has failed.
+    """Distribute ``todo`` chunks of ``task`` over ``actors`` until each is finished or has failed.
 
     Parameters
     ----------
+    task
+        The work; its ``n_shards`` and ``returns_values`` decide how chunks are finished.
     actors
-        The pool; with ``n_groups > 1`` every group needs at least one actor.
+        The pool; every shard needs at least one actor.
     todo
         Chunk indices to compute, in order.
-    n_groups
-        Replicate groups. 1: each actor computes and commits whole chunks. More: actors
-        return group results and ``merge`` commits each chunk.
-    merge
-        Submits a chunk's merge task (used when ``n_groups > 1``).
+    plan
+        The pool's plan (resources asked for, placement group for reduce tasks).
+    options
+        ``max_in_flight``, ``max_chunk_attempts``, ``stall_timeout_s``, ``runtime_env``.
     failures
         Where failed chunks are recorded.
     progress
-        Advanced once per committed chunk.
+        Started when the first actor is ready; advanced once per finished chunk.
     on_commit
-        Called in the driver with each committed chunk's report.
-    max_in_flight
-        Chunks submitted to one actor and not yet answered.
-    max_chunk_attempts
-        Worker losses a chunk may suffer before it is recorded as failed.
-    stall_timeout_s
-        Seconds without any finished work before :class:`StalledRunError`.
-    resources
-        Description of what each actor requests, for the stall message.
+        Called in the driver with each finished chunk's report.
     """
 
     def __init__(
         self,
+        task: ChunkTask,
         actors: list[PoolActor],
         todo: list[int],
-        n_groups: int,
+        plan: PoolPlan,
+        options: EngineOptions,
         *,
-        merge: MergeSubmitter,
         failures: FailureLog,
         progress: Progress,
-        on_commit: Callable[[ChunkReport], None] | None,
-        max_in_flight: int,
-        max_chunk_attempts: int,
-        stall_timeout_s: float,
-        resources: str,
+        on_commit: Callable[[ChunkReport], None] | None = None,
     ) -> None:
+        self.task = task
         self.actors = actors
-        self.n_groups = n_groups
-        self.merge = merge
+        self.plan = plan
+        self.options = options
         self.failures = failures
         self.progress = progress
         self.on_commit = on_commit
-        self.max_in_flight = max_in_flight
-        self.max_chunk_attempts = max_chunk_attempts
-        self.stall_timeout_s = stall_timeout_s
-        self.resources = resources
         self.reassigned = 0
+        self.values: dict[int, Any] = {}
+        self._n_shards = task.n_shards
+        self._whole = task.n_shards == 1 and not task.returns_values
         self._n_todo = len(todo)
-        self._queues = [deque(todo) for _ in range(n_groups)]
-        per_group = Counter(actor.group for actor in actors)
-        self._window = max_in_flight * max(per_group.values()) + 1
+        self._queues = [deque(todo) for _ in range(task.n_shards)]
+        per_shard = Counter(actor.shard for actor in actors)
+        self._window = options.max_in_flight * max(per_shard.values()) + 1
         self._open: dict[int, dict[int, ray.ObjectRef]] = {}
-        self._committed: set[int] = set()
+        self._finished: set[int] = set()
         self._attempts: Counter[int] = Counter()
-        self._tasks: dict[ray.ObjectRef, _Task] = {}
-        self._results: dict[ray.ObjectRef, ray.ObjectRef] = {}
+        self._calls: dict[ray.ObjectRef, _Call] = {}
+        self._partials: dict[ray.ObjectRef, ray.ObjectRef] = {}
+        self._reprobe: dict[int, float] = {}
 
     def run(self) -> None:
-        """Run until every chunk is committed or failed.
+        """Run until every chunk is finished or failed.
 
         Raises
         ------
         StalledRunError
             Nothing finished for ``stall_timeout_s`` seconds.
         EngineError
-            Every actor of some replicate group is dead.
+            Every actor of some shard is dead.
         """
         for k in range(len(self.actors)):
             self._probe(k)
         last = time.monotonic()
-        while len(self._committed) + len(self.failures) < self._n_todo:
-            self._check_groups()
+        while len(self._finished) + len(self.failures) < self._n_todo:
+            self._reprobe_due()
+            self._check_shards()
             self._dispatch()
-            timeout = last + self.stall_timeout_s - time.monotonic()
+            timeout = last + self.options.stall_timeout_s - time.monotonic()
             if timeout <= 0:
                 raise StalledRunError(self._stall_message())
-            ready, _ = ray.wait(list(self._tasks), num_returns=1, timeout=min(timeout, _WAIT_SLICE_S))
+            if not self._calls:  # every actor waits to be probed again
+                time.sleep(min(timeout, _REPROBE_S))
+                continue
+            ready, _ = ray.wait(list(self._calls), num_returns=1, timeout=min(timeout, _WAIT_SLICE_S))
             for ref in ready:
                 self._handle(ref)
                 last = time.monotonic()
@@ -176,37 +150,44 @@ class ChunkScheduler:
     def _probe(self, k: int) -> None:
         self.actors[k].state = "starting"
         ref = self.actors[k].handle.ready.remote()
-        self._tasks[ref] = _Task("ready", -1, self.actors[k].group, k, time.monotonic())
+        self._calls[ref] = _Call("ready", -1, self.actors[k].shard, k, time.monotonic())
 
-    def _check_groups(self) -> None:
-        for group in range(self.n_groups):
-            members = [a for a in self.actors if a.group == group]
+    def _reprobe_due(self) -> None:
+        now = time.monotonic()
+        for k in [k for k, due in self._reprobe.items() if due <= now]:
+            del self._reprobe[k]
+            self._probe(k)
+
+    def _check_shards(self) -> None:
+        for shard in range(self._n_shards):
+            members = [a for a in self.actors if a.shard == shard]
             if all(a.state == "dead" for a in members):
                 reasons = "; ".join(sorted({a.error for a in members}))
                 raise EngineError(
-                    f"every actor of replicate group {group} is lost, so the run cannot finish "
-                    f"({len(self._committed)} chunks were committed and a rerun resumes): {reasons}"
+                    f"every actor of {self.task.shard_name} {shard} is lost, so the run cannot finish "
+                    f"({len(self._finished)} chunks were finished and a rerun resumes): {reasons}"
                 )
 
     def _dispatch(self) -> None:
         submitted = True
         while submitted:
             submitted = False
-            alive = [k for k, a in enumerate(self.actors) if a.state == "alive" and a.load < self.max_in_flight]
+            limit = self.options.max_in_flight
+            alive = [k for k, a in enumerate(self.actors) if a.state == "alive" and a.load < limit]
             for k in sorted(alive, key=lambda k: self.actors[k].load):
-                chunk = self._next_chunk(self.actors[k].group)
+                chunk = self._next_chunk(self.actors[k].shard)
                 if chunk is not None:
                     self._submit(k, chunk)
                     submitted = True
 
-    def _next_chunk(self, group: int) -> int | None:
-        queue = self._queues[group]
-        while queue and (queue[0] in self.failures or queue[0] in self._committed):
+    def _next_chunk(self, shard: int) -> int | None:
+        queue = self._queues[shard]
+        while queue and (queue[0] in self.failures or queue[0] in self._finished):
             queue.popleft()
         if not queue:
             return None
         chunk = queue[0]
-        if self.n_groups > 1 and chunk not in self._open:
+        if not self._whole and chunk not in self._open:
             if len(self._open) >= self._window:
                 return None
             self._open[chunk] = {}
@@ -214,102 +195,123 @@ class ChunkScheduler:
 
     def _submit(self, k: int, chunk: int) -> None:
         actor = self.actors[k]
-        if self.n_groups == 1:
+        if self._whole:
             ref = actor.handle.run.remote(chunk)
         else:
-            ref, result = actor.handle.partial.remote(chunk)
-            self._results[ref] = result
-        self._tasks[ref] = _Task("run" if self.n_groups == 1 else "partial", chunk, actor.group, k, time.monotonic())
+            ref, partial = actor.handle.partial.remote(chunk)
+            self._partials[ref] = partial
+        self._calls[ref] = _Call("run" if self._whole else "partial", chunk, actor.shard, k, time.monotonic())
         actor.load += 1
 
     def _handle(self, ref: ray.ObjectRef) -> None:
-        task = self._tasks.pop(ref)
-        result = self._results.pop(ref, None)
-        if task.kind in ("run", "partial"):
-            self.actors[task.actor].load -= 1
+        call = self._calls.pop(ref)
+        partial = self._partials.pop(ref, None)
+        if call.kind in ("run", "partial"):
+            self.actors[call.actor].load -= 1
         try:
             value = ray.get(ref)
         except RayActorError as err:
-            self._lost(task, err)
+            self._lost(call, err)
         except RayTaskError as err:
-            self._fail(task.chunk, err.cause if isinstance(err.cause, BaseException) else err)
+            self._fail(call.chunk, err.cause if isinstance(err.cause, BaseException) else err)
         except RayError as err:
-            self._retry(task.chunk, list(range(self.n_groups)), err)
+            self._retry(call.chunk, list(range(self._n_shards)), err)
         else:
-            self._succeeded(task, value, result)
+            self._succeeded(call, value, partial)
 
-    def _succeeded(self, task: _Task, value: Any, result: ray.ObjectRef | None) -> None:
-        if task.kind == "ready":
-            actor = self.actors[task.actor]
+    def _succeeded(self, call: _Call, value: Any, partial: ray.ObjectRef | None) -> None:
+        if call.kind == "ready":
+            actor = self.actors[call.actor]
             actor.state, actor.info = "alive", value
-            log.info("actor %d ready: %s", task.actor, value.describe())
-        elif task.kind == "partial":
-            parts = self._open.get(task.chunk)
-            if parts is None:  # the chunk failed in another group meanwhile
+            self.progress.start()
+            log.info("actor %d ready: %s", call.actor, value.describe())
+        elif call.kind == "partial":
+            parts = self._open.get(call.chunk)
+            if parts is None or partial is None:  # the chunk failed in another shard meanwhile
                 return
-            parts[task.group] = result
-            if len(parts) == self.n_groups:
-                merge = self.merge(task.chunk, [parts[g] for g in range(self.n_groups)])
-                self._tasks[merge] = _Task("merge", task.chunk, -1, -1, time.monotonic())
+            parts[call.shard] = partial
+            if len(parts) == self._n_shards:
+                self._reduce(call.chunk, [parts[s] for s in range(self._n_shards)])
         else:
-            self._commit(value)
+            self._finish(value)
 
-    def _commit(self, report: ChunkReport) -> None:
-        self._committed.add(report.index)
+    def _reduce(self, chunk: int, parts: list[ray.ObjectRef]) -> None:
+        if not self.task.returns_values:
+            task = reduce_task.options(
+                num_cpus=SMALL_TASK_CPUS, runtime_env=self.options.ray_runtime_env(), **self.plan.options()
+            )
+            ref = task.remote(self.task, chunk, *parts)
+            self._calls[ref] = _Call("reduce", chunk, -1, -1, time.monotonic())
+            return
+        began = time.perf_counter()
+        try:
+            self.values[chunk] = self.task.reduce(chunk, ray.get(parts))
+        except RayError as err:
+            self._retry(chunk, list(range(self._n_shards)), err)
+        except Exception as err:  # noqa: BLE001 - a failure of this chunk, reported with the others
+            self._fail(chunk, err)
+        else:
+            self._finish(ChunkReport(chunk, self.task.units(chunk), True, os.getpid(), time.perf_counter() - began))
+
+    def _finish(self, report: ChunkReport) -> None:
+        self._finished.add(report.index)
         self._open.pop(report.index, None)
-        self.progress.advance(report.n_sequences)
+        self.progress.advance(report.units)
         if self.on_commit is not None:
             self.on_commit(report)
 
-    def _lost(self, task: _Task, err: RayActorError) -> None:
-        actor = self.actors[task.actor]
-        if task.kind == "ready":
+    def _lost(self, call: _Call, err: RayActorError) -> None:
+        actor = self.actors[call.actor]
+        if call.kind == "ready" and isinstance(err, ActorUnavailableError):  # restarting: ask again shortly
+            self._reprobe[call.actor] = time.monotonic() + _REPROBE_S
+            return
+        if call.kind == "ready":
             actor.state, actor.error = "dead", _loss_reason(err)
-            log.warning("actor %d is lost: %s", task.actor, actor.error)
+            log.warning("actor %d is lost: %s", call.actor, actor.error)
             return
         self.reassigned += 1
-        log.warning("actor %d was lost while computing chunk %d; reassigning it", task.actor, task.chunk)
-        self._retry(task.chunk, [task.group], err)
+        log.warning("actor %d was lost while computing chunk %d; reassigning it", call.actor, call.chunk)
+        self._retry(call.chunk, [call.shard], err)
         if actor.state == "alive":
-            self._probe(task.actor)
+            self._probe(call.actor)
 
-    def _retry(self, chunk: int, groups: list[int], err: RayError) -> None:
+    def _retry(self, chunk: int, shards: list[int], err: RayError) -> None:
         self._attempts[chunk] += 1
-        if self._attempts[chunk] >= self.max_chunk_attempts:
+        if self._attempts[chunk] >= self.options.max_chunk_attempts:
             self._fail(chunk, f"its workers were lost {self._attempts[chunk]} times while computing it; last: {err}")
             return
-        if len(groups) > 1:
+        if len(shards) > 1:
             self._open[chunk] = {}
-        for group in groups:
-            self._queues[group].appendleft(chunk)
+        for shard in shards:
+            self._queues[shard].appendleft(chunk)
 
     def _fail(self, chunk: int, cause: BaseException | str) -> None:
         if chunk in self.failures:
             return
         self.failures.add(chunk, cause)
         self._open.pop(chunk, None)
-        log.error("%s", self.failures.messages[chunk])
 
     def _stall_message(self) -> str:
         now = time.monotonic()
         lines = [
-            f"no work finished for {self.stall_timeout_s:g} s ({len(self._committed)} of {self._n_todo} chunks "
-            f"committed by this run; they are kept and a rerun resumes)"
+            f"no work finished for {self.options.stall_timeout_s:g} s ({len(self._finished)} of {self._n_todo} "
+            f"chunks of {self.task.label} finished by this run; committed ones are kept and a rerun resumes)"
         ]
         starting = [k for k, a in enumerate(self.actors) if a.state == "starting"]
         if starting:
             available = {key: value for key, value in ray.available_resources().items() if key in ("CPU", "GPU")}
             lines.append(
-                f"actors {starting} have not started or restarted (each requests {self.resources}; Ray reports "
-                f"{available} available): other jobs may hold the resources, or loading the model is slow"
+                f"actors {starting} have not started or restarted (each requests {self.plan.resources.describe()}; "
+                f"Ray reports {available} available): other jobs may hold the resources, or setting up "
+                f"(e.g. loading the model) is slow"
             )
-        for task in self._tasks.values():
-            if task.kind in ("run", "partial"):
-                info = self.actors[task.actor].info
+        for call in self._calls.values():
+            if call.kind in ("run", "partial"):
+                info = self.actors[call.actor].info
                 where = f" (pid {info.pid} on {info.node})" if info else ""
-                lines.append(f"chunk {task.chunk} has been on actor {task.actor}{where} for {now - task.since:.0f} s")
-            elif task.kind == "merge":
-                lines.append(f"the merge of chunk {task.chunk} has waited {now - task.since:.0f} s for a CPU slot")
+                lines.append(f"chunk {call.chunk} has been on actor {call.actor}{where} for {now - call.since:.0f} s")
+            elif call.kind == "reduce":
+                lines.append(f"the reduction of chunk {call.chunk} has waited {now - call.since:.0f} s for a CPU slot")
         lines.append("if one chunk legitimately takes longer, raise the stall timeout (--stall-timeout)")
         return "; ".join(lines)
 

@@ -1,20 +1,24 @@
-"""Resumable local-MR stage on Ray and the global meta-analysis."""
+"""Resumable local-MR stage on the engine and the global meta-analysis."""
 
+import re
 from collections import defaultdict
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from dmr_ray.deepmr.local import LocalMROptions
+from dmr_ray.deepmr.local import LocalMROptions, local_effects_table
+from dmr_ray.deepmr.local_task import part_path
 from dmr_ray.deepmr.stages import (
     GLOBAL_FIELDS,
+    claim_directory,
     global_effects_table,
-    part_path,
     read_local_effects,
     run_local_stage,
 )
-from dmr_ray.errors import ResumeConflictError
+from dmr_ray.engine import EngineOptions
+from dmr_ray.errors import ChunkFailedError, InputError, ResumeConflictError, StalledRunError
 from dmr_ray.stats.meta import meta_analysis, meta_analysis_batched
 from dmr_ray.store import EffectsStore
 
@@ -61,10 +65,15 @@ def _options(**kw) -> LocalMROptions:
 def test_local_stage_writes_every_chunk_and_resumes_only_missing_parts(tmp_path, ray_local) -> None:
     store = _effects_store(tmp_path / "effects.zarr")
     out = tmp_path / "local_effects.parquet"
+    claim_directory(out, {"threshold": 3.0})
     assert run_local_stage(str(tmp_path / "effects.zarr"), out, _options()) == store.n_chunks
     table = read_local_effects(out)
     assert sorted(set(table.column("seq_id").to_pylist())) == sorted(store.seq_ids().tolist())
     assert table.num_rows == 12 * 2 * 2
+    for i in range(store.n_chunks):
+        chunk = store.read_chunk(i)
+        expected = local_effects_table(chunk["beta"], chunk["se"], chunk["seq_id"], _options())
+        _assert_tables_identical(pq.read_table(part_path(out, i)), expected)
 
     stamps = {i: part_path(out, i).stat().st_mtime_ns for i in range(store.n_chunks)}
     part_path(out, 1).unlink()
@@ -72,12 +81,69 @@ def test_local_stage_writes_every_chunk_and_resumes_only_missing_parts(tmp_path,
     for i in (0, 2):
         assert part_path(out, i).stat().st_mtime_ns == stamps[i], "finished part was recomputed"
     assert read_local_effects(out).num_rows == table.num_rows
+    assert run_local_stage(str(tmp_path / "effects.zarr"), out, _options()) == 0
 
     with pytest.raises(ResumeConflictError, match="threshold"):
-        run_local_stage(str(tmp_path / "effects.zarr"), out, _options(threshold=2.0))
-    assert (
-        run_local_stage(str(tmp_path / "effects.zarr"), out, _options(threshold=2.0), overwrite=True) == store.n_chunks
-    )
+        claim_directory(out, {"threshold": 2.0})
+    claim_directory(out, {"threshold": 2.0}, overwrite=True)
+    in_process = EngineOptions(actors=0)
+    assert run_local_stage(str(tmp_path / "effects.zarr"), out, _options(threshold=2.0), in_process) == store.n_chunks
+
+
+def _assert_tables_identical(got: pa.Table, expected: pa.Table) -> None:
+    """Same schema and the same values, bit for bit (NaN where NaN)."""
+    assert got.schema.equals(expected.schema)
+    for name in expected.column_names:
+        have, want = (t.column(name).to_numpy(zero_copy_only=False) for t in (got, expected))
+        if want.dtype.kind == "f":
+            have, want = have.view(np.uint64), want.view(np.uint64)
+        np.testing.assert_array_equal(have, want, err_msg=name)
+
+
+def test_local_stage_needs_an_existing_directory(tmp_path) -> None:
+    _effects_store(tmp_path / "effects.zarr")
+    missing = tmp_path / "nowhere"
+    with pytest.raises(InputError, match="nowhere: the local-MR directory does not exist"):
+        run_local_stage(str(tmp_path / "effects.zarr"), missing, _options(), EngineOptions(actors=0))
+    assert not missing.exists()
+
+
+def test_local_stage_failures_name_chunks_and_seq_ids_and_list_all_in_a_file(tmp_path, ray_local) -> None:
+    store = _effects_store(tmp_path / "effects.zarr", n=24)
+    for chunk in (1, 2, 3, 5):  # unreadable chunks: the reads fail, the other parts are written
+        (tmp_path / "effects.zarr" / "beta" / "c" / str(chunk) / "0" / "0" / "0").write_bytes(b"not a zarr chunk")
+    out = tmp_path / "local_effects.parquet"
+    out.mkdir()
+    with pytest.raises(ChunkFailedError) as info:
+        run_local_stage(str(tmp_path / "effects.zarr"), out, _options())
+    message = str(info.value)
+    assert "local MR: 4 chunk(s) failed; 2 of 6 chunks are committed" in message
+    assert re.search(r"first 3: chunk 1 \(rows 4\.\.8, seq_ids \['seq4', 'seq5', 'seq6', 'seq7'\] \(4\)\)", message)
+    assert "chunk 3 (rows 12..16" in message and "chunk 5" not in message
+    listing = out / "_failed_chunks.txt"
+    assert f"every failed chunk is listed in {listing}" in message
+    lines = listing.read_text().splitlines()
+    assert [line.split(" (")[0] for line in lines] == ["chunk 1", "chunk 2", "chunk 3", "chunk 5"]
+    assert "seq_ids ['seq20', 'seq21', 'seq22', 'seq23'] (4)" in lines[3]
+    assert sorted(p.name for p in out.glob("part-*")) == ["part-000000.parquet", "part-000004.parquet"]
+    assert read_local_effects(out).num_rows == 8 * 2 * 2, "the failure file must stay out of the dataset"
+    assert store.n_chunks == 6
+
+
+def test_local_stage_that_cannot_place_its_actors_stalls(tmp_path, ray_local) -> None:
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    _effects_store(tmp_path / "effects.zarr")
+    out = tmp_path / "local_effects.parquet"
+    out.mkdir()
+    hog = placement_group([{"CPU": 2}])
+    ray_local.get(hog.ready())
+    try:
+        with pytest.raises(StalledRunError, match=r"no work finished for 3 s \(0 of 3 chunks of local MR.*actors \[0"):
+            run_local_stage(str(tmp_path / "effects.zarr"), out, _options(), EngineOptions(stall_timeout_s=3.0))
+    finally:
+        remove_placement_group(hog)
+    assert list(out.iterdir()) == []
 
 
 def _local_table(rng, groups: dict) -> pa.Table:

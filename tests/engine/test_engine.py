@@ -53,6 +53,9 @@ def test_engine_equals_in_process(store: Path, workdir: Path, kind: str, groups:
     summary = run_ism(job, options(actors=actors, replicate_groups=groups))
     assert (summary.computed, summary.skipped, summary.reassigned) == (6, 0, 0)
     assert summary.mutants == N_SEQ * 3 * 48
+    assert summary.startup_s > 0 and summary.compute_s > 0
+    assert f"in {summary.compute_s:.1f} s of compute" in summary.describe()
+    assert f"after {summary.startup_s:.1f} s of start-up" in summary.describe()
     assert_matches_in_process(out, spec, ddof)
     assert set(EffectsStore.open(out, mode="r").committed_by()) == {summary.run_id}
     again = run_ism(job, options(replicate_groups=groups))
@@ -99,6 +102,9 @@ def test_nan_for_one_sequence_fails_naming_it_after_committing_the_rest(store: P
     with pytest.raises(ChunkFailedError, match=r"chunk 2 \(rows 8\.\.12.*'s9' \(row 9\).*non-finite") as info:
         run_ism(IsmJob(poisoned.location, str(spec), str(out)), options())
     assert "1 chunk(s) failed; 5 of 6 chunks are committed" in str(info.value)
+    listing = workdir / "effects_nan.zarr.failed_chunks.txt"
+    assert f"every failed chunk is listed in {listing}" in str(info.value)
+    assert listing.read_text().count("\n") == 1
     assert EffectsStore.open(out, mode="r").missing_chunks() == [2]
 
 
@@ -145,3 +151,11 @@ def test_actors_that_cannot_be_placed_are_reported_as_a_stall(store: Path, workd
             run_ism(IsmJob(str(store), str(spec), str(workdir / "effects_starved.zarr")), options(stall_timeout_s=3.0))
     finally:
         remove_placement_group(hog)
+
+
+def test_cuda_on_a_cluster_without_gpus_fails_before_the_output_exists(store: Path, workdir: Path) -> None:
+    spec = write_spec(workdir / "cuda")
+    out = workdir / "effects_cuda.zarr"
+    with pytest.raises(EngineError, match=r"requests .*1 GPU.*has 2 CPU, 0 GPU in all, so no actor can ever"):
+        run_ism(IsmJob(str(store), str(spec), str(out), device="cuda"), options())
+    assert not out.exists()

@@ -83,8 +83,21 @@ def test_default_actor_count(cluster, device, expected) -> None:
         ({"actors": -1}, "actors: must be an integer >= 0"),
         ({"max_in_flight": 0}, "max_in_flight: must be an integer >= 1"),
         ({"stall_timeout_s": 0}, "stall timeout"),
+        ({"threads": 0}, "threads: must be an integer >= 1, got 0"),
+        ({"max_restarts": -2}, "max_restarts: must be an integer >= -1, got -2"),
+        ({"gpus_per_actor": 1.5}, r"gpus_per_actor: must be a number in \(0, 1\], got 1\.5"),
+        ({"runtime_env": "env"}, "runtime_env: must be a mapping"),
     ],
 )
 def test_engine_options_are_validated(kwargs, message) -> None:
     with pytest.raises(InputError, match=message):
         EngineOptions(**kwargs)
+
+
+def test_engine_options_are_the_single_source_of_defaults() -> None:
+    import dataclasses
+
+    fields = {f.name: f.default for f in dataclasses.fields(EngineOptions)}
+    assert fields["actors"] is None and fields["replicate_groups"] == 1 and fields["stall_timeout_s"] == 1800.0
+    documented = EngineOptions.__doc__ or ""
+    assert all(f"    {name} : " in documented for name in fields), "every field needs an Attributes entry"

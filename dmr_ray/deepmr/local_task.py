@@ -1,0 +1,102 @@
+"""Local MR as a :class:`~dmr_ray.engine.ChunkTask`: one Parquet part per effects chunk.
+
+Each chunk of ``effects.zarr`` becomes ``part-<index>.parquet`` in the
+``local_effects.parquet`` directory, exactly the table
+:func:`~dmr_ray.deepmr.local.local_effects_table` gives, written to a temporary name and
+renamed into place (:func:`dmr_ray._atomic.write_parquet_atomic`), so a part exists whole or
+not at all and a rerun computes only the missing parts. Progress counts sequences; a failed
+chunk is named with its rows and seq_ids.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+
+from dmr_ray._atomic import write_parquet_atomic
+from dmr_ray.deepmr.local import LocalMROptions, local_effects_table
+from dmr_ray.engine import ActorResources, ChunkTask, describe_rows
+from dmr_ray.store import EffectsStore
+
+FAILURE_FILE = "_failed_chunks.txt"
+"""Written in the parts directory by a run with failed chunks (a leading ``_`` keeps it out of
+the Parquet dataset)."""
+
+
+def part_path(directory: Path, index: int) -> Path:
+    """The Parquet part of effects chunk ``index``."""
+    return directory / f"part-{index:06d}.parquet"
+
+
+class LocalMRTask(ChunkTask):
+    """The local effects of every chunk of ``effects_path``, one part each in ``directory``.
+
+    Parameters
+    ----------
+    effects_path
+        A complete ``effects.zarr``.
+    directory
+        The ``local_effects.parquet`` directory (it exists).
+    options
+        What to compute.
+    """
+
+    label = "local MR"
+    unit = "sequences"
+    device = "cpu"
+
+    def __init__(self, effects_path: str, directory: Path, options: LocalMROptions) -> None:
+        self.effects = EffectsStore.open(effects_path, mode="r")
+        self.directory = directory.resolve()
+        self.options = options
+        self.location = str(self.directory)
+        self.failure_file = str(self.directory / FAILURE_FILE)
+
+    @property
+    def n_chunks(self) -> int:
+        """Chunks of ``effects.zarr``."""
+        return self.effects.n_chunks
+
+    def pending(self) -> list[int]:
+        """Chunks whose part is missing."""
+        return [i for i in range(self.n_chunks) if not self.is_committed(i)]
+
+    def units(self, index: int) -> int:
+        """Sequences of chunk ``index``."""
+        start, stop = self.effects.chunk_bounds(index)
+        return stop - start
+
+    def describe_chunk(self, index: int) -> str:
+        """The chunk with its rows and seq_ids."""
+        start, stop = self.effects.chunk_bounds(index)
+        return describe_rows(self.effects.seq_ids(start, stop), start, stop, index)
+
+    def setup(self, shard: int, resources: ActorResources) -> LocalMRWorker:
+        """A worker reading ``effects.zarr`` (nothing to load)."""
+        return LocalMRWorker(self.effects, self.options)
+
+    def commit(self, index: int, value: pa.Table) -> None:
+        """Write part ``index`` atomically."""
+        write_parquet_atomic(part_path(self.directory, index), value)
+
+    def is_committed(self, index: int) -> bool:
+        """Whether part ``index`` exists."""
+        return part_path(self.directory, index).exists()
+
+
+class LocalMRWorker:
+    """Computes the local-effects table of one effects chunk."""
+
+    def __init__(self, effects: EffectsStore, options: LocalMROptions) -> None:
+        self.effects = effects
+        self.options = options
+
+    def describe(self) -> str:
+        """What it reads."""
+        return f"local MR of {self.effects.location}"
+
+    def compute(self, index: int) -> pa.Table:
+        """The local effects of chunk ``index`` (:func:`~dmr_ray.deepmr.local.local_effects_table`)."""
+        chunk = self.effects.read_chunk(index)
+        return local_effects_table(chunk["beta"], chunk["se"], chunk["seq_id"], self.options)
