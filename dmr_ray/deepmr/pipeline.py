@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from dmr_ray.deepmr.config import DeepMRConfig
 from dmr_ray.deepmr.instruments import ExposureMoments, effects_fingerprint, exposure_moments
 from dmr_ray.deepmr.local import LocalMROptions
 from dmr_ray.deepmr.stages import read_local_effects, run_global_stage, run_local_stage
+from dmr_ray.engine import EngineOptions
 from dmr_ray.stage import AuditDirectory, Stage, StageResult
 
 log = logging.getLogger(__name__)
@@ -137,7 +138,7 @@ def run_audit(
         label="local MR",
         resumable=True,
     )
-    local_digest = run(local, lambda: _local(out / EFFECTS, out / LOCAL, options))
+    local_digest = run(local, lambda: _local(config, out / EFFECTS, out / LOCAL, options))
     meta_identity = {"local": local_digest, **config.meta.model_dump(), "alpha": config.methods.alpha}
     meta_digest = run(Stage("meta", meta_identity, (GLOBAL,)), lambda: _meta(config, out / LOCAL, out / GLOBAL))
     if config.report.enabled:
@@ -237,12 +238,23 @@ def _read_record(path: Path) -> dict:
         return {}
 
 
-def _local(effects_path: Path, local_dir: Path, options: LocalMROptions) -> str:
+def _local(config: DeepMRConfig, effects_path: Path, local_dir: Path, options: LocalMROptions) -> str:
     local_dir.mkdir(parents=True, exist_ok=True)
-    computed = run_local_stage(str(effects_path), local_dir, options)
+    computed = run_local_stage(str(effects_path), local_dir, options, local_engine(config.engine))
     table = read_local_effects(local_dir)
     ok = sum(r == "ok" for r in table.column("reason").to_pylist())
     return f"{computed} chunks computed; {table.num_rows} region fits, {ok} with a result"
+
+
+def local_engine(engine: EngineOptions) -> EngineOptions:
+    """How local MR runs: the audit's engine options for CPU tasks.
+
+    In process when ISM is (``actors: 0``), else one CPU actor per CPU; replicate groups,
+    GPU shares and torch threads concern the model replicas only.
+    """
+    return replace(
+        engine, actors=0 if engine.actors == 0 else None, replicate_groups=1, gpus_per_actor=None, threads=None
+    )
 
 
 def _meta(config: DeepMRConfig, local_dir: Path, out: Path) -> str:

@@ -9,7 +9,6 @@ effects per (exposure, outcome, method) with a random-effects meta-analysis.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -19,42 +18,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from dmr_ray._atomic import write_parquet_atomic, write_text_atomic
+from dmr_ray._atomic import write_parquet_atomic
 from dmr_ray.deepmr.local import LocalMROptions
 from dmr_ray.deepmr.local_task import LocalMRTask
 from dmr_ray.deepmr.local_task import part_path as part_path  # re-exported: the pipeline's tests use it
 from dmr_ray.engine import EngineOptions, run_task
-from dmr_ray.errors import InputError, ResumeConflictError
+from dmr_ray.errors import InputError
 from dmr_ray.stats.meta import meta_analysis_batched
 
 log = logging.getLogger(__name__)
-
-STAGE_FILE = "_stage.json"
-
-
-def claim_directory(directory: Path, identity: dict, *, overwrite: bool = False) -> None:
-    """Create ``directory`` for a stage, or check that its recorded identity matches.
-
-    Raises
-    ------
-    ResumeConflictError
-        When the directory holds results computed with a different ``identity``.
-    """
-    stage_file = directory / STAGE_FILE
-    if overwrite and directory.exists():
-        for child in directory.iterdir():
-            child.unlink()
-    if stage_file.exists():
-        recorded = json.loads(stage_file.read_text())
-        if recorded != identity:
-            keys = sorted(k for k in set(recorded) | set(identity) if recorded.get(k) != identity.get(k))
-            raise ResumeConflictError(
-                f"{directory} holds results computed with different settings ({', '.join(keys)}); "
-                "rerun with --overwrite to start fresh, or choose another output directory"
-            )
-        return
-    directory.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(stage_file, json.dumps(identity, indent=1, sort_keys=True))
 
 
 def run_local_stage(

@@ -15,7 +15,7 @@ from typing import Literal
 from dmr_ray._checks import is_int
 from dmr_ray.errors import InputError
 from dmr_ray.ism import Precision, check_precision
-from dmr_ray.store._zarr_io import normalise
+from dmr_ray.store import normalise_location
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ class IsmJob:
             check_device(self.device)
         for name in ("store", "calibration"):
             value = getattr(self, name)
-            if value and normalise(value) == normalise(self.out):
+            if value and normalise_location(value) == normalise_location(self.out):
                 raise InputError(f"out: {self.out} is the {name} of the job; choose another output location")
         check_precision(self.precision, self.fast)
         if self.calibration and self.precision != "float32":
@@ -96,9 +96,9 @@ class IsmJob:
         calibration = os.path.abspath(self.calibration) if self.calibration else None
         return replace(
             self,
-            store=normalise(self.store),
+            store=normalise_location(self.store),
             model=os.path.abspath(self.model),
-            out=normalise(self.out),
+            out=normalise_location(self.out),
             calibration=calibration,
         )
 

@@ -12,13 +12,12 @@ from dmr_ray.deepmr.local import LocalMROptions, local_effects_table
 from dmr_ray.deepmr.local_task import part_path
 from dmr_ray.deepmr.stages import (
     GLOBAL_FIELDS,
-    claim_directory,
     global_effects_table,
     read_local_effects,
     run_local_stage,
 )
 from dmr_ray.engine import EngineOptions
-from dmr_ray.errors import ChunkFailedError, InputError, ResumeConflictError, StalledRunError
+from dmr_ray.errors import ChunkFailedError, InputError, StalledRunError
 from dmr_ray.stats.meta import meta_analysis, meta_analysis_batched
 from dmr_ray.store import EffectsStore
 
@@ -65,7 +64,7 @@ def _options(**kw) -> LocalMROptions:
 def test_local_stage_writes_every_chunk_and_resumes_only_missing_parts(tmp_path, ray_local) -> None:
     store = _effects_store(tmp_path / "effects.zarr")
     out = tmp_path / "local_effects.parquet"
-    claim_directory(out, {"threshold": 3.0})
+    out.mkdir()
     assert run_local_stage(str(tmp_path / "effects.zarr"), out, _options()) == store.n_chunks
     table = read_local_effects(out)
     assert sorted(set(table.column("seq_id").to_pylist())) == sorted(store.seq_ids().tolist())
@@ -83,11 +82,10 @@ def test_local_stage_writes_every_chunk_and_resumes_only_missing_parts(tmp_path,
     assert read_local_effects(out).num_rows == table.num_rows
     assert run_local_stage(str(tmp_path / "effects.zarr"), out, _options()) == 0
 
-    with pytest.raises(ResumeConflictError, match="threshold"):
-        claim_directory(out, {"threshold": 2.0})
-    claim_directory(out, {"threshold": 2.0}, overwrite=True)
+    fresh = tmp_path / "local_effects_threshold2.parquet"
+    fresh.mkdir()
     in_process = EngineOptions(actors=0)
-    assert run_local_stage(str(tmp_path / "effects.zarr"), out, _options(threshold=2.0), in_process) == store.n_chunks
+    assert run_local_stage(str(tmp_path / "effects.zarr"), fresh, _options(threshold=2.0), in_process) == store.n_chunks
 
 
 def _assert_tables_identical(got: pa.Table, expected: pa.Table) -> None:
