@@ -72,6 +72,18 @@ def test_missing_required_field_is_named() -> None:
         config_from_dict({"store": "s", "out": "o"})
 
 
+def test_a_misspelt_key_names_the_closest_known_one_at_its_place() -> None:
+    data = {**MINIMAL, "instrumets": {}, "engine": {"stall_timout_s": 5}, "methods": {"estimator": ["ivw"]}}
+    with pytest.raises(ConfigError) as caught:
+        config_from_dict(data, source="a.yaml")
+    message = str(caught.value)
+    assert "instrumets: unknown field (did you mean 'instruments'?)" in message
+    assert "engine.stall_timout_s: unknown field (did you mean 'stall_timeout_s'?)" in message
+    assert "methods.estimator: unknown field (did you mean 'estimators'?)" in message
+    with pytest.raises(ConfigError, match=r"zzz: unknown field$"):
+        config_from_dict({**MINIMAL, "zzz": 1})
+
+
 def test_unreadable_files_fail_clearly(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")

@@ -18,6 +18,7 @@ from typing import Any, ClassVar, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from dmr_ray._validation import describe_errors
 from dmr_ray.engine import EngineOptions
 from dmr_ray.errors import ConfigError
 
@@ -108,14 +109,9 @@ def resolve_paths(data: dict[str, Any], fields: tuple[str, ...], base: Path) -> 
     return data
 
 
-def format_error(source: str, exc: ValidationError) -> str:
+def format_error(source: str, exc: ValidationError, model: type | None = None) -> str:
     """One line naming ``source`` and, per problem, the dotted field and what is wrong."""
-    problems = []
-    for err in exc.errors():
-        message = err["msg"].removeprefix("Value error, ")
-        where = ".".join(str(p) for p in err["loc"])
-        problems.append(f"{where}: {message}" if where else message)
-    return f"{source}: invalid configuration: " + "; ".join(problems)
+    return f"{source}: invalid configuration: " + "; ".join(describe_errors(exc, model))
 
 
 def validate(cls: type[C], data: dict[str, Any], *, base_dir: Path, source: str) -> C:
@@ -129,7 +125,7 @@ def validate(cls: type[C], data: dict[str, Any], *, base_dir: Path, source: str)
     try:
         return cls.model_validate(resolve_paths(data, cls.path_fields, base_dir))
     except ValidationError as exc:
-        raise ConfigError(format_error(source, exc)) from None
+        raise ConfigError(format_error(source, exc, cls)) from None
 
 
 def read_yaml(path: Path) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from pydantic import (
     model_validator,
 )
 
+from dmr_ray._validation import describe_errors
 from dmr_ray.errors import InputError, ModelSpecError
 from dmr_ray.models.heads import OutputSelector, OutputSpec
 from dmr_ray.models.loading import build_module, dropout_layers, entrypoint_files
@@ -141,7 +142,7 @@ class ModelSpec(BaseModel):
         try:
             spec = cls.model_validate(dict(data), context={"base_dir": base_dir})
         except ValidationError as err:
-            raise ModelSpecError("; ".join(_describe(e) for e in err.errors())) from None
+            raise ModelSpecError("; ".join(describe_errors(err, cls))) from None
         for i, path in enumerate(spec.weights):
             if not path.is_file():
                 raise ModelSpecError(f"weights[{i}]: file not found: {path}")
@@ -268,18 +269,3 @@ def model_digest(spec: ModelSpec) -> str:
             while block := fh.read(_READ_BLOCK):
                 digest.update(block)
     return digest.hexdigest()
-
-
-def _describe(error: Mapping[str, Any]) -> str:
-    """One pydantic error as ``field.path[i]: message``."""
-    field = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"]).lstrip(".")
-    kind = error["type"]
-    if kind == "missing":
-        message = "field required"
-    elif kind == "extra_forbidden":
-        message = "unknown field"
-    elif kind == "value_error":
-        message = str(error["msg"]).removeprefix("Value error, ")
-    else:
-        message = f"{error['msg']} (got {error.get('input')!r})"
-    return f"{field}: {message}" if field else message
