@@ -22,9 +22,14 @@ grid for many rows at once, in three ways:
   and its two neighbours. R's interpolation onto the output grid is applied to those exact
   values, and the row is *certified* only when a rigorous upper bound on every other node
   stays below the winning value; see the comment block above :func:`_screened_mode`.
-* Narrow kernels (SD below 3 nodes, e.g. outlying ratio estimates): the binned weights are
-  convolved directly with R's sampled kernel ``dnorm(|i - m| kstep, bw)`` out to 12
-  bandwidths, which costs less than transforms of 512 nodes.
+* Direct convolution (rows the screen does not take or certify whose kernel is narrow:
+  SD below 3 nodes, or J x SD up to 600 nodes, e.g. outlying ratio estimates or uneven
+  SEs): the binned weights are convolved directly with R's sampled kernel
+  ``dnorm(|i - m| kstep, bw)`` out to 12 bandwidths, one vectorised multiply-add per bin,
+  which costs less than transforms of 512 nodes. Where another output value comes within
+  ``1e-9`` (relative) of the mode's, the rounding of the convolution decides between them;
+  such rows with kernels of 3 nodes or more take the full grid, so that they get the same
+  answer whichever path J and the kernel width would choose.
 * The full grid (every other row): the binned weights go through one DCT-II, are multiplied
   by the kernel's spectrum and come back through one DCT-III. The data lie at least ``7h``
   inside ``[lo, up]``, so the DCT's mirror images add less than ``e^-24`` of a kernel peak at
@@ -61,6 +66,8 @@ _INV_SQRT_2PI = 0.398942280401432677939946059934  # M_1_SQRT_2PI
 _UNDERFLOW_Z = 38.7  # exp(-z^2 / 2) is 0 in float64 beyond
 _NARROW_REACH_Z = 12.0  # direct convolution: terms beyond weigh < e^-72 of the kernel's peak
 _ANALYTIC_MIN_SIGMA = 3.0  # kernel SD in nodes above which aliasing is below e^-44
+_DIRECT_MAX_WORK = 600.0  # J x kernel SD in nodes up to which direct convolution beats the DCTs
+_TIE = 1e-9  # output values this close (relative) are tied: the full grid's rounding decides
 _SPECTRUM_CUTOFF = 1.527  # exp(-2 pi^2 (sigma nu)^2) < 1e-20 beyond nu = cutoff / sigma
 _CHUNK_ROWS = 2048
 _CHUNK_VALUES = 1 << 16  # rows x J per chunk: the screen's scratch stays a few MiB
@@ -278,7 +285,7 @@ def density_mode(
     -----
     Equals the argmax of :func:`r_density` except where two grid values tie to within
     rounding (~1e-15 relative). Most rows are answered by the screened search (see the
-    comment block above :func:`_screened_mode`), the others by the full grid.
+    comment block above :func:`_screened_mode`), the others by a direct convolution or the full grid.
     """
     with executor(threads) as workers:
         return _density_modes(*_prepare(x, bw, weights, mask), workers=workers)
@@ -323,7 +330,8 @@ def _chunk_mode(
     nonneg: np.ndarray,
     extremes: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
-    """Modes of one chunk: the screened search where it certifies its answer, else the full grid."""
+    """Modes of one chunk: the screened search where it certifies its answer, else a direct
+    convolution (narrow kernels, no tie) or the full grid."""
     frame = _Frame.of(x, bw, valid, extremes)
     xs = x if valid is None else np.where(valid, x, frame.frm[:, None] + _CUT * bw[:, None])
     out = np.full(x.shape[0], np.nan)
@@ -345,13 +353,15 @@ def _chunk_mode(
         rows = np.flatnonzero(eligible)
         out[rows], certified = _screened_mode(xs[rows], w[rows], frame.take(rows))
         pending[rows[certified]] = False
-    narrow = pending & (bw < _ANALYTIC_MIN_SIGMA * step)
-    for which, mode in ((narrow, _narrow_mode), (pending & ~narrow, _full_grid_mode)):
-        if which.all():
-            return mode(xs, w, frame)
-        if which.any():
-            rows = np.flatnonzero(which)
-            out[rows] = mode(xs[rows], w[rows], frame.take(rows))
+    narrow = bw < _ANALYTIC_MIN_SIGMA * step
+    direct = pending & (narrow | (x.shape[1] * bw <= _DIRECT_MAX_WORK * step))
+    if direct.any():
+        rows = np.flatnonzero(direct)
+        out[rows], tied = _direct_mode(xs[rows], w[rows], frame.take(rows))
+        pending[rows[~tied | narrow[rows]]] = False
+    if pending.any():
+        rows = np.flatnonzero(pending)
+        out[rows] = _full_grid_mode(xs[rows], w[rows], frame.take(rows))
     return out
 
 
@@ -361,17 +371,19 @@ def _kernel_weights(w: np.ndarray) -> np.ndarray:
     return w[:1].copy() if w.shape[0] > 1 and w.strides[0] == 0 else w
 
 
-def _narrow_mode(xs: np.ndarray, w: np.ndarray, frame: _Frame) -> np.ndarray:
-    """Modes of rows whose kernel SD is below 3 nodes: direct convolution of the bins.
+def _direct_mode(xs: np.ndarray, w: np.ndarray, frame: _Frame) -> tuple[np.ndarray, np.ndarray]:
+    """Modes of rows with narrow kernels by direct convolution of the bins, ``[B]``, and
+    whether another output value comes within ``_TIE`` of the mode's (``[B]`` bool).
 
     Kernel terms beyond 12 bandwidths are left out: together they change a node by less than
     ``J e^-72`` of the kernel's peak, far below the rounding of R's own FFT convolution.
     """
     out = np.empty(xs.shape[0])
-    _kernels.narrow_modes(
-        xs, _kernel_weights(w), frame.lo, frame.up, frame.frm, frame.to, frame.bw, _NARROW_REACH_Z, out
+    tied = np.empty(xs.shape[0], dtype=np.bool_)
+    _kernels.direct_modes(
+        xs, _kernel_weights(w), frame.lo, frame.up, frame.frm, frame.to, frame.bw, _NARROW_REACH_Z, _TIE, out, tied
     )
-    return out
+    return out, tied
 
 
 def _full_grid_mode(xs: np.ndarray, w: np.ndarray, frame: _Frame) -> np.ndarray:
@@ -415,7 +427,7 @@ def _full_grid_mode(xs: np.ndarray, w: np.ndarray, frame: _Frame) -> np.ndarray:
 #    two nodes, one of them outside top - 1 .. top + 1, so it stays below L, and the first
 #    argmax is the one found, exactly as R's which.max() finds it (barring ties to within
 #    rounding of the exact sums). Uncertified rows (near-tied modes, kernels narrower than 8
-#    nodes) take the full grid.
+#    nodes) take the direct convolution or the full grid.
 
 _SCREEN_MIN_SIGMA = 8.0  # narrower kernels: the coarse grid aliases too much, use the full grid
 _SCREEN_MARGIN = 8  # nodes between the grid's ends and the screen's bins: the coarse spreading's reach

@@ -1,0 +1,90 @@
+"""MBE on three instrument layouts: the direct convolution that now takes the kernels the screen
+does not certify (up to 20 nodes at J = 30, in place of the 512-node DCTs) changed no result."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dmr_ray.stats import batched, density, mr
+from dmr_ray.stats.density import r_density
+
+J = 30
+
+
+def _instruments(layout: str, seed: int) -> tuple[np.ndarray, ...]:
+    """``bx, bxse, by, byse`` [J]: "typical" (|bx| in 0.05-0.5, the throughput benchmark's),
+    "around_zero" (bx ~ N(0, 0.2): outlying ratio estimates) or "uneven_se" (SEs spanning two
+    orders of magnitude)."""
+    rng = np.random.default_rng(seed)
+    if layout == "around_zero":
+        bx = rng.normal(0.0, 0.2, J)
+    else:
+        bx = rng.uniform(0.05, 0.5, J) * rng.choice([-1.0, 1.0], J)
+    uneven = layout == "uneven_se"
+    bxse = 10 ** rng.uniform(-3, -1, J) if uneven else rng.uniform(0.01, 0.05, J)
+    by = 0.4 * bx + rng.normal(0.0, 0.03, J) + (rng.random(J) < 0.1) * rng.normal(0, 0.1, J)
+    byse = 10 ** rng.uniform(-2.7, -0.7, J) if uneven else rng.uniform(0.02, 0.06, J)
+    return bx, bxse, by, byse
+
+
+# mr.mbe (10 000 draws of R's stream) before the change, at commit fb720d1, as float.hex().
+_BEFORE = [
+    ("typical", 1, {}, "0x1.cc42e8ed9fbfdp-2", "0x1.5a4657a8f1573p-5"),
+    ("typical", 2, {"phi": 0.5}, "0x1.5c71973d14396p-2", "0x1.8433d8ca2010ep-5"),
+    ("around_zero", 3, {}, "0x1.b92f684b0aeb0p-2", "0x1.86c242ac7d18ap-5"),
+    ("around_zero", 5, {}, "0x1.d6607ae76bd80p-2", "0x1.08456b4804cfcp-4"),
+    ("around_zero", 6, {"weighting": "unweighted"}, "0x1.d2e00449b49c4p-2", "0x1.028702829f837p-4"),
+    ("around_zero", 1, {}, "0x1.2b5c10b77c6f0p-2", "0x1.0f77a6fc4d3a3p-1"),
+    ("uneven_se", 1, {}, "0x1.cc42e8ed9fbfdp-2", "0x1.be438c7dea2a0p-7"),
+    ("uneven_se", 5, {}, "0x1.92a5b98dbffeap-2", "0x1.152b74336dff3p-7"),
+    ("uneven_se", 4, {"stderror": "simple", "phi": 2.0}, "0x1.ee8be5a7b124ep-2", "0x1.ff459a00e19e4p-8"),
+]
+
+
+@pytest.mark.parametrize(("layout", "seed", "options", "estimate", "se"), _BEFORE)
+def test_estimates_and_ses_are_bit_for_bit_those_before(layout, seed, options, estimate, se):
+    result = mr.mbe(*_instruments(layout, seed), **options)
+    assert (float(result.estimate).hex(), float(result.se).hex()) == (estimate, se)
+
+
+def _bootstrap_rows(layout: str, seed: int, draws: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """MBE bootstrap densities of a layout: data ``[draws, J]``, bandwidths ``[draws]``, weights ``[J]``."""
+    bx, bxse, by, byse = _instruments(layout, seed)
+    theta = by / bx
+    se = np.sqrt(byse**2 / bx**2 + by**2 * bxse**2 / bx**4)
+    w = se**-2 / np.sum(se**-2)
+    x = theta + se * np.random.default_rng(seed).standard_normal((draws, J))
+    bw, _ = batched._dense_bandwidth(x, 1.0)
+    return x, bw, w
+
+
+@pytest.mark.parametrize(("layout", "seed"), [("around_zero", 5), ("around_zero", 8), ("uneven_se", 5)])
+def test_direct_convolution_of_wider_kernels_equals_the_full_grid_and_r(layout, seed):
+    x, bw, w = _bootstrap_rows(layout, seed, 3000)
+    frame = density._Frame.of(x, bw, None)
+    sigma = bw / density._kernel_step(frame)
+    wide = np.flatnonzero((sigma >= density._ANALYTIC_MIN_SIGMA) & (J * sigma <= density._DIRECT_MAX_WORK))
+    assert wide.size > 500
+    weights = np.broadcast_to(w, (wide.size, J))
+    direct, tied = density._direct_mode(x[wide], weights, frame.take(wide))
+    assert np.array_equal(direct, density._full_grid_mode(x[wide], weights, frame.take(wide)))
+    assert tied.mean() < 0.01
+    some = wide[:150]
+    r_modes = [float(d.x[np.argmax(d.y)]) for d in (r_density(x[i], bw[i], w) for i in some)]
+    assert density.density_mode(x[some], bw[some], w).tolist() == r_modes
+
+
+def test_tied_peaks_are_left_to_the_full_grid():
+    # Two equal weights: the density is symmetric about the midpoint, and so are R's nodes, so
+    # the two highest nodes tie and the rounding of the convolution picks one. The direct sum
+    # flags the tie and the row takes the DCTs, as it did before the direct sum took such kernels.
+    x = np.array([[0.1234, 0.5678], [0.1234, 0.9]])
+    w = np.full(x.shape, 0.5)
+    bw = np.array([0.2, 0.05])
+    frame = density._Frame.of(x, bw, None)
+    sigma = bw / density._kernel_step(frame)
+    assert np.all((sigma >= density._ANALYTIC_MIN_SIGMA) & (2 * sigma <= density._DIRECT_MAX_WORK))
+    _, tied = density._direct_mode(x, w, frame)
+    assert tied.tolist() == [True, True]
+    assert np.array_equal(density.density_mode(x, bw, w), density._full_grid_mode(x, w, frame))
