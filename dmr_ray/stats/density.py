@@ -25,11 +25,13 @@ grid for many rows at once, in three ways:
 * Direct convolution (rows the screen does not take or certify whose kernel is narrow:
   SD below 3 nodes, or J x SD up to 600 nodes, e.g. outlying ratio estimates or uneven
   SEs): the binned weights are convolved directly with R's sampled kernel
-  ``dnorm(|i - m| kstep, bw)`` out to 12 bandwidths, one vectorised multiply-add per bin,
-  which costs less than transforms of 512 nodes. Where another output value comes within
-  ``1e-9`` (relative) of the mode's, the rounding of the convolution decides between them;
-  such rows with kernels of 3 nodes or more take the full grid, so that they get the same
-  answer whichever path J and the kernel width would choose.
+  ``dnorm(|i - m| kstep, bw)``, a vectorised multiply-add per bin, which costs less than
+  transforms of 512 nodes. Below 3 nodes the kernel takes one ``exp`` per term out to 12
+  bandwidths; from 3 nodes a ratio recurrence out to 9 bandwidths, both bins of a point in
+  one pass, accurate far beyond ``1e-9``. Where another output value comes within ``1e-9``
+  (relative) of the mode's, the rounding of the convolution decides between them, so such
+  rows with kernels of 3 nodes or more take the full grid, as they did before the direct
+  sum took them: the answer does not depend on the path that J and the kernel width choose.
 * The full grid (every other row): the binned weights go through one DCT-II, are multiplied
   by the kernel's spectrum and come back through one DCT-III. The data lie at least ``7h``
   inside ``[lo, up]``, so the DCT's mirror images add less than ``e^-24`` of a kernel peak at
@@ -65,6 +67,7 @@ _PAD = 4.0  # lo = from - 4 bw, up = to + 4 bw
 _INV_SQRT_2PI = 0.398942280401432677939946059934  # M_1_SQRT_2PI
 _UNDERFLOW_Z = 38.7  # exp(-z^2 / 2) is 0 in float64 beyond
 _NARROW_REACH_Z = 12.0  # direct convolution: terms beyond weigh < e^-72 of the kernel's peak
+_DIRECT_REACH_Z = 9.0  # the same where ties go to the full grid: < e^-40.5
 _ANALYTIC_MIN_SIGMA = 3.0  # kernel SD in nodes above which aliasing is below e^-44
 _DIRECT_MAX_WORK = 600.0  # J x kernel SD in nodes up to which direct convolution beats the DCTs
 _TIE = 1e-9  # output values this close (relative) are tied: the full grid's rounding decides
@@ -353,12 +356,16 @@ def _chunk_mode(
         rows = np.flatnonzero(eligible)
         out[rows], certified = _screened_mode(xs[rows], w[rows], frame.take(rows))
         pending[rows[certified]] = False
-    narrow = bw < _ANALYTIC_MIN_SIGMA * step
-    direct = pending & (narrow | (x.shape[1] * bw <= _DIRECT_MAX_WORK * step))
-    if direct.any():
+    narrow = pending & (bw < _ANALYTIC_MIN_SIGMA * step)
+    if narrow.any():
+        rows = np.flatnonzero(narrow)
+        out[rows] = _direct_mode(xs[rows], w[rows], frame.take(rows))[0]
+        pending[rows] = False
+    direct = pending & (x.shape[1] * bw <= _DIRECT_MAX_WORK * step)
+    if direct.any():  # where the convolution's rounding decides, the full grid's does (as before)
         rows = np.flatnonzero(direct)
-        out[rows], tied = _direct_mode(xs[rows], w[rows], frame.take(rows))
-        pending[rows[~tied | narrow[rows]]] = False
+        out[rows], tied = _direct_mode(xs[rows], w[rows], frame.take(rows), accurate=False)
+        pending[rows[~tied]] = False
     if pending.any():
         rows = np.flatnonzero(pending)
         out[rows] = _full_grid_mode(xs[rows], w[rows], frame.take(rows))
@@ -371,18 +378,22 @@ def _kernel_weights(w: np.ndarray) -> np.ndarray:
     return w[:1].copy() if w.shape[0] > 1 and w.strides[0] == 0 else w
 
 
-def _direct_mode(xs: np.ndarray, w: np.ndarray, frame: _Frame) -> tuple[np.ndarray, np.ndarray]:
+def _direct_mode(xs: np.ndarray, w: np.ndarray, frame: _Frame, accurate: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Modes of rows with narrow kernels by direct convolution of the bins, ``[B]``, and
     whether another output value comes within ``_TIE`` of the mode's (``[B]`` bool).
 
-    Kernel terms beyond 12 bandwidths are left out: together they change a node by less than
-    ``J e^-72`` of the kernel's peak, far below the rounding of R's own FFT convolution.
+    ``accurate``: R's kernel from one ``exp`` per term out to 12 bandwidths (the terms left
+    out change a node by less than ``J e^-72`` of the kernel's peak, far below the rounding of
+    R's own FFT convolution). Else, for kernels of 3 nodes or more, from a ratio recurrence
+    (term k within ``2 k`` ulps, k < 512) out to 9 bandwidths (the terms left out weigh less
+    than ``2 J e^-40.5`` of the maximum): far below ``_TIE``, so wherever no tie is flagged
+    the mode is that of any accurate convolution, the full grid's included.
     """
     out = np.empty(xs.shape[0])
     tied = np.empty(xs.shape[0], dtype=np.bool_)
-    _kernels.direct_modes(
-        xs, _kernel_weights(w), frame.lo, frame.up, frame.frm, frame.to, frame.bw, _NARROW_REACH_Z, _TIE, out, tied
-    )
+    reach = _NARROW_REACH_Z if accurate else _DIRECT_REACH_Z
+    lo, up, frm, to = frame.lo, frame.up, frame.frm, frame.to
+    _kernels.direct_modes(xs, _kernel_weights(w), lo, up, frm, to, frame.bw, reach, not accurate, _TIE, out, tied)
     return out, tied
 
 
