@@ -23,7 +23,7 @@ grid for many rows at once, in three ways:
   values, and the row is *certified* only when a rigorous upper bound on every other node
   stays below the winning value; see the comment block above :func:`_screened_mode`.
 * Direct convolution (rows the screen does not take or certify whose kernel is narrow:
-  SD below 3 nodes, or J x SD up to 600 nodes, e.g. outlying ratio estimates or uneven
+  SD below 3 nodes, or J x SD up to 1500 nodes, e.g. outlying ratio estimates or uneven
   SEs): the binned weights are convolved directly with R's sampled kernel
   ``dnorm(|i - m| kstep, bw)``, a vectorised multiply-add per bin, which costs less than
   transforms of 512 nodes. Below 3 nodes the kernel takes one ``exp`` per term out to 12
@@ -69,7 +69,7 @@ _UNDERFLOW_Z = 38.7  # exp(-z^2 / 2) is 0 in float64 beyond
 _NARROW_REACH_Z = 12.0  # direct convolution: terms beyond weigh < e^-72 of the kernel's peak
 _DIRECT_REACH_Z = 9.0  # the same where ties go to the full grid: < e^-40.5
 _ANALYTIC_MIN_SIGMA = 3.0  # kernel SD in nodes above which aliasing is below e^-44
-_DIRECT_MAX_WORK = 600.0  # J x kernel SD in nodes up to which direct convolution beats the DCTs
+_DIRECT_MAX_WORK = 1500.0  # J x kernel SD in nodes where direct convolution costs about what the DCTs do
 _TIE = 1e-9  # output values this close (relative) are tied: the full grid's rounding decides
 _SPECTRUM_CUTOFF = 1.527  # exp(-2 pi^2 (sigma nu)^2) < 1e-20 beyond nu = cutoff / sigma
 _CHUNK_ROWS = 2048

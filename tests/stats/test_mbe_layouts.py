@@ -1,5 +1,5 @@
 """MBE on three instrument layouts: the direct convolution that now takes the kernels the screen
-does not certify (up to 20 nodes at J = 30, in place of the 512-node DCTs) changed no result."""
+does not take or certify (J x SD up to 1500 nodes, in place of the 512-node DCTs) changed no result."""
 
 from __future__ import annotations
 
