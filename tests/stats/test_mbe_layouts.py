@@ -3,6 +3,11 @@ does not take or certify (J x SD up to 1500 nodes, in place of the 512-node DCTs
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
 import numpy as np
 import pytest
 
@@ -12,20 +17,21 @@ from dmr_ray.stats.density import r_density
 J = 30
 
 
+@functools.cache
+def _benchmark() -> ModuleType:
+    """``benchmarks/stats_throughput.py``, whose instrument layouts these tests share."""
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "stats_throughput.py"
+    spec = importlib.util.spec_from_file_location("stats_throughput", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _instruments(layout: str, seed: int) -> tuple[np.ndarray, ...]:
-    """``bx, bxse, by, byse`` [J]: "typical" (|bx| in 0.05-0.5, the throughput benchmark's),
-    "around_zero" (bx ~ N(0, 0.2): outlying ratio estimates) or "uneven_se" (SEs spanning two
-    orders of magnitude)."""
-    rng = np.random.default_rng(seed)
-    if layout == "around_zero":
-        bx = rng.normal(0.0, 0.2, J)
-    else:
-        bx = rng.uniform(0.05, 0.5, J) * rng.choice([-1.0, 1.0], J)
-    uneven = layout == "uneven_se"
-    bxse = 10 ** rng.uniform(-3, -1, J) if uneven else rng.uniform(0.01, 0.05, J)
-    by = 0.4 * bx + rng.normal(0.0, 0.03, J) + (rng.random(J) < 0.1) * rng.normal(0, 0.1, J)
-    byse = 10 ** rng.uniform(-2.7, -0.7, J) if uneven else rng.uniform(0.02, 0.06, J)
-    return bx, bxse, by, byse
+    """``bx, bxse, by, byse`` [J] of a layout of the throughput benchmark: "typical",
+    "around_zero" (outlying ratio estimates) or "uneven_se" (SEs spanning two orders)."""
+    return _benchmark()._instruments(np.random.default_rng(seed), (J,), layout)
 
 
 # mr.mbe (10 000 draws of R's stream) before the change, at commit fb720d1, as float.hex().
