@@ -497,9 +497,11 @@ def _spread_point(dens: np.ndarray, mirrored: np.ndarray, reach: int, node: int,
     ``kernel[|d|]`` for ``|d| <= reach <= 511``)."""
     first = max(node - reach + 1, 0)
     # Unsigned indices (all >= 0 as reach <= 511): no wraparound checks, no array views, so
-    # LLVM vectorises the loop and a point costs little more than its multiply-adds.
+    # LLVM vectorises the loop and a point costs little more than its multiply-adds. A node
+    # more than reach below the grid (bins of data at the grid's floating-point resolution)
+    # leaves the loop empty instead of wrapping round.
     start = np.uint64(first)
-    stop = np.uint64(min(node + reach + 1, 512))
+    stop = np.uint64(max(min(node + reach + 1, 512), first))
     at_upper = np.uint64(first + 510 - node)  # mirrored's index of kernel[|first - node - 1|]
     one = np.uint64(1)
     for i in range(start, stop):
