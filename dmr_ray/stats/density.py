@@ -349,27 +349,36 @@ def _chunk_mode(
             (frame.to - frame.lo) / delta <= N_GRID - 1 - _SCREEN_MARGIN
         )
     eligible = pending & nonneg & inside & (bw >= _SCREEN_MIN_SIGMA * step)
-    if eligible.all():
-        out, certified = _screened_mode(xs, w, frame)
-        pending = ~certified
-    elif eligible.any():
-        rows = np.flatnonzero(eligible)
-        out[rows], certified = _screened_mode(xs[rows], w[rows], frame.take(rows))
-        pending[rows[certified]] = False
+    if eligible.any():
+        rows, part = _subset(eligible, xs, w, frame)
+        out[rows], certified = _screened_mode(*part)
+        pending[rows] = ~certified
     narrow = pending & (bw < _ANALYTIC_MIN_SIGMA * step)
     if narrow.any():
-        rows = np.flatnonzero(narrow)
-        out[rows] = _direct_mode(xs[rows], w[rows], frame.take(rows))[0]
+        rows, part = _subset(narrow, xs, w, frame)
+        out[rows] = _direct_mode(*part)[0]
         pending[rows] = False
     direct = pending & (x.shape[1] * bw <= _DIRECT_MAX_WORK * step)
     if direct.any():  # where the convolution's rounding decides, the full grid's does (as before)
-        rows = np.flatnonzero(direct)
-        out[rows], tied = _direct_mode(xs[rows], w[rows], frame.take(rows), accurate=False)
-        pending[rows[~tied]] = False
+        rows, part = _subset(direct, xs, w, frame)
+        out[rows], pending[rows] = _direct_mode(*part, accurate=False)
     if pending.any():
-        rows = np.flatnonzero(pending)
-        out[rows] = _full_grid_mode(xs[rows], w[rows], frame.take(rows))
+        rows, part = _subset(pending, xs, w, frame)
+        out[rows] = _full_grid_mode(*part)
     return out
+
+
+def _subset(
+    which: np.ndarray, xs: np.ndarray, w: np.ndarray, frame: _Frame
+) -> tuple[slice | np.ndarray, tuple[np.ndarray, np.ndarray, _Frame]]:
+    """Rows ``which [B]`` of a chunk: their index (a slice when all), and their data, weights
+    and frame. Weights that every row shares stay one ``[1, J]`` row (no ``[rows, J]`` copy).
+    """
+    if which.all():
+        return slice(None), (xs, w, frame)
+    rows = np.flatnonzero(which)
+    shared = _kernel_weights(w)
+    return rows, (xs[rows], shared if shared.shape[0] == 1 else shared[rows], frame.take(rows))
 
 
 def _kernel_weights(w: np.ndarray) -> np.ndarray:
