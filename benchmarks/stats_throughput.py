@@ -18,6 +18,8 @@ direct convolution takes and that reach the full 512-node grid.
 own, exposure effects around zero with outlying ratio estimates, SEs spanning two orders of
 magnitude; :data:`MBE_LAYOUTS`), with ms per call and the speed-up over R's 2.7 s. R's time
 is its 10 000 ``density()`` calls, whatever the layout, so the one anchor serves all three.
+``bootstrap_tasks`` is the CPU time of the busier of two threads over the bootstrap's tasks:
+about the wall time on an idle 2-core machine, even when the machine is loaded.
 
 Usage::
 
@@ -30,6 +32,7 @@ import argparse
 import json
 import os
 import platform
+import threading
 import time
 from collections.abc import Callable
 from functools import partial
@@ -196,6 +199,39 @@ def _path_shares(args: tuple[np.ndarray, ...]) -> dict[str, float]:
     return {"screened": 1.0 - (calls["direct"] + calls["full_grid"]) / total, **shares}
 
 
+def _busier_thread(args: tuple[np.ndarray, ...], repeats: int) -> dict[str, float]:
+    """CPU time of the busier of two threads over the bootstrap's tasks (``time.thread_time``
+    around each task), median over ``repeats`` calls of ``mr.mbe(threads=2)``, and its share of
+    the tasks' CPU time. Plus the point estimate, it is the wall time on an idle 2-core
+    machine, which a loaded one cannot show."""
+    run_all = batched.run_all
+    spent: dict[int, float] = {}
+
+    def timed_run_all(run, items, pool):
+        def timed(item):
+            start = time.thread_time()
+            run(item)
+            ident = threading.get_ident()
+            spent[ident] = spent.get(ident, 0.0) + time.thread_time() - start
+
+        return run_all(timed, items, pool)
+
+    busier, share = [], []
+    batched.run_all = timed_run_all
+    try:
+        for _ in range(repeats):
+            spent.clear()
+            mr.mbe(*args, threads=2)
+            busier.append(max(spent.values()))
+            share.append(max(spent.values()) / sum(spent.values()))
+    finally:
+        batched.run_all = run_all
+    return {
+        "busier_thread_cpu_ms_median": 1e3 * float(np.median(busier)),
+        "busier_share_median": float(np.median(share)),
+    }
+
+
 def bench_mbe_layouts(repeats: int) -> dict[str, object]:
     """``mr.mbe`` (J = 30, 10 000 draws, R's stream, default threads) on each of
     :data:`MBE_LAYOUTS`, measured side by side: each repeat times every layout once, in turn."""
@@ -221,6 +257,7 @@ def bench_mbe_layouts(repeats: int) -> dict[str, object]:
         out[name] = {
             **timing,
             "speedup_vs_R_wall_median": R_SECONDS["mbe"] / float(np.median(wall[name])),
+            "bootstrap_tasks": _busier_thread(args, repeats),
             "paths": _path_shares(args),
         }
     return out
