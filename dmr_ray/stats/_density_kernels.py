@@ -483,9 +483,9 @@ def _spread_bin(dens: np.ndarray, mirrored: np.ndarray, reach: int, node: int, m
     """Add ``mass * kernel[|i - node|]`` to ``dens[i]`` for the nodes within ``reach``
     (``mirrored[511 + d]`` holds ``kernel[|d|]``)."""
     first = max(node - reach + 1, 0)
-    last = min(node + reach, 512)
+    last = max(min(node + reach, 512), first)  # a node beyond the grid: no nodes, not a wrap-round
     target = dens[first:last]
-    kernel = mirrored[first + 511 - node : last + 511 - node]
+    kernel = mirrored[first + 511 - node : last + 511 - node]  # as long as target (reach <= 512)
     for i in range(target.size):  # from 0: no wraparound checks, so LLVM vectorises it
         target[i] += mass * kernel[i]
 

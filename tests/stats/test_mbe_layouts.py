@@ -108,17 +108,18 @@ def test_top_two_is_numpys_argmax_and_the_largest_other_value():
         assert others == rest.max() or (np.isnan(others) and np.isnan(dens).any())
 
 
-def test_points_off_the_grid_spread_only_onto_it():
+@pytest.mark.parametrize("node", [-600, -100, -41, -40, -1, 0, 300, 511, 551, 552, 2000])
+def test_bins_off_the_grid_spread_only_onto_it(node):
     # A bin far below or above the nodes (data at the grid's resolution) touches no node beyond them.
     reach = 40
     mirrored = np.zeros(1023)
-    mirrored[511 - reach : 512 + reach] = 1.0
-    for node in (-600, -reach - 1, -reach, -1, 0, 300, 511, 512 + reach, 2000):
-        dens = np.zeros(512)
-        _density_kernels._spread_point(dens, mirrored, reach, node, 1.0, 0.5)
-        expected = np.zeros(512)
-        nodes = np.arange(512)
-        expected += np.where(np.abs(nodes - node) <= reach, 1.0, 0.0)
-        expected += np.where(np.abs(nodes - node - 1) <= reach, 0.5, 0.0)
-        within = (nodes >= node - reach + 1) & (nodes <= node + reach)
-        assert np.array_equal(dens, np.where(within, expected, 0.0)), node
+    mirrored[511 - reach : 512 + reach] = 1.0  # kernel[|d|] = 1 for |d| <= reach
+    nodes = np.arange(512)
+    one_bin = np.zeros(512)
+    _density_kernels._spread_bin(one_bin, mirrored, reach, node, 1.0)
+    assert np.array_equal(one_bin, (np.abs(nodes - node) < reach).astype(float))
+    both = np.zeros(512)
+    _density_kernels._spread_point(both, mirrored, reach, node, 1.0, 0.5)
+    within = (nodes >= node - reach + 1) & (nodes <= node + reach)
+    expected = (np.abs(nodes - node) <= reach) + 0.5 * (np.abs(nodes - node - 1) <= reach)
+    assert np.array_equal(both, np.where(within, expected, 0.0))
