@@ -18,9 +18,9 @@ import numpy as np
 __all__ = [
     "apply_gaussian",
     "decide",
+    "direct_modes",
     "exact_node_sums",
     "grid_modes",
-    "narrow_modes",
     "spread_to_coarse",
     "window_bounds",
 ]
@@ -307,7 +307,7 @@ def _output_value(dens: np.ndarray, lo: float, up: float, delta: float, x: float
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def narrow_modes(
+def direct_modes(
     x: np.ndarray,
     w: np.ndarray,
     lo: np.ndarray,
@@ -316,16 +316,22 @@ def narrow_modes(
     to: np.ndarray,
     bw: np.ndarray,
     reach_z: float,
+    recurrence: bool,
+    tie: float,
     out: np.ndarray,
+    tied: np.ndarray,
 ) -> None:
-    """Modes of R's density for kernels a few nodes wide, by direct convolution.
+    """Modes of R's density by direct convolution of the bins with R's sampled kernel.
 
     R convolves the binned weights with ``dnorm(|i - m| kstep, bw)`` (its mirrored kernel
-    makes the circular convolution wrap-free for ``|i - m| <= 511``); for a narrow kernel the
-    sum over the bins within ``reach_z`` bandwidths is cheaper than R's transforms. Bins
-    follow ``BinDist`` (``w - w f`` to node ``ix``, ``w f`` to ``ix + 1``
-    unless ``ix = 511``); the mode is the first maximum of R's ``approx`` on the 512 output
-    points (the first NaN, as numpy's argmax, if any), found near the highest node.
+    makes the circular convolution wrap-free for ``|i - m| <= 511``); for a kernel a few nodes
+    wide the sum over the bins within ``reach_z`` bandwidths is cheaper than R's transforms.
+    Bins follow ``BinDist`` (``w - w f`` to node ``ix``, ``w f`` to ``ix + 1`` unless
+    ``ix = 511``); each bin adds ``mass * kernel`` to a contiguous run of nodes (the kernel is
+    stored mirrored, so the loop is one vectorised multiply-add). The mode is the first
+    maximum of R's ``approx`` on the 512 output points (the first NaN, as numpy's argmax, if
+    any), found near the highest node; rows where another output point comes within ``tie``
+    of it are flagged.
 
     Parameters
     ----------
@@ -335,30 +341,55 @@ def narrow_modes(
         R's node range, output range and bandwidth of each row.
     reach_z : float
         Kernel terms beyond ``reach_z`` bandwidths are left out.
+    recurrence : bool
+        Kernel terms from two exponentials and a ratio recurrence (relative error below
+        ``2 k`` ulps at term k, for kernels at least a few nodes wide), else one ``exp``
+        per term (R's ``dnorm`` to an ulp).
+    tie : float
+        Relative gap below which two output values count as tied.
     out : ndarray [B]
         The modes.
+    tied : ndarray [B] of bool
+        Out: whether another output point comes within ``tie`` of the mode's value (or a
+        value is NaN): there the rounding of the convolution decides.
     """
     rows, width = x.shape
     dens = np.empty(512)
-    kernel = np.empty(512)
+    mirrored = np.empty(1023)  # kernel[|d|] at index 511 + d
     for r in range(rows):
         weights = w[r] if w.shape[0] > 1 else w[0]
         delta = (up[r] - lo[r]) / 511.0
         kstep = 2.0 * (up[r] - lo[r]) / 1023.0
         reach = min(512, int(np.ceil(reach_z * bw[r] / kstep)) + 2)
-        for k in range(reach):
-            z = (k * kstep) / bw[r]
-            kernel[k] = 0.398942280401432677939946059934 * np.exp(-0.5 * z * z) / bw[r]
+        if recurrence:  # exp(c k^2): consecutive terms differ by exp(c (2 k + 1)), those by exp(2 c)
+            reach = min(reach, 511)
+            value = 0.398942280401432677939946059934 / bw[r]
+            ratio = np.exp(-0.5 * (kstep / bw[r]) ** 2)
+            step = ratio * ratio
+            for k in range(reach + 1):
+                mirrored[511 + k] = value
+                mirrored[511 - k] = value
+                value *= ratio
+                ratio *= step
+        else:
+            for k in range(reach):
+                z = (k * kstep) / bw[r]
+                value = 0.398942280401432677939946059934 * np.exp(-0.5 * z * z) / bw[r]
+                mirrored[511 + k] = value
+                mirrored[511 - k] = value
         dens[:] = 0.0
         for j in range(width):
             pos = (x[r, j] - lo[r]) / delta
             floor = np.floor(pos)
             ix = int(floor)
             upper = weights[j] * (pos - floor)
-            _spread_bin(dens, kernel, reach, ix, weights[j] - upper)
+            if recurrence:
+                _spread_point(dens, mirrored, reach, ix, weights[j] - upper, upper if ix < 511 else 0.0)
+                continue
+            _spread_bin(dens, mirrored, reach, ix, weights[j] - upper)
             if ix < 511:
-                _spread_bin(dens, kernel, reach, ix + 1, upper)
-        out[r] = _row_mode(dens, lo[r], up[r], frm[r], to[r])
+                _spread_bin(dens, mirrored, reach, ix + 1, upper)
+        out[r], tied[r] = _row_mode(dens, lo[r], up[r], frm[r], to[r], tie)
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
@@ -377,29 +408,47 @@ def grid_modes(
         ``x[which.max(approx(xords, pmax(0, dens), x))]`` with ``x`` the output grid.
     """
     for r in range(dens.shape[0]):
-        out[r] = _row_mode(dens[r], lo[r], up[r], frm[r], to[r])
+        out[r] = _row_mode(dens[r], lo[r], up[r], frm[r], to[r], 0.0)[0]
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def _row_mode(dens: np.ndarray, lo: float, up: float, frm: float, to: float) -> float:
-    """The output point where R's interpolated density first peaks (``dens`` [512] at nodes).
+def _row_mode(dens: np.ndarray, lo: float, up: float, frm: float, to: float, tie: float) -> tuple[float, bool]:
+    """The output point where R's interpolated density first peaks (``dens`` [512] at nodes),
+    and whether another output point comes within ``tie`` (relative) of it.
 
     The output points around the highest node cover both of its segments. When every other
-    node lies below their best value, no output point elsewhere (each between two nodes, one
-    of them not the highest) reaches it; else the whole grid is scanned.
+    node (and 0, R's ``pmax`` floor) lies below their best value by more than ``tie``, no
+    output point elsewhere (each between two nodes, one of them not the highest) reaches it or
+    comes that close; else the whole grid is scanned. A NaN value counts as a tie.
     """
     delta = (up - lo) / 511.0
     dx = (to - frm) / 511.0
-    top = int(np.argmax(dens))
-    peak = dens[top]
+    top, others = _top_two(dens)
     centre = int(np.rint((_grid_point(lo, up, delta, top) - frm) / dx))
-    best, level = _first_max(dens, lo, up, delta, frm, to, dx, max(centre - 4, 0), min(centre + 5, 512))
-    dens[top] = -np.inf
-    others = dens.max()
-    dens[top] = peak
-    if not others < level:
-        best, level = _first_max(dens, lo, up, delta, frm, to, dx, 0, 512)
-    return _grid_point(frm, to, dx, best)
+    first, last = max(centre - 4, 0), min(centre + 5, 512)
+    best, level, second = _first_max(dens, lo, up, delta, frm, to, dx, first, last)
+    gap = level - tie * abs(level)
+    if not (others < gap and 0.0 < gap):  # R's pmax(0, .) lifts negative nodes to 0
+        best, level, second = _first_max(dens, lo, up, delta, frm, to, dx, 0, 512)
+    return _grid_point(frm, to, dx, best), not second < level - tie * abs(level)
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def _top_two(dens: np.ndarray) -> tuple[int, float]:
+    """``np.argmax(dens)`` (the first maximum, or the first NaN) and the largest other value
+    (NaN if any value is NaN), in one pass."""
+    top, peak, others, nan = 0, dens[0], -np.inf, np.isnan(dens[0])
+    for i in range(1, dens.size):
+        value = dens[i]
+        if value > peak:
+            top, peak, others = i, value, peak
+        elif value > others:
+            others = value
+        nan |= np.isnan(value)
+    if nan:
+        top = int(np.argmax(dens))
+        others = np.nan
+    return top, others
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
@@ -413,23 +462,48 @@ def _first_max(
     dx: float,
     first: int,
     last: int,
-) -> tuple[int, float]:
+) -> tuple[int, float, float]:
     """First maximum of R's ``approx`` at output points ``first .. last - 1`` (or the first
-    NaN, as numpy's argmax), and its value."""
-    best, level = first, -np.inf
+    NaN, as numpy's argmax), its value, and the largest value at the other points (NaN with a
+    NaN)."""
+    best, level, second = first, -np.inf, -np.inf
     for k in range(first, last):
         value = _output_value(dens, lo, up, delta, _grid_point(frm, to, dx, k))
         if np.isnan(value):
-            return k, value
+            return k, value, value
         if value > level:
-            best, level = k, value
-    return best, level
+            best, level, second = k, value, level
+        elif value > second:
+            second = value
+    return best, level, second
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def _spread_bin(dens: np.ndarray, kernel: np.ndarray, reach: int, node: int, mass: float) -> None:
-    """Add ``mass * kernel[|i - node|]`` to ``dens[i]`` for the nodes within ``reach``."""
+def _spread_bin(dens: np.ndarray, mirrored: np.ndarray, reach: int, node: int, mass: float) -> None:
+    """Add ``mass * kernel[|i - node|]`` to ``dens[i]`` for the nodes within ``reach``
+    (``mirrored[511 + d]`` holds ``kernel[|d|]``)."""
     first = max(node - reach + 1, 0)
-    last = min(node + reach, 512)
-    for i in range(first, last):
-        dens[i] += mass * kernel[abs(i - node)]
+    last = max(min(node + reach, 512), first)  # a node beyond the grid: no nodes, not a wrap-round
+    target = dens[first:last]
+    kernel = mirrored[first + 511 - node : last + 511 - node]  # as long as target (reach <= 512)
+    for i in range(target.size):  # from 0: no wraparound checks, so LLVM vectorises it
+        target[i] += mass * kernel[i]
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def _spread_point(dens: np.ndarray, mirrored: np.ndarray, reach: int, node: int, lower: float, upper: float) -> None:
+    """Add ``lower * kernel[|i - node|] + upper * kernel[|i - node - 1|]`` to ``dens[i]`` for
+    the nodes within ``reach`` of either bin, in one pass (``mirrored[511 + d]`` holds
+    ``kernel[|d|]`` for ``|d| <= reach <= 511``)."""
+    first = max(node - reach + 1, 0)
+    # Unsigned indices (all >= 0 as reach <= 511): no wraparound checks, no array views, so
+    # LLVM vectorises the loop and a point costs little more than its multiply-adds. A node
+    # more than reach below the grid (bins of data at the grid's floating-point resolution)
+    # leaves the loop empty instead of wrapping round.
+    start = np.uint64(first)
+    stop = np.uint64(max(min(node + reach + 1, 512), first))
+    at_upper = np.uint64(first + 510 - node)  # mirrored's index of kernel[|first - node - 1|]
+    one = np.uint64(1)
+    for i in range(start, stop):
+        k = i - start + at_upper
+        dens[i] += lower * mirrored[k + one] + upper * mirrored[k]

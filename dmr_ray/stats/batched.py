@@ -668,11 +668,6 @@ def _dense_bandwidth(theta: np.ndarray, phi: float) -> tuple[np.ndarray, tuple[n
     return 0.9 * np.minimum(sd, mad) / root * phi, extremes
 
 
-def _mbe_chunk(width: int) -> int:
-    """Bootstrap draws per task of the MBE: one chunk of :func:`density_mode`."""
-    return max(1, min(_density._CHUNK_ROWS, _density._CHUNK_VALUES // max(1, width)))
-
-
 @_quiet
 def _mbe(
     rows: Padded,
@@ -722,7 +717,7 @@ def _mbe_on(
             prepared = _prepare(flat, _bandwidth(flat, valid, phi), weights, valid)
             return _density_modes(*prepared, workers=workers).reshape(draws.shape[:2])
         out = np.empty(z.shape[:2])
-        size = _mbe_chunk(z.shape[-1])
+        size = _density._chunk_size(z.shape[1], z.shape[-1], workers)  # draws per task
 
         def run(task: tuple[int, int]) -> None:  # draws, bandwidths and modes of one chunk
             i, start = task

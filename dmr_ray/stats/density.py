@@ -22,9 +22,16 @@ grid for many rows at once, in three ways:
   and its two neighbours. R's interpolation onto the output grid is applied to those exact
   values, and the row is *certified* only when a rigorous upper bound on every other node
   stays below the winning value; see the comment block above :func:`_screened_mode`.
-* Narrow kernels (SD below 3 nodes, e.g. outlying ratio estimates): the binned weights are
-  convolved directly with R's sampled kernel ``dnorm(|i - m| kstep, bw)`` out to 12
-  bandwidths, which costs less than transforms of 512 nodes.
+* Direct convolution (rows the screen does not take or certify whose kernel is narrow:
+  SD below 3 nodes, or J x SD up to 1500 nodes, e.g. outlying ratio estimates or uneven
+  SEs): the binned weights are convolved directly with R's sampled kernel
+  ``dnorm(|i - m| kstep, bw)``, a vectorised multiply-add per bin, which costs less than
+  transforms of 512 nodes. Below 3 nodes the kernel takes one ``exp`` per term out to 12
+  bandwidths; from 3 nodes a ratio recurrence out to 9 bandwidths, both bins of a point in
+  one pass, accurate far beyond ``1e-9``. Where another output value comes within ``1e-9``
+  (relative) of the mode's, the rounding of the convolution decides between them, so such
+  rows with kernels of 3 nodes or more take the full grid, as they did before the direct
+  sum took them: the answer does not depend on the path that J and the kernel width choose.
 * The full grid (every other row): the binned weights go through one DCT-II, are multiplied
   by the kernel's spectrum and come back through one DCT-III. The data lie at least ``7h``
   inside ``[lo, up]``, so the DCT's mirror images add less than ``e^-24`` of a kernel peak at
@@ -60,7 +67,10 @@ _PAD = 4.0  # lo = from - 4 bw, up = to + 4 bw
 _INV_SQRT_2PI = 0.398942280401432677939946059934  # M_1_SQRT_2PI
 _UNDERFLOW_Z = 38.7  # exp(-z^2 / 2) is 0 in float64 beyond
 _NARROW_REACH_Z = 12.0  # direct convolution: terms beyond weigh < e^-72 of the kernel's peak
+_DIRECT_REACH_Z = 9.0  # the same where ties go to the full grid: < e^-40.5
 _ANALYTIC_MIN_SIGMA = 3.0  # kernel SD in nodes above which aliasing is below e^-44
+_DIRECT_MAX_WORK = 1500.0  # J x kernel SD in nodes where direct convolution costs about what the DCTs do
+_TIE = 1e-9  # output values this close (relative) are tied: the full grid's rounding decides
 _SPECTRUM_CUTOFF = 1.527  # exp(-2 pi^2 (sigma nu)^2) < 1e-20 beyond nu = cutoff / sigma
 _CHUNK_ROWS = 2048
 _CHUNK_VALUES = 1 << 16  # rows x J per chunk: the screen's scratch stays a few MiB
@@ -278,7 +288,7 @@ def density_mode(
     -----
     Equals the argmax of :func:`r_density` except where two grid values tie to within
     rounding (~1e-15 relative). Most rows are answered by the screened search (see the
-    comment block above :func:`_screened_mode`), the others by the full grid.
+    comment block above :func:`_screened_mode`), the others by a direct convolution or the full grid.
     """
     with workers_for(threads) as workers:
         return _density_modes(*_prepare(x, bw, weights, mask), workers=workers)
@@ -298,7 +308,7 @@ def _density_modes(
     good = np.isfinite(bw) & (bw > 0)
     rows_w = _kernel_weights(w)  # one row when all rows share it
     nonneg = np.broadcast_to((rows_w >= 0).all(axis=1) & (rows_w.sum(axis=1) > 0), good.shape)
-    size = max(1, min(_CHUNK_ROWS, _CHUNK_VALUES // max(1, x.shape[1])))
+    size = _chunk_size(int(good.sum()), x.shape[1], workers)
     chunks: list[slice | np.ndarray]
     if good.all():
         chunks = [slice(start, start + size) for start in range(0, x.shape[0], size)]
@@ -315,6 +325,18 @@ def _density_modes(
     return out
 
 
+def _chunk_size(rows: int, width: int, workers: Workers) -> int:
+    """Rows per chunk of ``rows`` rows of ``width`` values: at most ``_CHUNK_ROWS`` and
+    ``_CHUNK_VALUES / width`` (the screen's scratch stays in cache), and cut as evenly as that
+    allows into a multiple of the threads' count, so that the threads finish together (five
+    chunks of 2048 draws on two threads left one thread idle for a fifth of the call)."""
+    size = max(1, min(_CHUNK_ROWS, _CHUNK_VALUES // max(1, width)))
+    threads = workers.helpers + 1
+    chunks = -(-max(rows, 1) // size)
+    chunks = -(-chunks // threads) * threads
+    return max(1, -(-rows // chunks))
+
+
 def _chunk_mode(
     x: np.ndarray,
     bw: np.ndarray,
@@ -323,7 +345,8 @@ def _chunk_mode(
     nonneg: np.ndarray,
     extremes: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
-    """Modes of one chunk: the screened search where it certifies its answer, else the full grid."""
+    """Modes of one chunk: the screened search where it certifies its answer, else a direct
+    convolution (narrow kernels, no tie) or the full grid."""
     frame = _Frame.of(x, bw, valid, extremes)
     xs = x if valid is None else np.where(valid, x, frame.frm[:, None] + _CUT * bw[:, None])
     out = np.full(x.shape[0], np.nan)
@@ -338,21 +361,36 @@ def _chunk_mode(
             (frame.to - frame.lo) / delta <= N_GRID - 1 - _SCREEN_MARGIN
         )
     eligible = pending & nonneg & inside & (bw >= _SCREEN_MIN_SIGMA * step)
-    if eligible.all():
-        out, certified = _screened_mode(xs, w, frame)
-        pending = ~certified
-    elif eligible.any():
-        rows = np.flatnonzero(eligible)
-        out[rows], certified = _screened_mode(xs[rows], w[rows], frame.take(rows))
-        pending[rows[certified]] = False
+    if eligible.any():
+        rows, part = _subset(eligible, xs, w, frame)
+        out[rows], certified = _screened_mode(*part)
+        pending[rows] = ~certified
     narrow = pending & (bw < _ANALYTIC_MIN_SIGMA * step)
-    for which, mode in ((narrow, _narrow_mode), (pending & ~narrow, _full_grid_mode)):
-        if which.all():
-            return mode(xs, w, frame)
-        if which.any():
-            rows = np.flatnonzero(which)
-            out[rows] = mode(xs[rows], w[rows], frame.take(rows))
+    if narrow.any():
+        rows, part = _subset(narrow, xs, w, frame)
+        out[rows] = _direct_mode(*part)[0]
+        pending[rows] = False
+    direct = pending & (x.shape[1] * bw <= _DIRECT_MAX_WORK * step)
+    if direct.any():  # where the convolution's rounding decides, the full grid's does (as before)
+        rows, part = _subset(direct, xs, w, frame)
+        out[rows], pending[rows] = _direct_mode(*part, accurate=False)
+    if pending.any():
+        rows, part = _subset(pending, xs, w, frame)
+        out[rows] = _full_grid_mode(*part)
     return out
+
+
+def _subset(
+    which: np.ndarray, xs: np.ndarray, w: np.ndarray, frame: _Frame
+) -> tuple[slice | np.ndarray, tuple[np.ndarray, np.ndarray, _Frame]]:
+    """Rows ``which [B]`` of a chunk: their index (a slice when all), and their data, weights
+    and frame. Weights that every row shares stay one ``[1, J]`` row (no ``[rows, J]`` copy).
+    """
+    if which.all():
+        return slice(None), (xs, w, frame)
+    rows = np.flatnonzero(which)
+    shared = _kernel_weights(w)
+    return rows, (xs[rows], shared if shared.shape[0] == 1 else shared[rows], frame.take(rows))
 
 
 def _kernel_weights(w: np.ndarray) -> np.ndarray:
@@ -361,17 +399,23 @@ def _kernel_weights(w: np.ndarray) -> np.ndarray:
     return w[:1].copy() if w.shape[0] > 1 and w.strides[0] == 0 else w
 
 
-def _narrow_mode(xs: np.ndarray, w: np.ndarray, frame: _Frame) -> np.ndarray:
-    """Modes of rows whose kernel SD is below 3 nodes: direct convolution of the bins.
+def _direct_mode(xs: np.ndarray, w: np.ndarray, frame: _Frame, accurate: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Modes of rows with narrow kernels by direct convolution of the bins, ``[B]``, and
+    whether another output value comes within ``_TIE`` of the mode's (``[B]`` bool).
 
-    Kernel terms beyond 12 bandwidths are left out: together they change a node by less than
-    ``J e^-72`` of the kernel's peak, far below the rounding of R's own FFT convolution.
+    ``accurate``: R's kernel from one ``exp`` per term out to 12 bandwidths (the terms left
+    out change a node by less than ``J e^-72`` of the kernel's peak, far below the rounding of
+    R's own FFT convolution). Else, for kernels of 3 nodes or more, from a ratio recurrence
+    (term k within ``2 k`` ulps, k < 512) out to 9 bandwidths (the terms left out weigh less
+    than ``2 J e^-40.5`` of the maximum): far below ``_TIE``, so wherever no tie is flagged
+    the mode is that of any accurate convolution, the full grid's included.
     """
     out = np.empty(xs.shape[0])
-    _kernels.narrow_modes(
-        xs, _kernel_weights(w), frame.lo, frame.up, frame.frm, frame.to, frame.bw, _NARROW_REACH_Z, out
-    )
-    return out
+    tied = np.empty(xs.shape[0], dtype=np.bool_)
+    reach = _NARROW_REACH_Z if accurate else _DIRECT_REACH_Z
+    lo, up, frm, to = frame.lo, frame.up, frame.frm, frame.to
+    _kernels.direct_modes(xs, _kernel_weights(w), lo, up, frm, to, frame.bw, reach, not accurate, _TIE, out, tied)
+    return out, tied
 
 
 def _full_grid_mode(xs: np.ndarray, w: np.ndarray, frame: _Frame) -> np.ndarray:
@@ -415,7 +459,7 @@ def _full_grid_mode(xs: np.ndarray, w: np.ndarray, frame: _Frame) -> np.ndarray:
 #    two nodes, one of them outside top - 1 .. top + 1, so it stays below L, and the first
 #    argmax is the one found, exactly as R's which.max() finds it (barring ties to within
 #    rounding of the exact sums). Uncertified rows (near-tied modes, kernels narrower than 8
-#    nodes) take the full grid.
+#    nodes) take the direct convolution or the full grid.
 
 _SCREEN_MIN_SIGMA = 8.0  # narrower kernels: the coarse grid aliases too much, use the full grid
 _SCREEN_MARGIN = 8  # nodes between the grid's ends and the screen's bins: the coarse spreading's reach
