@@ -18,7 +18,7 @@ from typing import Any
 import ray
 
 from dmr_ray.engine.resources import ActorResources, configure_worker, configure_zarr
-from dmr_ray.engine.task import ChunkReport, ChunkTask, commit_chunk
+from dmr_ray.engine.task import ChunkReport, ChunkTask, commit_chunk, compute_partial
 
 
 @dataclass(frozen=True)
@@ -70,18 +70,18 @@ class ChunkActor:
         """Where the actor runs; answers once its shard is set up."""
         return self._info
 
-    def run(self, index: int) -> ChunkReport:
-        """Compute, reduce and commit chunk ``index`` (one-shard tasks that commit)."""
-        return commit_chunk(self.task, index, lambda: [self.worker.compute(index)])
+    def run(self, index: int, params: Any = None) -> ChunkReport:
+        """Compute with the call's ``params``, reduce and commit chunk ``index`` (one-shard tasks that commit)."""
+        return commit_chunk(self.task, index, lambda: [compute_partial(self.worker, index, params)])
 
     @ray.method(num_returns=2)
-    def partial(self, index: int) -> tuple[ChunkReport, Any]:
-        """This shard's partial of chunk ``index``, and a small report.
+    def partial(self, index: int, params: Any = None) -> tuple[ChunkReport, Any]:
+        """This shard's partial of chunk ``index`` for the call's ``params``, and a small report.
 
         The report lets the driver learn that the chunk succeeded without fetching the partial.
         """
         began = time.perf_counter()
-        value = self.worker.compute(index)
+        value = compute_partial(self.worker, index, params)
         report = ChunkReport(index, self.task.units(index), True, os.getpid(), time.perf_counter() - began)
         return report, value
 

@@ -17,8 +17,9 @@ from dmr_ray.engine.job import IsmJob, RunSummary, new_run_id
 from dmr_ray.engine.options import EngineOptions
 from dmr_ray.engine.pool import plan_pool
 from dmr_ray.engine.replicas import split_replicates
-from dmr_ray.engine.run import OnCommit, connect, run_in_process_task, run_on_pool
+from dmr_ray.engine.run import connect
 from dmr_ray.engine.task import TaskRun
+from dmr_ray.engine.task_pool import ActorPool, InProcessPool, OnCommit
 from dmr_ray.errors import InputError
 
 
@@ -67,7 +68,8 @@ def run_in_process(job: IsmJob, *, overwrite: bool = False, on_commit: OnCommit 
     sequences, spec, effects = open_job(job, overwrite=overwrite)
     every = [tuple(range(spec.n_replicates))]
     task = IsmTask(job.resolved(), sequences, effects, every, spec.replicates.kind, new_run_id())
-    return _summary(task, run_in_process_task(task, on_commit=on_commit))
+    with InProcessPool(task) as pool:
+        return _summary(task, pool.run(on_commit=on_commit))
 
 
 def run_on_ray(
@@ -86,7 +88,8 @@ def run_on_ray(
         sequences, spec, effects = open_job(job, overwrite=overwrite)
         groups = split_replicates(spec.n_replicates, options.replicate_groups)
         task = IsmTask(job, sequences, effects, groups, spec.replicates.kind, new_run_id())
-        return _summary(task, run_on_pool(task, plan, options, on_commit=on_commit))
+        with ActorPool(task, plan, options) as pool:
+            return _summary(task, pool.run(on_commit=on_commit))
     finally:
         if started:
             ray.shutdown()

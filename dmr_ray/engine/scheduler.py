@@ -83,6 +83,12 @@ class ChunkScheduler:
         Started when the first actor is ready; advanced once per finished chunk.
     on_commit
         Called in the driver with each finished chunk's report.
+    params
+        The call's input for the workers' ``compute`` (``None``: none), sent with every chunk;
+        best an ``ObjectRef`` (put once per call), which Ray resolves in the actor.
+
+    A scheduler serves one call of a pool: the actors' loads are reset (chunks a previous call
+    left in flight are no longer tracked) and every actor is probed again when it runs.
     """
 
     def __init__(
@@ -96,6 +102,7 @@ class ChunkScheduler:
         failures: FailureLog,
         progress: Progress,
         on_commit: Callable[[ChunkReport], None] | None = None,
+        params: Any = None,
     ) -> None:
         self.task = task
         self.actors = actors
@@ -104,6 +111,7 @@ class ChunkScheduler:
         self.failures = failures
         self.progress = progress
         self.on_commit = on_commit
+        self.params = params
         self.reassigned = 0
         self.values: dict[int, Any] = {}
         self._n_shards = task.n_shards
@@ -118,6 +126,8 @@ class ChunkScheduler:
         self._calls: dict[ray.ObjectRef, _Call] = {}
         self._partials: dict[ray.ObjectRef, ray.ObjectRef] = {}
         self._reprobe: dict[int, float] = {}
+        for actor in actors:
+            actor.load = 0
 
     def run(self) -> None:
         """Run until every chunk is finished or failed.
@@ -196,9 +206,9 @@ class ChunkScheduler:
     def _submit(self, k: int, chunk: int) -> None:
         actor = self.actors[k]
         if self._whole:
-            ref = actor.handle.run.remote(chunk)
+            ref = actor.handle.run.remote(chunk, self.params)
         else:
-            ref, partial = actor.handle.partial.remote(chunk)
+            ref, partial = actor.handle.partial.remote(chunk, self.params)
             self._partials[ref] = partial
         self._calls[ref] = _Call("run" if self._whole else "partial", chunk, actor.shard, k, time.monotonic())
         actor.load += 1

@@ -12,6 +12,12 @@ chunk of its shard into a *partial*. The partials of all shards of a chunk are c
 in a worker) or, for a task with ``returns_values``, handed back to the driver in
 :attr:`TaskRun.values`.
 
+A persistent pool (:func:`~dmr_ray.engine.run.open_pool`) runs any number of calls on the same
+workers; a call may carry a small picklable input (``params``, e.g. the current subset of a
+search step), which reaches :meth:`StepWorker.compute`. A call without input (``params`` is
+``None``, as in :func:`~dmr_ray.engine.run.run_task`) calls ``compute(index)``, so workers
+that take no input need no change (:func:`compute_partial`).
+
 With one shard and a committing task, the actor that computed a chunk commits it itself, so
 neither partials nor results pass through the driver.
 """
@@ -23,7 +29,7 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from dmr_ray.engine.resources import ActorResources
 
@@ -44,6 +50,38 @@ class ChunkWorker(Protocol):
     def describe(self) -> str:
         """One line saying what the worker holds (device, shard), for logs."""
         ...
+
+
+class StepWorker(Protocol):
+    """A :class:`ChunkWorker` that takes a per-call input (the ``params`` of a pool's call)."""
+
+    def compute(self, index: int, params: Any = None) -> Any:
+        """The partial result of chunk ``index`` for this worker's shard, given the call's ``params``.
+
+        ``params`` is ``None`` for calls without input (e.g. :func:`~dmr_ray.engine.run.run_task`).
+        """
+        ...
+
+    def describe(self) -> str:
+        """One line saying what the worker holds (device, shard), for logs."""
+        ...
+
+
+def compute_partial(worker: ChunkWorker, index: int, params: Any = None) -> Any:
+    """``worker``'s partial of chunk ``index``: ``compute(index)`` without input, else ``compute(index, params)``.
+
+    Parameters
+    ----------
+    worker
+        A shard's worker; it must be a :class:`StepWorker` when ``params`` is not ``None``.
+    index
+        The chunk.
+    params
+        The call's input, or ``None``.
+    """
+    if params is None:
+        return worker.compute(index)
+    return cast(StepWorker, worker).compute(index, params)
 
 
 class ChunkTask(abc.ABC):
@@ -150,7 +188,8 @@ class TaskRun:
     computed : int
         Chunks finished by this run.
     skipped : int
-        Chunks found done before the run (not recomputed).
+        Chunks of the task this run did not compute: found done before it (resume), or not
+        among the chunks a pool's call asked for.
     units : int
         Units of progress (the task's :attr:`~ChunkTask.unit`) of the finished chunks.
     startup_s : float

@@ -1,5 +1,6 @@
 """The task protocol on the engine: sharded reductions returned to the driver or committed, a lost
-actor in a sharded task, placement groups, start-up timed apart, truncated failure reports."""
+actor in a sharded task, placement groups (a persistent pool in a trial's group), start-up timed
+apart, truncated failure reports."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from pathlib import Path
 
 import pytest
 from engine_support import RUNTIME_ENV
-from toy_tasks import ShardSumTask, chunk_sums
+from toy_tasks import ShardSumTask, chunk_sums, setups
 
-from dmr_ray.engine import ActorResources, EngineOptions, run_task
+from dmr_ray.engine import ActorResources, EngineOptions, open_pool, run_task
 from dmr_ray.engine.pool import actor_capacity, check_capacity
 from dmr_ray.errors import ChunkFailedError, EngineError
 
@@ -84,13 +85,14 @@ def test_the_pool_fits_the_placement_group_it_runs_in(tmp_path: Path) -> None:
     group = placement_group(bundles)
     ray.get(group.ready())
 
-    def trial(record: str, out: str) -> tuple[dict, dict, str]:  # a Tune trial's driver, in bundle 0
+    def trial(record: str, out: str) -> tuple[list[dict], dict, str]:  # a Tune trial's driver, in bundle 0
         from dmr_ray.engine.pool import current_bundles
 
         free = current_bundles()
-        values = run_task(ShardSumTask(N, CHUNK, 2, record=Path(record)), on_ray()).values
+        with open_pool(ShardSumTask(N, CHUNK, 2, record=Path(record)), on_ray()) as pool:
+            values = [dict(pool.run(params=power).values) for power in (2, 3)]
         run_task(ShardSumTask(N, CHUNK, 2, out=Path(out)), on_ray())  # reduce tasks in the group too
-        return dict(values), {"free": free}, ray.get_runtime_context().get_placement_group_id()
+        return values, {"free": free}, ray.get_runtime_context().get_placement_group_id()
 
     record, out = tmp_path / "record", tmp_path / "out"
     record.mkdir()
@@ -101,11 +103,12 @@ def test_the_pool_fits_the_placement_group_it_runs_in(tmp_path: Path) -> None:
         values, seen, group_id = ray.get(remote.remote(str(record), str(out)), timeout=300)
     finally:
         remove_placement_group(group)
-    assert values == EXPECTED
+    assert values == [EXPECTED, chunk_sums(N, CHUNK, 3)]
     assert {c: int((out / f"{c}.txt").read_text()) for c in range(8)} == EXPECTED
     assert seen["free"] == [{"CPU": 0.25}, {"CPU": 0.5}, {"CPU": 0.5}]
-    placed = {path.read_text() for path in record.iterdir()}
-    assert placed == {group_id} and 1 <= len(list(record.iterdir())) <= len(bundles)
+    done = setups(record)  # two calls on one pool, each shard set up once, in the group
+    assert sorted(shard for runs in done.values() for shard, _ in runs) == [0, 1]
+    assert {group for runs in done.values() for _, group in runs} == {group_id} and len(done) <= len(bundles)
 
 
 def test_more_actors_than_the_bundles_hold_are_refused() -> None:

@@ -1,10 +1,11 @@
-"""A toy chunk task for the engine tests: sums of squares of integers, split into chunks and shards.
+"""A toy chunk task for the engine tests: sums of powers of integers, split into chunks and shards.
 
 Ray workers import this module by name (the tests put this folder on their ``PYTHONPATH``
 through the engine's ``runtime_env``). Chunk ``c`` holds the integers
-``c * chunk_size .. min((c + 1) * chunk_size, n)``; shard ``s`` of ``S`` sums the squares of
-every ``S``-th of them, from the ``s``-th on; the reduction adds the shards' partial sums, so
-a sharded run must give exactly the unsharded sum of each chunk.
+``c * chunk_size .. min((c + 1) * chunk_size, n)``; shard ``s`` of ``S`` sums the ``p``-th
+powers of every ``S``-th of them, from the ``s``-th on, where ``p`` is a pool call's input
+(``params``; squares without one); the reduction adds the shards' partial sums, so a sharded
+run must give exactly the unsharded sum of each chunk.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,11 +21,20 @@ from dmr_ray._atomic import write_text_atomic
 from dmr_ray.engine import ActorResources, ChunkTask
 
 
-def chunk_sums(n: int, chunk_size: int) -> dict[int, int]:
-    """The expected value of every chunk: the sum of the squares of its integers."""
-    return {
-        c: sum(x * x for x in range(c * chunk_size, min((c + 1) * chunk_size, n))) for c in range(-(-n // chunk_size))
-    }
+def chunk_sums(n: int, chunk_size: int, power: int = 2) -> dict[int, int]:
+    """The expected value of every chunk: the sum of the ``power``-th powers of its integers."""
+    bounds = {c: (c * chunk_size, min((c + 1) * chunk_size, n)) for c in range(-(-n // chunk_size))}
+    return {c: sum(x**power for x in range(start, stop)) for c, (start, stop) in bounds.items()}
+
+
+def setups(record: Path) -> dict[int, list[tuple[int, str]]]:
+    """Per worker pid, the ``(shard, placement group id)`` of each setup it ran, as recorded in ``record``."""
+    found: dict[int, list[tuple[int, str]]] = defaultdict(list)
+    for path in record.iterdir():
+        for line in path.read_text().splitlines():
+            shard, group = line.split(" ", 1)
+            found[int(path.name)].append((int(shard), group))
+    return dict(found)
 
 
 class ShardSumTask(ChunkTask):
@@ -42,7 +53,8 @@ class ShardSumTask(ChunkTask):
     setup_delay, delay
         Seconds slept in :meth:`setup` and per chunk.
     record
-        A folder where each set-up worker writes ``<pid>``: its placement group id.
+        A folder where each setup appends a line ``<shard> <placement group id>`` to ``<pid>``
+        (:func:`setups` reads them).
     fail
         Chunks whose computation raises.
     """
@@ -95,7 +107,8 @@ class ShardSumTask(ChunkTask):
             import ray
 
             group = ray.get_runtime_context().get_placement_group_id() if ray.is_initialized() else None
-            (self.record / str(os.getpid())).write_text(str(group))
+            with (self.record / str(os.getpid())).open("a") as fh:
+                fh.write(f"{shard} {group}\n")
         return ShardSumWorker(self, shard)
 
     def reduce(self, index: int, partials: Sequence[int]) -> int:
@@ -119,7 +132,8 @@ class ShardSumWorker:
     def describe(self) -> str:
         return f"shard {self.shard} of {self.task.n_shards}"
 
-    def compute(self, index: int) -> int:
+    def compute(self, index: int, params: int | None = None) -> int:
+        """The sum of the ``params``-th powers (squares without input) of this shard's integers of chunk ``index``."""
         task = self.task
         if task.crash_once is not None and not task.crash_once.exists():
             task.crash_once.touch()
@@ -128,4 +142,5 @@ class ShardSumWorker:
             raise ValueError(f"chunk {index} is marked to fail")
         time.sleep(task.delay)
         start, stop = task.bounds(index)
-        return sum(x * x for x in range(start + self.shard, stop, task.n_shards))
+        power = 2 if params is None else params
+        return sum(x**power for x in range(start + self.shard, stop, task.n_shards))
