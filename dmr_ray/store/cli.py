@@ -11,7 +11,7 @@ from dmr_ray.config.commands import CommandGroup
 
 def register(commands: CommandGroup) -> None:
     """Add ``store build`` and ``store info``."""
-    store = commands.group("store", help="build and inspect sequence stores (sequences.zarr)")
+    store = commands.group("store", help="build sequence stores; describe sequence or effects stores")
     build = store.command(
         "build",
         _build,
@@ -34,7 +34,7 @@ def register(commands: CommandGroup) -> None:
     info = store.command(
         "info",
         _info,
-        help="summarise a store (JSON)",
+        help="describe a sequence or effects store (JSON: size, chunks complete, identity)",
         example="dmr-ray store info seqs.zarr",
         interrupted="nothing was written",
     )
