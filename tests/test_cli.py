@@ -178,7 +178,7 @@ def test_ism_precision_runs_the_fast_path_in_bfloat16(genome, tmp_path) -> None:
     ("options", "message"),
     [
         (["--precision", "fp8"], "precision: must be one of ['bfloat16', 'float16', 'float32'], got 'fp8'"),
-        (["--precision", "bfloat16"], "precision: 'bfloat16' needs the fast path"),
+        (["--precision", "bfloat16", "--fast", "false"], "precision: 'bfloat16' needs the fast path"),
     ],
 )
 def test_ism_bad_precision_is_one_line_and_exit_code_2(tmp_path, capsys, options, message) -> None:

@@ -67,7 +67,7 @@ def test_help_shows_the_defaults(capsys) -> None:
         "(default: 1800.0)",
         "--fast {true,false,auto}",
         "(default: float32)",
-        "0 runs the job in this process without Ray",
+        "0 runs the task in this process without Ray",
     ):
         assert expected in text, expected
 
@@ -119,5 +119,5 @@ def test_run_dispatches_on_kind(tmp_path, capsys) -> None:
     err = capsys.readouterr().err.strip()
     assert err == (
         f"dmr-ray: error: {config}: invalid configuration: engine.actors: Input should be a valid integer, "
-        "unable to parse string as an integer; model: Field required"
+        "unable to parse string as an integer (got 'many'); model: field required"
     )

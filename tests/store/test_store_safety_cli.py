@@ -53,7 +53,7 @@ def test_ism_does_not_replace_its_input_store(inputs, tmp_path: Path, capsys) ->
     store, spec = inputs
     before = tree(tmp_path)
     assert main(ism(store, spec, store)) == 2
-    one_line_error(capsys, f"{store}: holds a sequence store, not an effects store")
+    one_line_error(capsys, f"out: {store} is the store of the job")
     assert tree(tmp_path) == before and open_sequence_store(store).n_seq == 4
 
 
