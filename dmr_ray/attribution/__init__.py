@@ -1,0 +1,7 @@
+"""Attribution limits: classifiers on simulated expression data with known biomarkers.
+
+* :mod:`dmr_ray.attribution.data` – the seeded train/test split and the per-gene z-score fitted
+  on the training samples.
+* :mod:`dmr_ray.attribution.models` – the logistic regression and one-hidden-layer MLP.
+* :mod:`dmr_ray.attribution.train` – the SGD training recipe and held-out accuracy.
+"""
