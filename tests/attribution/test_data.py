@@ -7,6 +7,7 @@ import pytest
 
 from dmr_ray.attribution.data import fit_standardizer, train_test_split
 from dmr_ray.errors import InputError
+from dmr_ray.sim.lda import LDAConfig, simulate
 
 
 def test_split_is_a_seeded_partition():
@@ -37,3 +38,14 @@ def test_zscore_uses_training_statistics_and_survives_constant_genes():
     np.testing.assert_array_equal(dropped.transform(test), z_test[:, [0, 1, 3]])
     with pytest.raises(InputError, match="shape"):
         z.transform(test[:, :3])
+
+
+def test_never_expressed_simu2_genes_are_guarded():
+    overlap = LDAConfig("overlap", 40, 600, 120, 4, 5, overlapping=True)
+    x = simulate(overlap, seed=0).x
+    never = (x == 0).all(axis=0)
+    assert never.any()  # ≈ e^-2 of the genes join no pathway
+    with np.errstate(all="raise"):
+        z = fit_standardizer(x[:30])
+        assert np.isfinite(z.transform(x[30:])).all()
+    assert fit_standardizer(x[:30], drop_constant=True).n_features <= (~never).sum()

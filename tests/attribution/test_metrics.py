@@ -20,17 +20,18 @@ def test_local_and_global_agreement_by_hand():
             [0, 9, 8, 7, 0, 0],  # {1, 2, 3}: 2/3
             [0, 0, 0, 0, 1, 2],  # top-1 {5}: 1
             [0, 0, 0, 0, 2, 1],  # {4}: 0
+            [0, 0, 0, 0, 3, 1],  # {4}: 0
         ],
         dtype=float,
     )
-    groups = np.array([0, 0, 0, 1, 1])
+    groups = np.array([0, 0, 0, 1, 1, 1])
     fa = feature_agreement(attributions, groups, truth)
-    np.testing.assert_allclose(fa.local, [2 / 3, 2 / 3, 2 / 3, 1, 0])
-    np.testing.assert_allclose(fa.local_per_group, [2 / 3, 0.5])
-    # group 0 counts: gene 3 ×3, genes 0, 1, 2 ×2 each → consensus {3, 0, 1}: 2/3;
-    # group 1: genes 4 and 5 once each, the tie goes to gene 4 → 0
+    np.testing.assert_allclose(fa.local, [2 / 3, 2 / 3, 2 / 3, 1, 0, 0])
+    np.testing.assert_allclose(fa.local_per_group, [2 / 3, 1 / 3])
+    # group 0 counts: gene 3 ×3, genes 0, 1, 2 ×2 each → consensus 3 and two true genes: 2/3;
+    # group 1: gene 4 twice, gene 5 once → consensus {4}: 0
     np.testing.assert_allclose(fa.global_per_group, [2 / 3, 0.0])
-    assert fa.local_mean == pytest.approx((2 / 3 + 0.5) / 2)
+    assert fa.local_mean == pytest.approx(0.5)
     assert fa.global_mean == pytest.approx(1 / 3)
 
 
@@ -44,6 +45,17 @@ def test_global_agreement_can_beat_local():
     attributions[np.arange(20), rng.choice(np.arange(2, 50), 20, replace=False)] = 3.0
     fa = feature_agreement(attributions, np.zeros(20, dtype=int), truth)
     assert fa.local_mean == pytest.approx(0.5) and fa.global_mean == 1.0
+
+
+def test_ties_are_not_broken_in_favour_of_low_gene_indices():
+    # a saturated model: every attribution exactly 0; class 0's true genes are genes 0 … 9
+    truth = np.zeros((10, 1000), dtype=bool)
+    for g in range(10):
+        truth[g, 10 * g : 10 * g + 10] = True
+    groups = np.repeat(np.arange(10), 20)
+    fa = feature_agreement(np.zeros((200, 1000)), groups, truth, seed=1)
+    assert fa.local_per_group[0] < 0.2 and fa.global_per_group[0] < 0.2  # chance is 10 / 1000
+    assert fa.local_mean < 0.05
 
 
 def test_top_k_is_stable_and_bad_input_is_refused():
