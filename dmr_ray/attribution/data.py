@@ -15,6 +15,8 @@ import numpy as np
 from dmr_ray._checks import is_int
 from dmr_ray.errors import InputError
 
+_ROWS = 256  # samples per block of the variance pass
+
 
 @dataclass(frozen=True)
 class Split:
@@ -74,6 +76,8 @@ class Standardizer:
     def transform(self, x: np.ndarray) -> np.ndarray:
         """``float32 [n, n_features]``: ``(x − mean) / scale`` on the kept genes of ``x [n, n_genes]``.
 
+        Computed in float32 in the one output array.
+
         Raises
         ------
         InputError
@@ -83,12 +87,14 @@ class Standardizer:
         if x.ndim != 2 or x.shape[1] != self.keep.size:
             raise InputError(f"expected an array [n, {self.keep.size}], got shape {x.shape}")
         keep = self.keep
-        z = (x[:, keep] - self.mean[keep]) / self.scale[keep]
-        return z.astype(np.float32, copy=False)
+        z = x[:, keep].astype(np.float32, copy=False)  # a fresh float32 copy, never a float64 one
+        z -= self.mean[keep].astype(np.float32)
+        z /= self.scale[keep].astype(np.float32)
+        return z
 
 
 def fit_standardizer(x_train: np.ndarray, *, drop_constant: bool = False) -> Standardizer:
-    """Fit the per-gene z-score on ``x_train [n_train, n_genes]`` (float64 statistics).
+    """Fit the per-gene z-score on ``x_train [n_train, n_genes]`` (float64 statistics, population sd).
 
     Raises
     ------
@@ -99,7 +105,10 @@ def fit_standardizer(x_train: np.ndarray, *, drop_constant: bool = False) -> Sta
     if x_train.ndim != 2 or x_train.shape[0] < 2:
         raise InputError(f"x_train must be [n_train >= 2, n_genes], got shape {x_train.shape}")
     mean = x_train.mean(axis=0, dtype=np.float64)
-    std = x_train.std(axis=0, dtype=np.float64)
+    squares = np.zeros(x_train.shape[1])
+    for start in range(0, x_train.shape[0], _ROWS):  # blocks: no float64 copy of the whole matrix
+        squares += ((x_train[start : start + _ROWS] - mean) ** 2).sum(axis=0)
+    std = np.sqrt(squares / x_train.shape[0])
     if not (np.isfinite(mean).all() and np.isfinite(std).all()):
         raise InputError("x_train holds non-finite values")
     constant = std == 0

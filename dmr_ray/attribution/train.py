@@ -181,8 +181,9 @@ def fit_classifier(
     """
     y = np.asarray(y)
     split = train_test_split(len(y), test_fraction=test_fraction, seed=split_seed)
-    standardizer = fit_standardizer(np.asarray(x)[split.train], drop_constant=drop_constant)
-    x_train = standardizer.transform(np.asarray(x)[split.train])
+    x_train = np.asarray(x)[split.train]
+    standardizer = fit_standardizer(x_train, drop_constant=drop_constant)
+    x_train = standardizer.transform(x_train)
     x_test = standardizer.transform(np.asarray(x)[split.test])
     classes = int(y.max()) + 1 if n_classes is None else n_classes
     model = train_model(name, x_train, y[split.train], classes, options=options, seed=seed)
