@@ -307,12 +307,14 @@ def draw_beta(config: LDAConfig, rng: np.random.Generator) -> sp.csr_array:
     weights = _dirichlet_rows(rng.gamma(config.gene_concentration, size=indices.size), indptr)
     threshold = config.min_weight_fraction / sizes
     candidates = own_pathways(config).ravel()
-    for _ in range(config.max_redraws + 1):
+    for attempt in range(config.max_redraws + 1):
         low = np.zeros(k, dtype=bool)
         np.logical_or.at(low, row, weights < threshold[row])
         invalid = candidates[low[candidates]]
         if invalid.size == 0:
             return sp.csr_array((weights, indices, indptr), shape=(k, config.n_genes))
+        if attempt == config.max_redraws:
+            break
         redraw = np.isin(row, invalid)
         fresh = np.zeros_like(weights)
         fresh[redraw] = rng.gamma(config.gene_concentration, size=int(redraw.sum()))
