@@ -8,4 +8,5 @@ far their attributions recover them.
 * :mod:`dmr_ray.attribution.methods` – integrated gradients (adaptive Gauss–Legendre steps),
   saliency and SmoothGrad through Captum.
 * :mod:`dmr_ray.attribution.metrics` – local and global feature agreement with the true genes.
+* :mod:`dmr_ray.attribution.gaps` – prediction gaps (PGI, PGU, PGR) with local and global orderings.
 """
