@@ -9,7 +9,8 @@ For a sample x of class y and an ordering of the G features, the first ``step ·
 with f the softmax probability: 0 when nothing moves the prediction, 1 when the first features
 already take it all. PGI orders features by descending attribution, PGU by ascending, PGR by a
 random order (the mean over ``n_random`` orders). Local orderings are per sample, the global
-one sorts the attributions summed over the samples (the reference's ``"sum"`` type).
+one sorts the sum over the samples of their attributions divided by their L2 norms (the
+reference's post-processing and ``"sum"`` type; an all-zero row adds nothing).
 
 Pass correctly classified samples only, as the reference does; :meth:`PredictionGaps.mean`
 averages within each class and then across classes.
@@ -134,7 +135,8 @@ def prediction_gaps(
     rng = np.random.default_rng(seed)
     g = attributions.shape[1]
     tie_order = rng.permutation(g)
-    summed = attributions.sum(axis=0, keepdims=True)
+    norms = np.linalg.norm(attributions, axis=1, keepdims=True)
+    summed = (attributions / np.where(norms > 0, norms, 1.0)).sum(axis=0, keepdims=True)
 
     def gap(order: np.ndarray) -> np.ndarray:
         return prediction_gap(model, x, target, order, baseline=baseline, step=step)
