@@ -4,6 +4,7 @@
 * :mod:`dmr_ray.sim.tf_coop` – the Deep MR transcription-factor cooperativity simulation
   (GATA → TAL1 with optional sequence and random confounders), its noiseless oracle and the
   true local and global causal effects.
+* :mod:`dmr_ray.sim.lda` – hierarchical LDA gene-expression simulations (SIMU1/2, SimuA/B/C) with known biomarkers.
 """
 
 from dmr_ray.sim.motifs import BACKGROUND, GATA, SOX2, TAL1, Motif, occupancy
