@@ -42,6 +42,7 @@ still runs on every call's references (:func:`fast_path`).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -205,9 +206,9 @@ class FastISM:
         for start in range(0, n, group):
             stop = min(n, start + group)
             runs = [
-                (row, first, sites)
+                (row, first, last)
                 for row in range(stop - start)
-                for first, sites in _runs(valid_host[start + row], sites_per_batch)
+                for first, last in _runs(valid_host[start + row], sites_per_batch)
             ]
             moments = ReplicateMoments()
             for r in range(predictor.n_replicates):
@@ -216,9 +217,10 @@ class FastISM:
                     ref_tasks, cache = runner.reference(reference[start:stop])
                     check_references(ref_tasks[None], predictor.task_names, start)
                     diffs = torch.zeros(stop - start, length, N_ALT, ref_tasks.shape[1], device=tokens.device)
-                    for row, first, sites in runs:
-                        batch = Batch(row, first, sites, tokens[start + row], self.precision)
-                        diffs[row, first : first + sites] = batch.by_site(runner.effects(batch, cache, ref_tasks[row]))
+                    for row, first, last in runs:
+                        batch = Batch(row, first, last, tokens[start + row], self.precision, runner.plan.group)
+                        effects = runner.effects(batch, cache, ref_tasks[row])[batch.real]
+                        diffs[row, first:last] = effects.view(last - first, N_ALT, -1)
                 if ref_pred is None:
                     ref_pred = torch.empty(predictor.n_replicates, n, ref_tasks.shape[1], device=tokens.device)
                     table = EffectTable(n, length, ref_tasks.shape[1], tokens.device)
@@ -237,11 +239,12 @@ class FastISM:
         if not mutated:
             return None
         reference = reference_onehot(tokens[:1])
-        batches = [Batch(0, p, 1, tokens[0], self.precision) for p in {mutated[0], mutated[-1]}]
         with self.predictor.replicate_network(0) as network:
             runner = self.runners[id(network)]
+            group = runner.plan.group
+            batches = [Batch(0, p, p + 1, tokens[0], self.precision, group) for p in {mutated[0], mutated[-1]}]
             ref_tasks, cache = runner.reference(reference)
-            fast = torch.cat([runner.effects(b, cache, ref_tasks[0]) for b in batches])
+            fast = torch.cat([runner.effects(b, cache, ref_tasks[0])[b.real] for b in batches])
         sites = [MutantSites(torch.zeros_like(b.alt), b.mutant_pos, b.slot, b.alt) for b in batches]
         mutants = torch.cat([self.predictor.predict(build_mutants(reference, s), 0) for s in sites])
         error = (fast - (mutants - self.predictor.predict(reference, 0))).abs().max().item()
@@ -251,10 +254,15 @@ class FastISM:
         return f"it differs from full forward passes by up to {error:.3g} at the sequence ends"
 
     def sites_per_batch(self, batch_size: int | None, memory_budget: int) -> int:
-        """Sites per mutant pass: ``batch_size`` mutants, or as many as the budget holds."""
+        """Sites per mutant pass: ``batch_size`` mutants, or as many as the budget holds,
+        rounded up to whole blocks of every network's plan."""
+        plans = [r.plan for r in self.runners.values()]
         if batch_size is not None:
-            return max(1, -(-batch_size // N_ALT))
-        return max(1, memory_budget // max(r.plan.site_bytes for r in self.runners.values()))
+            sites = -(-batch_size // N_ALT)
+        else:
+            sites = memory_budget // max(p.site_bytes for p in plans)
+        block = math.lcm(*(p.group for p in plans))
+        return max(1, -(-sites // block)) * block
 
 
 def check_precision(precision: str, fast: bool | str, *, calibrated: bool = False) -> None:
@@ -370,13 +378,14 @@ def _reporter(fast: bool | Literal["auto"]) -> Callable[..., None]:
 
 
 def _runs(valid: np.ndarray, per_batch: int) -> list[tuple[int, int]]:
-    """``(first, sites)`` of the runs of consecutive ``valid`` positions, split into runs of at
-    most ``per_batch`` positions."""
+    """``(first, stop)`` of the runs of consecutive ``valid`` positions, split at the multiples
+    of ``per_batch`` (so that a run padded to whole blocks dividing ``per_batch`` stays within
+    ``per_batch`` positions)."""
     edges = np.flatnonzero(np.diff(np.concatenate([[0], valid.astype(np.int8), [0]])))
     return [
-        (first, min(first + per_batch, stop) - first)
+        (max(begin, cut), min(stop, cut + per_batch))
         for begin, stop in zip(edges[::2], edges[1::2], strict=True)
-        for first in range(begin, stop, per_batch)
+        for cut in range(begin - begin % per_batch, stop, per_batch)
     ]
 
 

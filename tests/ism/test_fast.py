@@ -14,6 +14,7 @@ from dmr_ray.errors import InputError
 from dmr_ray.ism import fast as ism_fast
 from dmr_ray.ism import fast_ism_eligibility, saturation_mutagenesis
 from dmr_ray.ism import rules as ism_rules
+from dmr_ray.ism import windows as ism_windows
 from dmr_ray.models.architectures import bpnet, deepsea, small_cnn
 from dmr_ray.models.heads import OutputSelector, OutputSpec
 from dmr_ray.uncertainty import EnsemblePredictor, MCDropoutPredictor
@@ -124,6 +125,42 @@ def test_bpnet_receptive_field_shorter_than_the_sequence(tasks):
 def test_deepsea_ensemble_with_pooling():
     predictor = EnsemblePredictor([_deepsea(i) for i in range(2)])
     assert_matches_exact(*both(predictor, _tokens()))
+
+
+def _wide_deepsea(seed: int, **kwargs) -> nn.Module:
+    """A reduced-width DeepSEA with the built-in's kernels and pools (blocks of 16 positions)."""
+    torch.manual_seed(seed)
+    return deepsea(length=8 * L, channels=(6, 8, 10), hidden=9, n_tasks=4, **kwargs).eval()
+
+
+def test_deepsea_windows_are_evenly_spaced_blocks(monkeypatch):
+    """Every window of the built-in layout is a strided view: a gather would fail the run."""
+    predictor = as_predictor(EnsemblePredictor([_wide_deepsea(i) for i in range(2)]))
+    tokens = _tokens(2, 8 * L, seed=3)
+    with torch.inference_mode():
+        path = ism_fast.fast_path(predictor, torch.from_numpy(tokens), True, None)
+    plans = [runner.plan for runner in path.runners.values()]
+    assert [p.group for p in plans] == [16, 16]
+    assert all(w.step is not None for p in plans for w in p.windows.values())
+
+    def no_gathers(*args):
+        raise AssertionError("gathered windows")
+
+    monkeypatch.setattr(ism_windows, "gather_windows", no_gathers)
+    assert_matches_exact(*both(predictor, tokens))
+
+
+def test_deepsea_mc_dropout_blocks_with_n_positions():
+    """Runs cut by N and by sub-batches of any size are padded to whole blocks."""
+    tokens = _tokens(2, 8 * L, seed=4)
+    tokens[0, [5, 17, 18, 100]] = 4
+    tokens[1, -9:] = 4
+    predictor = MCDropoutPredictor(_wide_deepsea(8), passes=3, seed=2, input_length=8 * L)
+    fast, exact = both(predictor, tokens)
+    assert_matches_exact(fast, exact)
+    assert np.isnan(fast.beta[tokens == 4]).all() and not np.isnan(fast.beta[tokens != 4]).any()
+    for batch_size in (1, 50):
+        assert_matches_exact(saturation_mutagenesis(predictor, tokens, fast=True, batch_size=batch_size), exact)
 
 
 def _bpnet_counts_with_dropout(seed: int) -> nn.Module:
