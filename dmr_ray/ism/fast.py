@@ -27,9 +27,11 @@ float32. It is meant for CUDA; CPU autocast runs it too (slower than float32 on 
 Choosing the path
 -----------------
 ``fast=True`` runs any eligible model (:mod:`dmr_ray.ism.eligibility`); ``"auto"`` runs it
-when the plan's estimated work per mutant is below :data:`AUTO_MAX_WORK_RATIO` of a full
-forward's. Models that do not declare a layout are first checked against full forward passes
-on the substitutions of the first and last mutated positions of the first reference.
+when its estimated work per mutant (:attr:`FastISM.work_ratio`: the rules' ``flops()``, the
+layers run in full, splicing and the folded tail, for the costliest network) is below
+:data:`AUTO_MAX_WORK_RATIO` of a full forward's. Models that do not declare a layout are
+first checked against full forward passes on the substitutions of the first and last
+mutated positions of the first reference.
 
 Reusing plans
 -------------
@@ -73,7 +75,8 @@ PRECISIONS: dict[str, torch.dtype | None] = {"float32": None, "bfloat16": torch.
 
 AUTO_MAX_WORK_RATIO = 0.5
 """``fast="auto"`` takes the fast path when its work per mutant is below this fraction of a
-full forward's (the fast path's gathers and small kernels cost more per operation)."""
+full forward's (the fast path's kernels on short windows and its elementwise passes cost more
+per operation than a full forward's)."""
 
 VERIFY_TOLERANCE = {None: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}
 """Largest fast-vs-exact difference the check of undeclared models accepts, relative to the
@@ -95,6 +98,10 @@ class NetworkRunner:
     tail : FoldedTail or None
         The network's linear tail folded into weights, when the tasks are linear and that is
         cheaper than running the tail for mutants.
+    work : float
+        Estimated floating-point operations per mutant of :meth:`effects` (the plan's
+        :attr:`~dmr_ray.ism.eligibility.NetworkPlan.fast_flops`, with the folded tail's
+        contractions in place of the tail).
     """
 
     def __init__(self, plan: NetworkPlan, selector: OutputSelector | None):
@@ -108,11 +115,13 @@ class NetworkRunner:
             if step.rule is not None:
                 step.rule.prepare()
         self.tail: FoldedTail | None = None
+        self.work = plan.fast_flops
         skipped: frozenset[fx.Node] = frozenset()
         if plan.tail is not None and tasks_are_linear(selector) and (selector or plan.output_width):
             tail = FoldedTail(plan, plan.tail, selector)
             if tail.flops() < plan.tail.work:
                 self.tail, skipped = tail, plan.tail.nodes | {self.output}
+                self.work += tail.flops() - plan.tail.work
         self.mutant_steps = [s for s in plan.steps if s.node not in skipped]
         ends = self.tail.frontier if self.tail is not None else ()
         self._ref_frees = _frees(plan.steps, lambda s: s.node.all_input_nodes)
@@ -180,6 +189,12 @@ class FastISM:
         self.predictor = predictor
         self.runners = runners
         self.precision = precision
+
+    @property
+    def work_ratio(self) -> float:
+        """The largest, over the networks, of the fast path's estimated work per mutant
+        divided by a full forward's (:attr:`NetworkRunner.work`)."""
+        return max(runner.work / runner.plan.exact_flops for runner in self.runners.values())
 
     @property
     def declared(self) -> bool:
@@ -315,15 +330,12 @@ def plan_fast_path(
     except NotEligible as err:
         report("fast ISM: the model is not eligible (%s); using the exact path", err)
         return None
-    plan = next(iter(plans.values()))
-    if fast == "auto" and plan.fast_flops >= AUTO_MAX_WORK_RATIO * plan.exact_flops:
-        report(
-            "fast ISM: ~%.3g of a full forward's work per mutant; using the exact path",
-            plan.fast_flops / plan.exact_flops,
-        )
-        return None
     runners = {key: NetworkRunner(p, predictor.selector) for key, p in plans.items()}
-    return FastISM(predictor, runners, precision)
+    path = FastISM(predictor, runners, precision)
+    if fast == "auto" and path.work_ratio >= AUTO_MAX_WORK_RATIO:
+        report("fast ISM: ~%.3g of a full forward's work per mutant; using the exact path", path.work_ratio)
+        return None
+    return path
 
 
 class FastPlanCache:

@@ -157,15 +157,17 @@ class _Sliding(LocalRule):
 
 
 IM2COL_MAX_WIDTH = 64
-"""Convolutions with output windows up to this many positions run as one matrix product over
-the unfolded input windows (oneDNN's direct convolution is slow on short, wide inputs)."""
+IM2COL_MIN_INNER = 128
+"""Convolutions with output windows of at most :data:`IM2COL_MAX_WIDTH` positions and at least
+this many input channels times kernel positions run as one matrix product over the unfolded
+input windows (oneDNN's direct convolution is slow on short windows of many channels)."""
 
 
 class Conv(_Sliding):
     """``nn.Conv1d`` (zero padding) on differences: the convolution without its bias.
 
-    With output windows of at most :data:`IM2COL_MAX_WIDTH` positions (and no channel
-    groups) it is one matrix product ``y[b, :, j] = W2 @ vec(x[b, :, j*stride + dilation*[0, k)])``
+    With short output windows of many channels (:data:`IM2COL_MIN_INNER`; no channel groups)
+    it is one matrix product ``y[b, :, j] = W2 @ vec(x[b, :, j*stride + dilation*[0, k)])``
     with ``W2 = weight.reshape(C_out, C_in * k)``: ``[B * W_out, C_in * k] @ [C_in * k, C_out]``.
     """
 
@@ -188,7 +190,8 @@ class Conv(_Sliding):
     def prepare(self) -> None:
         weight = self.module.weight.detach()
         self.weight = weight if self.norm is None else weight * channel_scale(self.norm)[:, :, None]
-        unfold = self.module.groups == 1 and self.window.width <= IM2COL_MAX_WIDTH
+        inner = self.weight.shape[1] * self.weight.shape[2]
+        unfold = self.module.groups == 1 and self.window.width <= IM2COL_MAX_WIDTH and inner >= IM2COL_MIN_INNER
         self.matrix = self.weight.reshape(self.weight.shape[0], -1).t() if unfold else None
 
     def flops(self) -> float:
@@ -409,7 +412,12 @@ class WindowWeights:
 
     def __init__(self, window: Window, weights: torch.Tensor):
         self.window = window
-        self.columns = window.pad(weights.detach().permute(1, 0, 2)).permute(2, 0, 1).contiguous()
+        h, f, length = weights.shape
+        # One 2-D transpose, then copies of whole rows: a 3-D permute of a wide dense layer's
+        # weight is several times slower.
+        rows = weights.detach().reshape(h, -1).t().contiguous().view(f, length, h).transpose(0, 1)
+        self.columns = rows.new_zeros(window.left + length + window.right, f, h)
+        self.columns[window.left : window.left + length] = rows
 
     @property
     def outputs(self) -> int:
