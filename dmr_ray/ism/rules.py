@@ -3,8 +3,9 @@
 Every activation the fast path keeps *local* is held as its difference from the reference
 activation, ``diff = f(mutant) - f(reference)``, over a :class:`~dmr_ray.ism.windows.Window`
 (``[B, F, W]``; zero outside the window and outside ``[0, L)``). A batch is a run of
-consecutive sites (one position, its :data:`N_ALT` substitutions), which share their window
-and every reference slice they read.
+consecutive sites (one position, its :data:`N_ALT` substitutions) in whole blocks of the
+plan's group size; the mutants of a block (a *group*, :meth:`Batch.by_group`) share their
+window and every reference slice they read, and slices are ``[groups, F, W]``.
 
 Local rules (difference windows in, difference window out)
     * :class:`Conv` (``nn.Conv1d``, any dilation/stride/zero padding): linear, so the
@@ -24,8 +25,8 @@ Local rules (difference windows in, difference window out)
 
 Boundary rules (difference window in, whole global value out)
     * :class:`FlattenLinear` (flatten then ``nn.Linear``): reference output plus the weight
-      columns of the window times the difference (one ``bmm`` per batch; for a run of sites
-      the columns are a strided view of the weight, never copied).
+      columns of the window times the difference (one ``bmm`` per batch, each group's mutants
+      against their window's columns, a strided view of the weight, never copied).
     * :class:`LengthReduce` (mean or sum over the length): reference plus the window's sum.
 
 Anything else that reads a local activation gets it whole from :func:`splice`.

@@ -137,10 +137,6 @@ class Batch:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.precision)
 
-    def by_site(self, diff: torch.Tensor) -> torch.Tensor:
-        """View ``[B, ...]`` as ``[sites, N_ALT, ...]``."""
-        return diff.view(self.sites, N_ALT, *diff.shape[1:])
-
     def by_group(self, diff: torch.Tensor) -> torch.Tensor:
         """View ``[B, ...]`` as ``[groups, B / groups, ...]``: the mutants sharing a window."""
         return diff.view(self.groups, -1, *diff.shape[1:])
