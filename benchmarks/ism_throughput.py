@@ -40,9 +40,12 @@ from torch import nn
 from dmr_ray.ism import saturation_mutagenesis
 from dmr_ray.ism.fast import PRECISIONS, fast_path
 from dmr_ray.ism.mutants import MutantPlan, build_mutants, reference_onehot
-from dmr_ray.models.architectures import bpnet, small_cnn
+from dmr_ray.models.architectures import bpnet, deepsea, small_cnn
 from dmr_ray.models.heads import OutputSelector, OutputSpec
 from dmr_ray.uncertainty.predictors import SinglePredictor
+
+MODELS = ["small_cnn", "bpnet", "deepsea"]
+"""Benchmark models (:func:`build`)."""
 
 SLOW = {"naive", "dmr_exact"}
 """Methods run ``--slow-repeats`` times, first; the others run ``--repeats`` times, round robin."""
@@ -51,13 +54,16 @@ SLOW = {"naive", "dmr_exact"}
 def build(name: str, length: int, profile_reduce: str) -> tuple[nn.Module, OutputSelector | None]:
     """The benchmark model (seeded weights) and the selector that turns its output into tasks.
 
-    BPNet's tasks are its 4 counts (mean over strands) and task 0's profile reduced by
-    ``profile_reduce`` (``sum`` keeps every task linear in the body output, so dmr_ray folds
-    the heads into weights; ``max`` does not).
+    The small CNN and DeepSEA (the built-in defaults: 320/480/960 channels, a 925-wide dense
+    layer, 919 sigmoid outputs) return their tasks. BPNet's tasks are its 4 counts (mean over
+    strands) and task 0's profile reduced by ``profile_reduce`` (``sum`` keeps every task
+    linear in the body output, so dmr_ray folds the heads into weights; ``max`` does not).
     """
     torch.manual_seed(0)
     if name == "small_cnn":
         return small_cnn(length=length).eval(), None
+    if name == "deepsea":
+        return deepsea(length=length).eval(), None
     tasks = [OutputSpec(name=f"counts{t}", select="counts", index=t, reduce="mean") for t in range(4)]
     tasks.append(OutputSpec(name="profile0", select="profile", index=0, reduce=profile_reduce))
     return bpnet(n_layers=8).eval(), OutputSelector(tasks)
@@ -217,7 +223,7 @@ def _has_tangermeme() -> bool:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=["small_cnn", "bpnet"], choices=["small_cnn", "bpnet"])
+    parser.add_argument("--models", nargs="+", default=["small_cnn", "bpnet"], choices=MODELS)
     parser.add_argument("--n-seq", type=int, default=16)
     parser.add_argument("--length", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")

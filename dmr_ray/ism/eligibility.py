@@ -65,6 +65,9 @@ STATIC, LOCAL, SHAPE, BOUNDARY, FOLDED, GLOBAL, OUTPUT = (
     "output",
 )
 _FLOAT = 4
+MAX_GROUP = 64
+"""Most input positions per block (:mod:`dmr_ray.ism.windows`): a batch holds whole blocks, and
+wider blocks widen the windows of the layers before the last stride."""
 
 POINTWISE_MODULES = (
     nn.ReLU,
@@ -245,6 +248,8 @@ class NetworkPlan:
         Approximate memory of one site (``N_ALT`` mutants) in a mutant pass.
     sequence_bytes : int
         Upper bound of the memory of one sequence in a reference pass.
+    group : int
+        Input positions per block of the windows (a batch holds whole blocks).
     tail : Tail or None
         The network's linear end, if its frontier is local.
     output_width : int or None
@@ -261,6 +266,7 @@ class NetworkPlan:
     fast_flops: float
     site_bytes: int
     sequence_bytes: int
+    group: int
     tail: Tail | None
     output_width: int | None
 
@@ -364,6 +370,7 @@ class _Planner:
         inputs = [n for n in self.nodes if n.op == "placeholder"]
         if len(inputs) != 1:
             raise NotEligible(f"its forward takes {len(inputs)} inputs; the fast path feeds one")
+        self.group = self._group()
         self.values = self._probe(2)
         self.values_b1 = self._probe(1)
         self.kind: dict[fx.Node, str] = {}
@@ -397,6 +404,7 @@ class _Planner:
             fast_flops=self._fast_flops(spliced),
             site_bytes=self._site_bytes(spliced),
             sequence_bytes=int(_FLOAT * sum(self._numel(n) for n in self.nodes)) + 1,
+            group=self.group,
             tail=self._tail(spliced),
             output_width=_width(self.values[self.nodes[-1]]),
         )
@@ -442,6 +450,18 @@ class _Planner:
             return sum(dynamic) == 1 and not node.kwargs
         return target in _DIV and dynamic == [True, False] and not node.kwargs
 
+    def _group(self) -> int:
+        """Input positions per block of the windows: the product of the strides of the
+        network's sliding layers (so that every layer's windows are evenly spaced from block
+        to block), at most :data:`MAX_GROUP`."""
+        group = 1
+        for node in self.nodes:
+            module = self._module(node) if node.op == "call_module" else None
+            if isinstance(module, (nn.Conv1d, nn.MaxPool1d, nn.AvgPool1d)):
+                stride = module.stride
+                group *= stride if isinstance(stride, int) else stride[0]
+        return min(group, MAX_GROUP)
+
     def _probe(self, batch: int) -> dict[fx.Node, Any]:
         env: dict[fx.Node, Any] = {}
         try:
@@ -460,7 +480,7 @@ class _Planner:
     def _classify(self, node: fx.Node) -> Step:
         if node.op == "placeholder":
             x = self.values[node]
-            return Step(node, LOCAL, rules.Input(self.length, x.shape[1], self.device))
+            return Step(node, LOCAL, rules.Input(self.length, x.shape[1], self.group, self.device))
         if node.op == "output":
             return Step(node, OUTPUT)
         kinds = {self.kind[n] for n in node.all_input_nodes}
@@ -726,8 +746,8 @@ class _Planner:
                 per_mutant += 2 * _read_width(s.local_rule) * s.local_rule.window.features
             elif s.kind == GLOBAL:
                 per_mutant += self._numel(s.node)
-            elif isinstance(s.rule, rules.FlattenLinear):
-                per_site += s.rule.flops() / 2
+            elif isinstance(s.rule, rules.FlattenLinear) and s.rule.source.step is None:
+                per_site += s.rule.flops() / 2 / self.group  # each block's weight columns, gathered
         per_mutant += sum(self._numel(n) for n in spliced)
         return int(_FLOAT * (N_ALT * per_mutant + per_site)) + 1
 

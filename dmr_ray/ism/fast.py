@@ -27,9 +27,11 @@ float32. It is meant for CUDA; CPU autocast runs it too (slower than float32 on 
 Choosing the path
 -----------------
 ``fast=True`` runs any eligible model (:mod:`dmr_ray.ism.eligibility`); ``"auto"`` runs it
-when the plan's estimated work per mutant is below :data:`AUTO_MAX_WORK_RATIO` of a full
-forward's. Models that do not declare a layout are first checked against full forward passes
-on the substitutions of the first and last mutated positions of the first reference.
+when its estimated work per mutant (:attr:`FastISM.work_ratio`: the rules' ``flops()``, the
+layers run in full, splicing and the folded tail, for the costliest network) is below
+:data:`AUTO_MAX_WORK_RATIO` of a full forward's. Models that do not declare a layout are
+first checked against full forward passes on the substitutions of the first and last
+mutated positions of the first reference.
 
 Reusing plans
 -------------
@@ -42,6 +44,7 @@ still runs on every call's references (:func:`fast_path`).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -72,7 +75,8 @@ PRECISIONS: dict[str, torch.dtype | None] = {"float32": None, "bfloat16": torch.
 
 AUTO_MAX_WORK_RATIO = 0.5
 """``fast="auto"`` takes the fast path when its work per mutant is below this fraction of a
-full forward's (the fast path's gathers and small kernels cost more per operation)."""
+full forward's (the fast path's kernels on short windows and its elementwise passes cost more
+per operation than a full forward's)."""
 
 VERIFY_TOLERANCE = {None: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}
 """Largest fast-vs-exact difference the check of undeclared models accepts, relative to the
@@ -94,6 +98,10 @@ class NetworkRunner:
     tail : FoldedTail or None
         The network's linear tail folded into weights, when the tasks are linear and that is
         cheaper than running the tail for mutants.
+    work : float
+        Estimated floating-point operations per mutant of :meth:`effects` (the plan's
+        :attr:`~dmr_ray.ism.eligibility.NetworkPlan.fast_flops`, with the folded tail's
+        contractions in place of the tail).
     """
 
     def __init__(self, plan: NetworkPlan, selector: OutputSelector | None):
@@ -107,11 +115,13 @@ class NetworkRunner:
             if step.rule is not None:
                 step.rule.prepare()
         self.tail: FoldedTail | None = None
+        self.work = plan.fast_flops
         skipped: frozenset[fx.Node] = frozenset()
         if plan.tail is not None and tasks_are_linear(selector) and (selector or plan.output_width):
             tail = FoldedTail(plan, plan.tail, selector)
             if tail.flops() < plan.tail.work:
                 self.tail, skipped = tail, plan.tail.nodes | {self.output}
+                self.work += tail.flops() - plan.tail.work
         self.mutant_steps = [s for s in plan.steps if s.node not in skipped]
         ends = self.tail.frontier if self.tail is not None else ()
         self._ref_frees = _frees(plan.steps, lambda s: s.node.all_input_nodes)
@@ -181,6 +191,12 @@ class FastISM:
         self.precision = precision
 
     @property
+    def work_ratio(self) -> float:
+        """The largest, over the networks, of the fast path's estimated work per mutant
+        divided by a full forward's (:attr:`NetworkRunner.work`)."""
+        return max(runner.work / runner.plan.exact_flops for runner in self.runners.values())
+
+    @property
     def declared(self) -> bool:
         """Whether every network declares its layout (else :meth:`matches_exact` checks the path)."""
         return all(runner.plan.declared for runner in self.runners.values())
@@ -205,9 +221,9 @@ class FastISM:
         for start in range(0, n, group):
             stop = min(n, start + group)
             runs = [
-                (row, first, sites)
+                (row, first, last)
                 for row in range(stop - start)
-                for first, sites in _runs(valid_host[start + row], sites_per_batch)
+                for first, last in _runs(valid_host[start + row], sites_per_batch)
             ]
             moments = ReplicateMoments()
             for r in range(predictor.n_replicates):
@@ -216,9 +232,10 @@ class FastISM:
                     ref_tasks, cache = runner.reference(reference[start:stop])
                     check_references(ref_tasks[None], predictor.task_names, start)
                     diffs = torch.zeros(stop - start, length, N_ALT, ref_tasks.shape[1], device=tokens.device)
-                    for row, first, sites in runs:
-                        batch = Batch(row, first, sites, tokens[start + row], self.precision)
-                        diffs[row, first : first + sites] = batch.by_site(runner.effects(batch, cache, ref_tasks[row]))
+                    for row, first, last in runs:
+                        batch = Batch(row, first, last, tokens[start + row], self.precision, runner.plan.group)
+                        effects = runner.effects(batch, cache, ref_tasks[row])[batch.real]
+                        diffs[row, first:last] = effects.view(last - first, N_ALT, -1)
                 if ref_pred is None:
                     ref_pred = torch.empty(predictor.n_replicates, n, ref_tasks.shape[1], device=tokens.device)
                     table = EffectTable(n, length, ref_tasks.shape[1], tokens.device)
@@ -237,11 +254,12 @@ class FastISM:
         if not mutated:
             return None
         reference = reference_onehot(tokens[:1])
-        batches = [Batch(0, p, 1, tokens[0], self.precision) for p in {mutated[0], mutated[-1]}]
         with self.predictor.replicate_network(0) as network:
             runner = self.runners[id(network)]
+            group = runner.plan.group
+            batches = [Batch(0, p, p + 1, tokens[0], self.precision, group) for p in {mutated[0], mutated[-1]}]
             ref_tasks, cache = runner.reference(reference)
-            fast = torch.cat([runner.effects(b, cache, ref_tasks[0]) for b in batches])
+            fast = torch.cat([runner.effects(b, cache, ref_tasks[0])[b.real] for b in batches])
         sites = [MutantSites(torch.zeros_like(b.alt), b.mutant_pos, b.slot, b.alt) for b in batches]
         mutants = torch.cat([self.predictor.predict(build_mutants(reference, s), 0) for s in sites])
         error = (fast - (mutants - self.predictor.predict(reference, 0))).abs().max().item()
@@ -251,10 +269,15 @@ class FastISM:
         return f"it differs from full forward passes by up to {error:.3g} at the sequence ends"
 
     def sites_per_batch(self, batch_size: int | None, memory_budget: int) -> int:
-        """Sites per mutant pass: ``batch_size`` mutants, or as many as the budget holds."""
+        """Sites per mutant pass: ``batch_size`` mutants, or as many as the budget holds,
+        rounded up to whole blocks of every network's plan."""
+        plans = [r.plan for r in self.runners.values()]
         if batch_size is not None:
-            return max(1, -(-batch_size // N_ALT))
-        return max(1, memory_budget // max(r.plan.site_bytes for r in self.runners.values()))
+            sites = -(-batch_size // N_ALT)
+        else:
+            sites = memory_budget // max(p.site_bytes for p in plans)
+        block = math.lcm(*(p.group for p in plans))
+        return max(1, -(-sites // block)) * block
 
 
 def check_precision(precision: str, fast: bool | str, *, calibrated: bool = False) -> None:
@@ -307,15 +330,12 @@ def plan_fast_path(
     except NotEligible as err:
         report("fast ISM: the model is not eligible (%s); using the exact path", err)
         return None
-    plan = next(iter(plans.values()))
-    if fast == "auto" and plan.fast_flops >= AUTO_MAX_WORK_RATIO * plan.exact_flops:
-        report(
-            "fast ISM: ~%.3g of a full forward's work per mutant; using the exact path",
-            plan.fast_flops / plan.exact_flops,
-        )
-        return None
     runners = {key: NetworkRunner(p, predictor.selector) for key, p in plans.items()}
-    return FastISM(predictor, runners, precision)
+    path = FastISM(predictor, runners, precision)
+    if fast == "auto" and path.work_ratio >= AUTO_MAX_WORK_RATIO:
+        report("fast ISM: ~%.3g of a full forward's work per mutant; using the exact path", path.work_ratio)
+        return None
+    return path
 
 
 class FastPlanCache:
@@ -370,13 +390,14 @@ def _reporter(fast: bool | Literal["auto"]) -> Callable[..., None]:
 
 
 def _runs(valid: np.ndarray, per_batch: int) -> list[tuple[int, int]]:
-    """``(first, sites)`` of the runs of consecutive ``valid`` positions, split into runs of at
-    most ``per_batch`` positions."""
+    """``(first, stop)`` of the runs of consecutive ``valid`` positions, split at the multiples
+    of ``per_batch`` (so that a run padded to whole blocks dividing ``per_batch`` stays within
+    ``per_batch`` positions)."""
     edges = np.flatnonzero(np.diff(np.concatenate([[0], valid.astype(np.int8), [0]])))
     return [
-        (first, min(first + per_batch, stop) - first)
+        (max(begin, cut), min(stop, cut + per_batch))
         for begin, stop in zip(edges[::2], edges[1::2], strict=True)
-        for first in range(begin, stop, per_batch)
+        for cut in range(begin - begin % per_batch, stop, per_batch)
     ]
 
 

@@ -3,8 +3,9 @@
 Every activation the fast path keeps *local* is held as its difference from the reference
 activation, ``diff = f(mutant) - f(reference)``, over a :class:`~dmr_ray.ism.windows.Window`
 (``[B, F, W]``; zero outside the window and outside ``[0, L)``). A batch is a run of
-consecutive sites (one position, its :data:`N_ALT` substitutions), which share their window
-and every reference slice they read.
+consecutive sites (one position, its :data:`N_ALT` substitutions) in whole blocks of the
+plan's group size; the mutants of a block (a *group*, :meth:`Batch.by_group`) share their
+window and every reference slice they read, and slices are ``[groups, F, W]``.
 
 Local rules (difference windows in, difference window out)
     * :class:`Conv` (``nn.Conv1d``, any dilation/stride/zero padding): linear, so the
@@ -24,8 +25,8 @@ Local rules (difference windows in, difference window out)
 
 Boundary rules (difference window in, whole global value out)
     * :class:`FlattenLinear` (flatten then ``nn.Linear``): reference output plus the weight
-      columns of the window times the difference (one ``bmm`` per batch; for a run of sites
-      the columns are a strided view of the weight, never copied).
+      columns of the window times the difference (one ``bmm`` per batch, each group's mutants
+      against their window's columns, a strided view of the weight, never copied).
     * :class:`LengthReduce` (mean or sum over the length): reference plus the window's sum.
 
 Anything else that reads a local activation gets it whole from :func:`splice`.
@@ -37,6 +38,7 @@ import abc
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -117,13 +119,14 @@ class LocalRule(Rule):
 class Input(LocalRule):
     """The one-hot input: ``+1`` at the substituted base, ``-1`` at the reference base."""
 
-    def __init__(self, length: int, alphabet: int, device: torch.device):
-        self.window = Window.of(Region.point(length), (alphabet,), device)
+    def __init__(self, length: int, alphabet: int, group: int, device: torch.device):
+        self.window = Window.of(Region.point(length, group), (alphabet,), device)
 
     def __call__(self, diffs, batch, cache):
-        diff = torch.zeros(batch.mutants, self.window.features, self.window.width, device=batch.pos.device)
-        rows = torch.arange(batch.mutants, device=diff.device)
-        at = batch.mutant_pos - self.window.device_starts[batch.mutant_pos]
+        diff = torch.zeros(batch.mutants, self.window.features, self.window.width, device=batch.device)
+        rows = torch.arange(batch.real.start, batch.real.stop, device=diff.device)
+        pos = np.arange(batch.first, batch.stop)
+        at = torch.as_tensor(np.repeat(pos - self.window.starts[pos], N_ALT), device=diff.device)
         diff[rows, batch.alt, at] = 1.0
         diff[rows, batch.base, at] = -1.0
         return diff
@@ -148,13 +151,26 @@ class _Sliding(LocalRule):
             source.length,
             self.window.starts * stride - pad,
             (self.window.width - 1) * stride + span,
+            source.group,
             device,
         )
         self.shift = Shift(source, self.read.starts, self.read.width, device)
 
 
+IM2COL_MAX_WIDTH = 64
+IM2COL_MIN_INNER = 128
+"""Convolutions with output windows of at most :data:`IM2COL_MAX_WIDTH` positions and at least
+this many input channels times kernel positions run as one matrix product over the unfolded
+input windows (oneDNN's direct convolution is slow on short windows of many channels)."""
+
+
 class Conv(_Sliding):
-    """``nn.Conv1d`` (zero padding) on differences: the convolution without its bias."""
+    """``nn.Conv1d`` (zero padding) on differences: the convolution without its bias.
+
+    With short output windows of many channels (:data:`IM2COL_MIN_INNER`; no channel groups)
+    it is one matrix product ``y[b, :, j] = W2 @ vec(x[b, :, j*stride + dilation*[0, k)])``
+    with ``W2 = weight.reshape(C_out, C_in * k)``: ``[B * W_out, C_in * k] @ [C_in * k, C_out]``.
+    """
 
     def __init__(self, module: nn.Conv1d, source: Window, out_length: int, device: torch.device):
         (kernel,), (dilation,), (stride,) = module.kernel_size, module.dilation, module.stride
@@ -165,6 +181,7 @@ class Conv(_Sliding):
             pad = module.padding[0]
         super().__init__(source, span, stride, pad, out_length, (module.out_channels,), device)
         self.module = module
+        self.span = span
         self.norm: nn.BatchNorm1d | None = None
 
     def fold(self, norm: nn.BatchNorm1d) -> None:
@@ -174,6 +191,9 @@ class Conv(_Sliding):
     def prepare(self) -> None:
         weight = self.module.weight.detach()
         self.weight = weight if self.norm is None else weight * channel_scale(self.norm)[:, :, None]
+        inner = self.weight.shape[1] * self.weight.shape[2]
+        unfold = self.module.groups == 1 and self.window.width <= IM2COL_MAX_WIDTH and inner >= IM2COL_MIN_INNER
+        self.matrix = self.weight.reshape(self.weight.shape[0], -1).t() if unfold else None
 
     def flops(self) -> float:
         m = self.module
@@ -186,8 +206,20 @@ class Conv(_Sliding):
         else:
             x, padding = diffs[0], self.shift.padding
         with batch.low_precision():
-            y = F.conv1d(x, self.weight, None, m.stride, padding, m.dilation, m.groups)
+            if self.matrix is None:
+                y = F.conv1d(x, self.weight, None, m.stride, padding, m.dilation, m.groups)
+            else:
+                y = self._unfolded(F.pad(x, (padding, padding)) if padding else x, self.matrix)
         return self.window.clear_outside(y.float(), batch)
+
+    def _unfolded(self, x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+        """``[B, C_out, W_out]`` (a transposed view) from ``x`` ``[B, C_in, W_in]`` by one
+        matrix product with ``matrix`` ``[C_in * k, C_out]``."""
+        (stride,), (dilation,) = self.module.stride, self.module.dilation
+        cols = x.unfold(2, self.span, stride)[..., ::dilation]  # [B, C_in, W_out, k]
+        b, _, width, _ = cols.shape
+        out = cols.permute(0, 2, 1, 3).reshape(b * width, -1) @ matrix
+        return out.view(b, width, -1).transpose(1, 2)
 
 
 class MaxPool(_Sliding):
@@ -206,9 +238,9 @@ class MaxPool(_Sliding):
 
     def __call__(self, diffs, batch, cache):
         ref = self.read.slices(cache[self.key][batch.row], batch)
-        x = batch.by_site(self.shift(diffs[0], batch)) + ref[:, None]
+        x = batch.by_group(self.shift(diffs[0], batch)) + ref[:, None]
         new = F.max_pool1d(x.flatten(0, 1), *self.params)
-        diff = (batch.by_site(new) - F.max_pool1d(ref, *self.params)[:, None]).flatten(0, 1)
+        diff = (batch.by_group(new) - F.max_pool1d(ref, *self.params)[:, None]).flatten(0, 1)
         return self.window.clear_outside(diff, batch)
 
 
@@ -260,7 +292,7 @@ class Relu(LocalRule):
 
     def __call__(self, diffs, batch, cache):
         negative, bound = (self.window.slices(cache[key][batch.row], batch)[:, None] for key in self.keys)
-        return (batch.by_site(diffs[0]) + negative).clamp_(min=bound).flatten(0, 1)
+        return (batch.by_group(diffs[0]) + negative).clamp_(min=bound).flatten(0, 1)
 
 
 class Pointwise(LocalRule):
@@ -277,9 +309,9 @@ class Pointwise(LocalRule):
     def __call__(self, diffs, batch, cache):
         w = self.window
         ref = w.slices(cache[self.key][batch.row], batch)
-        new = self.fn((batch.by_site(diffs[0]) + ref[:, None]).view(batch.mutants, *w.lead, w.width))
+        new = self.fn((batch.by_group(diffs[0]) + ref[:, None]).view(batch.mutants, *w.lead, w.width))
         old = self.fn(ref.reshape(ref.shape[0], *w.lead, w.width))
-        return (batch.by_site(new.view(batch.mutants, -1, w.width)) - old.view(ref.shape[0], 1, -1, w.width)).flatten(
+        return (batch.by_group(new.view(batch.mutants, -1, w.width)) - old.view(ref.shape[0], 1, -1, w.width)).flatten(
             0, 1
         )
 
@@ -299,7 +331,7 @@ class Mask(LocalRule):
         mask = m.mask(m.replicate, like).reshape(w.features, -1)
         if mask.shape[1] == 1:
             return diffs[0] * mask
-        return (batch.by_site(diffs[0]) * w.slices(w.pad(mask), batch)[:, None]).flatten(0, 1)
+        return (batch.by_group(diffs[0]) * w.slices(w.pad(mask), batch)[:, None]).flatten(0, 1)
 
 
 class Crop(LocalRule):
@@ -381,7 +413,12 @@ class WindowWeights:
 
     def __init__(self, window: Window, weights: torch.Tensor):
         self.window = window
-        self.columns = window.pad(weights.detach().permute(1, 0, 2)).permute(2, 0, 1).contiguous()
+        h, f, length = weights.shape
+        # One 2-D transpose, then copies of whole rows: a 3-D permute of a wide dense layer's
+        # weight is several times slower.
+        rows = weights.detach().reshape(h, -1).t().contiguous().view(f, length, h).transpose(0, 1)
+        self.columns = rows.new_zeros(window.left + length + window.right, f, h)
+        self.columns[window.left : window.left + length] = rows
 
     @property
     def outputs(self) -> int:
@@ -391,22 +428,24 @@ class WindowWeights:
     def __call__(self, diff: torch.Tensor, batch: Batch) -> torch.Tensor:
         """``[B, H]`` float32 for ``diff`` ``[B, F, W]`` (the product under ``batch``'s precision)."""
         columns = self._columns(batch)
-        diff = batch.by_site(diff).transpose(2, 3).reshape(batch.sites, N_ALT, -1)
+        diff = batch.by_group(diff).transpose(2, 3).reshape(batch.groups, diff.shape[0] // batch.groups, -1)
         with batch.low_precision():
             out = torch.bmm(diff, columns) if columns.shape[0] > 1 else diff @ columns[0]
         return out.float().flatten(0, 1)
 
     def _columns(self, batch: Batch) -> torch.Tensor:
-        """``[S or 1, W*F, H]``: the weight columns of each site's window (a view for runs)."""
+        """``[groups or 1, W*F, H]``: the weight columns of each group's window (a view of
+        :attr:`columns` when the windows are evenly spaced)."""
         w, c = self.window, self.columns
-        first = int(w.starts[batch.first]) + w.left
+        first = int(w.starts[batch.start]) + w.left
         rows = c.shape[1] * c.shape[2]
-        if w.slope == 1:
-            return c.as_strided((batch.sites, w.width * w.features, c.shape[2]), (rows, c.shape[2], 1), first * rows)
-        if w.slope == 0:
+        if w.step == 0:
             return c[first : first + w.width].view(1, -1, c.shape[2])
-        index = w.device_starts[batch.pos, None] + w.left + torch.arange(w.width, device=c.device)
-        return c[index].view(batch.sites, -1, c.shape[2])
+        if w.step is not None:
+            shape = (batch.groups, w.width * w.features, c.shape[2])
+            return c.as_strided(shape, (w.step * rows, c.shape[2], 1), first * rows)
+        index = w.group_starts(batch)[:, None] + w.left + torch.arange(w.width, device=c.device)
+        return c[index].view(batch.groups, -1, c.shape[2])
 
 
 class FlattenLinear(Rule):
@@ -429,8 +468,7 @@ class FlattenLinear(Rule):
         return 2.0 * w.width * w.features * self.module.out_features
 
     def __call__(self, diffs, batch, cache):
-        change = self.weights(diffs[0], batch)
-        return (batch.by_site(change) + cache[self.key][batch.row]).flatten(0, 1)
+        return self.weights(diffs[0], batch) + cache[self.key][batch.row]
 
 
 class LengthReduce(Rule):
@@ -463,7 +501,8 @@ def splice(diff: torch.Tensor, window: Window, reference: torch.Tensor, batch: B
     (key :meth:`CacheKey.padded`).
     """
     full = reference.expand(batch.mutants, *reference.shape).clone()
-    index = window.device_starts[batch.mutant_pos, None, None] + window.left
+    starts = window.group_starts(batch).repeat_interleave(batch.mutants // batch.groups)
+    index = starts[:, None, None] + window.left
     full.scatter_add_(2, (index + torch.arange(window.width, device=diff.device)).expand_as(diff), diff)
     return full.narrow(2, window.left, window.length).reshape(batch.mutants, *window.lead, window.length)
 

@@ -14,10 +14,11 @@ from dmr_ray.errors import InputError
 from dmr_ray.ism import fast as ism_fast
 from dmr_ray.ism import fast_ism_eligibility, saturation_mutagenesis
 from dmr_ray.ism import rules as ism_rules
+from dmr_ray.ism import windows as ism_windows
 from dmr_ray.models.architectures import bpnet, deepsea, small_cnn
 from dmr_ray.models.heads import OutputSelector, OutputSpec
 from dmr_ray.uncertainty import EnsemblePredictor, MCDropoutPredictor
-from dmr_ray.uncertainty.predictors import as_predictor
+from dmr_ray.uncertainty.predictors import SinglePredictor, as_predictor
 
 L = 40
 
@@ -124,6 +125,42 @@ def test_bpnet_receptive_field_shorter_than_the_sequence(tasks):
 def test_deepsea_ensemble_with_pooling():
     predictor = EnsemblePredictor([_deepsea(i) for i in range(2)])
     assert_matches_exact(*both(predictor, _tokens()))
+
+
+def _wide_deepsea(seed: int, **kwargs) -> nn.Module:
+    """A reduced-width DeepSEA with the built-in's kernels and pools (blocks of 16 positions)."""
+    torch.manual_seed(seed)
+    return deepsea(length=8 * L, channels=(6, 8, 10), hidden=9, n_tasks=4, **kwargs).eval()
+
+
+def test_deepsea_windows_are_evenly_spaced_blocks(monkeypatch):
+    """Every window of the built-in layout is a strided view: a gather would fail the run."""
+    predictor = as_predictor(EnsemblePredictor([_wide_deepsea(i) for i in range(2)]))
+    tokens = _tokens(2, 8 * L, seed=3)
+    with torch.inference_mode():
+        path = ism_fast.fast_path(predictor, torch.from_numpy(tokens), True, None)
+    plans = [runner.plan for runner in path.runners.values()]
+    assert [p.group for p in plans] == [16, 16]
+    assert all(w.step is not None for p in plans for w in p.windows.values())
+
+    def no_gathers(*args):
+        raise AssertionError("gathered windows")
+
+    monkeypatch.setattr(ism_windows, "gather_windows", no_gathers)
+    assert_matches_exact(*both(predictor, tokens))
+
+
+def test_deepsea_mc_dropout_blocks_with_n_positions():
+    """Runs cut by N and by sub-batches of any size are padded to whole blocks."""
+    tokens = _tokens(2, 8 * L, seed=4)
+    tokens[0, [5, 17, 18, 100]] = 4
+    tokens[1, -9:] = 4
+    predictor = MCDropoutPredictor(_wide_deepsea(8), passes=3, seed=2, input_length=8 * L)
+    fast, exact = both(predictor, tokens)
+    assert_matches_exact(fast, exact)
+    assert np.isnan(fast.beta[tokens == 4]).all() and not np.isnan(fast.beta[tokens != 4]).any()
+    for batch_size in (1, 50):
+        assert_matches_exact(saturation_mutagenesis(predictor, tokens, fast=True, batch_size=batch_size), exact)
 
 
 def _bpnet_counts_with_dropout(seed: int) -> nn.Module:
@@ -243,6 +280,51 @@ def test_auto_takes_the_fast_path_where_it_saves_work(caplog, monkeypatch):
     with caplog.at_level(logging.DEBUG, logger="dmr_ray.ism"):
         saturation_mutagenesis(whole, _tokens(1), fast="auto")
     assert runs == [1] and "full forward's work" in caplog.text
+
+
+def _dropout_bpnet(**kwargs) -> nn.Module:
+    """The benchmark's BPNet with dropout after its stem (for MC dropout)."""
+    model = bpnet(n_layers=8, **kwargs)
+    model.body.insert(1, nn.Dropout(0.1))
+    return model.eval()
+
+
+_ARCHITECTURES = {
+    "small_cnn": (lambda: small_cnn(length=1000, dropout=0.1, conv_dropout=0.1).eval(), None),
+    "deepsea": (lambda: deepsea().eval(), None),
+    "bpnet_linear": (_dropout_bpnet, BPNET_LINEAR_TASKS),
+    "bpnet_max": (_dropout_bpnet, BPNET_TASKS),
+}
+
+
+def _replicates(kind: str, make, tasks, length: int):
+    torch.manual_seed(0)
+    if kind == "ensemble":
+        return EnsemblePredictor([make() for _ in range(2)], tasks, input_length=length)
+    if kind == "mc_dropout":
+        return MCDropoutPredictor(make(), tasks, passes=2, input_length=length)
+    return SinglePredictor(make(), tasks, input_length=length)
+
+
+@pytest.mark.parametrize("kind", ["single", "ensemble", "mc_dropout"])
+@pytest.mark.parametrize("architecture", list(_ARCHITECTURES))
+def test_auto_chooses_by_the_cost_model(architecture, kind):
+    """At 1 kb every built-in does a fraction of a full forward's work per mutant on the fast
+    path (DeepSEA ~0.12, BPNet with a folded tail ~0.2, with a max task ~0.49), so "auto" takes it."""
+    make, tasks = _ARCHITECTURES[architecture]
+    predictor = _replicates(kind, make, tasks, 1000)
+    with torch.inference_mode():
+        path = ism_fast.plan_fast_path(predictor, 1000, "auto", None)
+    assert path is not None and path.work_ratio < ism_fast.AUTO_MAX_WORK_RATIO
+
+
+@pytest.mark.parametrize("kind", ["single", "ensemble", "mc_dropout"])
+def test_auto_takes_the_exact_path_when_windows_cover_the_sequence(kind):
+    """BPNet's 1 kb receptive field on 100 bp: every window is the whole sequence."""
+    predictor = _replicates(kind, _dropout_bpnet, BPNET_TASKS, 100)
+    with torch.inference_mode():
+        assert ism_fast.plan_fast_path(predictor, 100, "auto", None) is None
+        assert ism_fast.plan_fast_path(predictor, 100, True, None).work_ratio >= ism_fast.AUTO_MAX_WORK_RATIO
 
 
 def test_undeclared_models_are_checked_against_the_exact_path(caplog, monkeypatch):
