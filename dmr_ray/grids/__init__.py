@@ -7,4 +7,5 @@
 * :mod:`dmr_ray.grids.surrogate` – the ATAC→RNA surrogate, its config, prediction, save and load.
 * :mod:`dmr_ray.grids.training` – log1p normalisation and paired (supervised) training.
 * :mod:`dmr_ray.grids.accuracy` – held-out per-gene correlation and cell-type mean expression.
+* :mod:`dmr_ray.grids.fit` – a multiome to a trained, held-out-scored surrogate tied to its peaks and genes.
 """

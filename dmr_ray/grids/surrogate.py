@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import cast
@@ -32,7 +32,7 @@ WEIGHTS = "surrogate.safetensors"
 CONFIG = "surrogate.json"
 
 
-def names_digest(names: Sequence[str]) -> str:
+def names_digest(names: Iterable[str]) -> str:
     """sha256 of the names joined by newlines: ties a surrogate to its peaks or genes."""
     return hashlib.sha256("\n".join(map(str, names)).encode()).hexdigest()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -124,3 +125,33 @@ def test_chromosome_sums_are_the_embedding_lookup(trained):
     expected = torch.stack([looked_up[:, encoder.peak_block == c].sum(dim=1) for c in range(encoder.n_blocks)], dim=1)
     got = encoder.chromosome_sums(torch.as_tensor(x, dtype=torch.float32))
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_fit_from_a_multiome_file_ties_the_model_to_its_peaks_and_genes(tmp_path):
+    import anndata as ad
+    import mudata as md
+    import pandas as pd
+
+    from dmr_ray.grids.data import read_multiome
+    from dmr_ray.grids.fit import check_matches, fit_surrogate
+
+    atac, counts, cell_types = _synthetic(seed=5)
+    cells = [f"cell{i}" for i in range(N_CELLS)]
+    peaks = [f"chr{1 + j // 16}:{1000 * j}-{1000 * j + 500}" for j in range(N_PEAKS)]
+    genes = pd.DataFrame({"interval": [f"chr1:{10_000 * i}-{10_000 * i + 900}" for i in range(N_GENES)]})
+    genes.index = [f"g{i}" for i in range(N_GENES)]
+    rna = ad.AnnData(counts, obs=pd.DataFrame({"cell_type": cell_types}, index=cells), var=genes)
+    accessibility = ad.AnnData(atac, obs=pd.DataFrame(index=cells), var=pd.DataFrame(index=peaks))
+    md.MuData({"rna": rna, "atac": accessibility}).write(tmp_path / "m.h5mu")
+    data = read_multiome(tmp_path / "m.h5mu", target_gene="g0")
+    small = dict(embed_dim=4, block_dim=8, latent_dim=8, rna_hidden=(32, 16), n_experts=3, gate_hidden=16)
+    fitted = fit_surrogate(data, TrainingOptions(steps=30, seed=0), heldout_fraction=0.25, **small)
+    assert fitted.model.config.chromosomes == ("chr1", "chr2", "chr3")
+    assert len(fitted.split.test) == N_CELLS // 4 and not set(fitted.split.test) & set(fitted.split.train)
+    assert fitted.accuracy.gene_correlation.shape == (N_GENES,)
+    assert fitted.accuracy.predicted_means.shape == (2, N_GENES)
+    check_matches(fitted.model, data)
+    with pytest.raises(InputError, match="other peaks"):
+        check_matches(fitted.model, dataclasses.replace(data, peak_names=data.peak_names[::-1]))
+    with pytest.raises(InputError, match="surrogate architecture"):
+        fit_surrogate(data, TrainingOptions(steps=1), hidden=3)
