@@ -142,7 +142,7 @@ def _read(path: Path, reader: Callable[[Path], Any]) -> Any:
         raise InputError(f"{path}: no such file")
     try:
         return reader(path)
-    except (OSError, KeyError, ValueError) as err:
+    except (OSError, KeyError, ValueError, TypeError) as err:
         raise InputError(f"{path}: cannot be read as {path.suffix or 'AnnData/MuData'}: {err}") from None
 
 

@@ -97,3 +97,12 @@ def test_missing_file_and_missing_modality(tmp_path):
     md.MuData({"rna": _rna()}).write(tmp_path / "rna_only.h5mu")
     with pytest.raises(InputError, match=r"modality \['atac'\] missing"):
         read_multiome(tmp_path / "rna_only.h5mu")
+
+
+def test_files_that_are_not_multiome_are_input_errors(tmp_path):
+    (tmp_path / "text.h5mu").write_text("not hdf5")
+    with pytest.raises(InputError, match="cannot be read"):
+        read_multiome(tmp_path / "text.h5mu")
+    _rna().write_h5ad(tmp_path / "rna.h5ad")
+    with pytest.raises(InputError, match="cannot be read"):
+        read_multiome(tmp_path / "rna.h5ad")
