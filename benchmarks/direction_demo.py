@@ -82,6 +82,29 @@ def member_effects(demo: Path, tokens: np.ndarray) -> np.ndarray:
     return mut - ref[:, :, None, None, :]
 
 
+def shared_error(effect: np.ndarray, keep: np.ndarray) -> str:
+    """How much of the members' deviations from the ensemble mean (``effect [R, n, L, 3]`` at
+    the instruments ``keep``) is shared by all instruments of a member, or of a member and region."""
+    deviation = (effect - effect.mean(axis=0, keepdims=True))[:, keep]
+    region = np.broadcast_to(np.arange(keep.shape[0])[:, None, None], keep.shape)[keep]
+    member = deviation.mean(axis=1, keepdims=True)
+    member_region = np.empty_like(deviation)
+    correlations = []
+    for i in np.unique(region):
+        block = deviation[:, region == i]
+        member_region[:, region == i] = block.mean(axis=1, keepdims=True)
+        if block.shape[1] > 1:
+            c = np.corrcoef(block.T)
+            correlations.append(np.median(c[np.triu_indices_from(c, 1)]))
+    total = (deviation**2).mean()
+    return (
+        f"Member deviations of the oriented GATA effect: variance shares member {(member**2).mean() / total:.2f}, "
+        f"member x region {((member_region - member) ** 2).mean() / total:.2f}, "
+        f"instrument {((deviation - member_region) ** 2).mean() / total:.2f}; median within-region "
+        f"correlation between instruments {np.median(correlations):.2f}."
+    )
+
+
 def replicate_audit(members: np.ndarray, se: np.ndarray, seq_ids: np.ndarray, moments: dict) -> pd.DataFrame:
     """Global estimates per member (the demo's filters, estimators and DL meta-analysis on
     member r's effects, with the ensemble's SEs as weights) and a t-test over members."""
@@ -194,6 +217,8 @@ def main(demo: Path) -> None:
     ]
     print(f"\n## GATA response at the {int(m.sum())} reverse instruments in the TAL1 motif\n")
     print(markdown(pd.DataFrame(response), 3))
+
+    print("\n" + shared_error(sign[None] * members[..., GATA], m))
 
     held_out = np.arange(settings.n_train + settings.n_calibration, total)
     context = []
