@@ -219,6 +219,9 @@ def main(demo: Path) -> None:
     print(markdown(pd.DataFrame(response), 3))
 
     print("\n" + shared_error(sign[None] * members[..., GATA], m))
+    design = np.c_[np.ones(int(m.sum())), np.abs(beta[..., TAL1][m])]
+    fit = np.linalg.lstsq(design, (sign * beta[..., GATA])[m], rcond=None)[0]
+    print(f"\nPooled OLS over these instruments: oriented by = {fit[0]:.3f} + {fit[1]:.3f} |bx|.")
 
     held_out = np.arange(settings.n_train + settings.n_calibration, total)
     context = []
