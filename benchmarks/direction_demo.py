@@ -25,8 +25,8 @@ import torch
 from scipy import stats
 
 from dmr_ray.deepmr.instruments import passes_direction, passes_filter, usable
-from dmr_ray.deepmr.local import LocalMROptions, local_effects_table
-from dmr_ray.deepmr.stages import GROUP_KEYS, global_effects_table
+from dmr_ray.deepmr.local import LocalMROptions
+from dmr_ray.deepmr.replicates import replicate_global_effects
 from dmr_ray.demo import DemoSettings
 from dmr_ray.ism.mutants import alt_alleles, reference_onehot
 from dmr_ray.models.spec import load_model_spec
@@ -39,7 +39,6 @@ from dmr_ray.uncertainty.predictors import build_predictor
 GATA, TAL1 = 0, 1
 PAIRS = ((TAL1, GATA, "TAL1 → GATA"), (GATA, TAL1, "GATA → TAL1"))
 LOCATIONS = ("GATA motif", "TAL1 motif", "other")
-GROUP = list(GROUP_KEYS)
 
 
 def markdown(frame: pd.DataFrame, digits: int = 4) -> str:
@@ -106,8 +105,8 @@ def shared_error(effect: np.ndarray, keep: np.ndarray) -> str:
 
 
 def replicate_audit(members: np.ndarray, se: np.ndarray, seq_ids: np.ndarray, moments: dict) -> pd.DataFrame:
-    """Global estimates per member (the demo's filters, estimators and DL meta-analysis on
-    member r's effects, with the ensemble's SEs as weights) and a t-test over members."""
+    """The demo's filters, estimators and DL meta-analysis on each member's effects (the
+    ensemble's SEs as weights), with inference across members."""
     options = LocalMROptions(
         tasks=("GATA", "TAL1"),
         pairs=(("GATA", "TAL1"), ("TAL1", "GATA")),
@@ -120,28 +119,18 @@ def replicate_audit(members: np.ndarray, se: np.ndarray, seq_ids: np.ndarray, mo
         direction_sd=tuple(moments["reference_sd"]),
         iterations=1000,
     )
-    per_member = [
-        global_effects_table(local_effects_table(d, se, seq_ids, options)).to_pandas()[GROUP + ["estimate"]]
-        for d in members
-    ]
-    table = pd.concat(per_member).groupby(GROUP, sort=False)["estimate"]
-    out = []
-    for (exposure, outcome, method), values in table:
-        slopes = values.to_numpy()
-        r = slopes.size
-        sem = slopes.std(ddof=1) / np.sqrt(r)
-        half = stats.t.ppf(0.975, r - 1) * sem
-        out.append(
-            {
-                "pair": f"{exposure} → {outcome}",
-                "method": method,
-                "member estimates": " ".join(f"{v:.3f}" for v in slopes),
-                "mean": slopes.mean(),
-                f"95 % CI (t{r - 1})": f"[{slopes.mean() - half:.3f}, {slopes.mean() + half:.3f}]",
-                "p": 2 * stats.t.sf(abs(slopes.mean() / sem), r - 1),
-            }
-        )
-    return pd.DataFrame(out)
+    table = replicate_global_effects(members, se, seq_ids, options).to_pandas()
+    df = members.shape[0] - 1
+    return pd.DataFrame(
+        {
+            "pair": table.exposure + " → " + table.outcome,
+            "method": table.method,
+            "member estimates": [" ".join(f"{v:.3f}" for v in row) for row in table.replicate_estimates],
+            "mean": table.estimate,
+            f"95 % CI (t{df})": [f"[{lo:.3f}, {hi:.3f}]" for lo, hi in zip(table.ci_low, table.ci_high, strict=True)],
+            "p": table.p_value,
+        }
+    )
 
 
 def main(demo: Path) -> None:
