@@ -10,7 +10,7 @@ members, and the DL-pooled Egger intercepts.
 Usage::
 
     python -m dmr_ray.cli demo --out /tmp/dir_demo
-    python benchmarks/direction_demo.py /tmp/dir_demo
+    python benchmarks/direction_demo.py /tmp/dir_demo [SEED]   # the demo's --seed, default 0
 """
 
 from __future__ import annotations
@@ -133,14 +133,14 @@ def replicate_audit(members: np.ndarray, se: np.ndarray, seq_ids: np.ndarray, mo
     )
 
 
-def main(demo: Path) -> None:
+def main(demo: Path, seed: int = 0) -> None:
     """Print the tables of docs/direction.md for the demo in ``demo``."""
     effects = EffectsStore.open(str(demo / "audit/effects.zarr")).read()
     beta, se = effects["beta"].astype(np.float64), effects["se"].astype(np.float64)
     moments = json.loads((demo / "audit/instruments.json").read_text())
     settings = DemoSettings()
     total = settings.n_train + settings.n_calibration + 8 * settings.n_audit
-    sim = simulate_tf_coop(total, length=settings.length, effect=settings.effect, seed=0)
+    sim = simulate_tf_coop(total, length=settings.length, effect=settings.effect, seed=seed)
     rows = np.array([int(i[3:]) for i in effects["seq_id"].astype(str)])
     tokens = sim.tokens[rows]
     n, length = tokens.shape
@@ -290,4 +290,4 @@ def main(demo: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/dir_demo"))
+    main(Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/dir_demo"), int(sys.argv[2]) if len(sys.argv) > 2 else 0)
