@@ -46,26 +46,8 @@ def n_complete(out: Path) -> int:
 def test_driver_sigkill_then_the_same_command_resumes(ray_local, store: Path, workdir: Path) -> None:
     spec = write_spec(workdir / "slower", entrypoint="faulty_models:faulty_cnn", delay=0.1)
     out = workdir / "effects_cli.zarr"
-    command = [
-        sys.executable,
-        "-m",
-        "dmr_ray.cli",
-        "ism",
-        "--store",
-        str(store),
-        "--model",
-        str(spec),
-        "--out",
-        str(out),
-        "--actors",
-        "2",
-        "--chunk-size",
-        "2",
-        "--address",
-        ray_local.get_runtime_context().gcs_address,
-        "--runtime-env-json",
-        json.dumps(RUNTIME_ENV),
-    ]
+    address = ray_local.get_runtime_context().gcs_address
+    command = _ism_command(store, spec, out, "--actors", "2", "--chunk-size", "2", "--address", address)
     env = {**os.environ, "PYTHONPATH": str(HERE)}
     driver = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -96,22 +78,7 @@ def test_driver_sigkill_then_the_same_command_resumes(ray_local, store: Path, wo
 
 def test_ctrl_c_stops_a_local_run_promptly(store: Path, workdir: Path) -> None:
     spec = write_spec(workdir / "hang", entrypoint="faulty_models:faulty_cnn", hang=True)
-    command = [
-        sys.executable,
-        "-m",
-        "dmr_ray.cli",
-        "ism",
-        "--store",
-        str(store),
-        "--model",
-        str(spec),
-        "--out",
-        str(workdir / "effects_interrupted.zarr"),
-        "--actors",
-        "1",
-        "--runtime-env-json",
-        json.dumps(RUNTIME_ENV),
-    ]
+    command = _ism_command(store, spec, workdir / "effects_interrupted.zarr", "--actors", "1")
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
     driver = subprocess.Popen(command, env={**env, "PYTHONPATH": str(HERE)}, stderr=subprocess.PIPE, text=True)
     try:
@@ -128,3 +95,13 @@ def test_ctrl_c_stops_a_local_run_promptly(store: Path, workdir: Path) -> None:
         driver.kill()
     assert time.monotonic() - stopped < 15
     assert driver.returncode == 130 and "interrupted; finished chunks are kept" in rest
+
+
+def _ism_command(store: Path, spec: Path, out: Path, *options: str) -> list[str]:
+    """``dmr-ray ism`` in a fresh interpreter, with the test models' runtime environment."""
+    return [
+        *(sys.executable, "-m", "dmr_ray.cli", "ism"),
+        *("--store", str(store), "--model", str(spec), "--out", str(out)),
+        *options,
+        *("--runtime-env-json", json.dumps(RUNTIME_ENV)),
+    ]
