@@ -167,3 +167,10 @@ def test_sage_ranks_the_important_peak_first():
 def test_bad_options_are_input_errors(surrogate, atac, L_, candidates, match):
     with pytest.raises(InputError, match=match):
         saliency(surrogate, atac, Objective(1), L_, candidates=candidates)
+
+
+def test_sage_candidate_imputer_matches_sage_default_imputer_on_all_peaks(surrogate, atac):
+    everything = np.arange(N_PEAKS, dtype=np.int64)
+    own = sage(surrogate, atac, Objective(1), L, seed=4, candidates=everything, n_permutations=32)
+    default = sage(surrogate, atac, Objective(1), L, seed=4, n_permutations=32)
+    np.testing.assert_allclose(own.scores, default.scores, rtol=1e-6, atol=1e-9)
