@@ -117,6 +117,10 @@ def test_saliency_is_exact_for_a_model_linear_in_x(atac, direction):
         base = _loss(linear, objective, x)
         exact = [(base - _loss(linear, objective, perturb(x, [j], objective.p))).mean().item() for j in range(N_PEAKS)]
     np.testing.assert_allclose(scores, exact, rtol=1e-5, atol=1e-6)
+    if direction == "down":  # peak 7 is closed everywhere; closed candidates tie at 0 and go in index order
+        closed = sp.csr_matrix(atac.multiply(np.arange(N_PEAKS) < 10))
+        tied = saliency(linear, closed, objective, 2, candidates=np.array([15, 12, 17, 10]))
+        assert tied.selected.tolist() == [10, 12] and (tied.scores[[10, 12, 15, 17]] == 0).all()
 
 
 def test_integrated_gradients_are_complete_per_cell(surrogate, atac):
