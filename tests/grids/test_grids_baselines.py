@@ -17,6 +17,7 @@ from dmr_ray.grids.baselines import (
     sage,
     saliency,
 )
+from dmr_ray.grids.fimap import fit_mask
 from dmr_ray.grids.objective import Objective
 from dmr_ray.grids.perturb import perturb
 from dmr_ray.grids.surrogate import Surrogate, SurrogateConfig, chromosome_blocks, names_digest
@@ -150,6 +151,16 @@ def test_fimap_picks_the_one_peak_that_matters():
     x = sp.csr_matrix((np.random.default_rng(2).random((64, 12)) < 0.5).astype(np.float32))
     result = fimap(_Planted(12, important=5), x, Objective(0), 1, seed=0, fits=4, epochs=15, lr=1e-2)
     assert result.selected.tolist() == [5]
+
+
+def test_fimap_mask_mass_falls_with_the_penalty_and_leaves_the_surrogate_untouched(surrogate, atac):
+    peaks = np.arange(N_PEAKS, dtype=np.int64)
+    fits = [
+        fit_mask(surrogate, atac, Objective(1), peaks, penalty, seed=0, epochs=5, batch_size=16, lr=1e-2)
+        for penalty in (1e-4, 1.0)
+    ]
+    assert fits[0].mass > fits[1].mass + 1 and fits[0].mean_mask.shape == (N_PEAKS,)
+    assert all(param.grad is None for param in surrogate.parameters())
 
 
 def test_sage_ranks_the_important_peak_first():
