@@ -45,7 +45,6 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
-from captum.attr import InputXGradient, IntegratedGradients, Saliency
 
 from dmr_ray._atomic import write_text_atomic
 from dmr_ray._checks import is_int
@@ -172,6 +171,8 @@ def _gradient_attributions(
     predictor: ReplicatePredictor, tokens: np.ndarray, method: str, steps: int, baseline: str, batch_size: int
 ) -> tuple[np.ndarray, float]:
     """Raw attributions ``float32 [R, n, T, 4, L]`` and, for ``ig``, the relative completeness gap."""
+    from captum.attr import InputXGradient, IntegratedGradients, Saliency  # not loaded by configs
+
     x_all = torch.from_numpy(np.ascontiguousarray(tokens_to_onehot(tokens))).to(predictor.device)
     n_tasks = len(output_names(predictor, x_all[:1]))
     # A selector of its own: the predictor's caches index tensors made in inference mode,
@@ -479,12 +480,16 @@ def simulation_truth(data: TFCoopData, rows: np.ndarray | None = None) -> np.nda
     return np.stack([exposure | confounder, exposure | outcome | confounder], axis=1)
 
 
-def motif_bed_truth(path: str | Path, seq_ids: Sequence[str], length: int, outputs: Sequence[str]) -> np.ndarray:
+def motif_bed_truth(
+    path: str | Path, seq_ids: Sequence[str], length: int, outputs: Sequence[str], *, skip_other_sequences: bool = False
+) -> np.ndarray:
     """Planted motif positions from a BED-like file.
 
     Each line is ``seq_id  start  end  [output]`` (tab or space separated, 0-based half-open
     coordinates within the sequence); without the fourth column the motif counts for every
-    output. Blank lines and lines starting with ``#``, ``track`` or ``browser`` are skipped.
+    output. Blank lines and lines starting with ``#``, ``track`` or ``browser`` are skipped, and
+    so, with ``skip_other_sequences``, are lines of sequences not in ``seq_ids`` (a file that
+    covers a whole store when only some of its sequences are evaluated).
 
     Returns
     -------
@@ -511,6 +516,8 @@ def motif_bed_truth(path: str | Path, seq_ids: Sequence[str], length: int, outpu
         if len(fields_) not in (3, 4) or not (fields_[1].isdigit() and fields_[2].isdigit()):
             raise InputError(f"{where}: expected 'seq_id start end [output]' with integer coordinates, got {line!r}")
         name, start, end = fields_[0], int(fields_[1]), int(fields_[2])
+        if name not in index and skip_other_sequences:
+            continue
         if name not in index:
             raise InputError(f"{where}: sequence {name!r} is not among the evaluated sequences")
         if not 0 <= start < end <= length:

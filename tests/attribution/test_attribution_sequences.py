@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from dmr_ray.attribution.sequences import (
 )
 from dmr_ray.attribution.sequences_cli import add_sequences
 from dmr_ray.config.commands import CommandGroup
-from dmr_ray.errors import InputError
+from dmr_ray.errors import ConfigError, InputError
 from dmr_ray.sim import simulate_tf_coop
 from dmr_ray.uncertainty import EnsemblePredictor
 
@@ -199,3 +200,53 @@ def test_command_scores_a_users_model_on_a_store(smoke: Path, tmp_path: Path) ->
     summary = json.loads((out / "sequences.json").read_text())
     assert list(summary["methods"]) == ["ism", "ig"] and summary["n_sequences"] == 4
     assert summary["methods"]["ism"]["TAL1"]["random_auprc"] == pytest.approx(10 / 40)
+
+
+AUDIT = {"store": "seqs.zarr", "model": "model.yaml", "out": "audit"}
+
+
+def test_deep_mr_config_accepts_and_refuses_the_attribution_section() -> None:
+    from dmr_ray.config import config_from_dict
+
+    assert config_from_dict(AUDIT, base_dir=Path("/x")).attribution is None  # off by default
+    on = config_from_dict({**AUDIT, "attribution": {"methods": ["ig", "ism"], "motifs": "m.bed"}}, base_dir=Path("/x"))
+    assert on.attribution is not None
+    assert on.attribution.methods == ("ism", "ig") and on.attribution.motifs == Path("/x/m.bed")
+    for section, field in (
+        ({"methods": ["shap"]}, "attribution.methods: unknown or none ['shap']"),
+        ({"sequences": 0}, "attribution.sequences"),
+        ({"baseline": "shuffled"}, "attribution.baseline"),
+        ({"steps": 5}, "attribution.steps"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(field)):
+            config_from_dict({**AUDIT, "attribution": section}, base_dir=Path("/x"))
+
+
+def test_deep_mr_attribution_stage_and_report_section(smoke: Path, tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    from dmr_ray.deepmr.attribution_stage import run_attribution_stage
+    from dmr_ray.deepmr.config import AttributionOptions
+    from dmr_ray.models import load_model_spec
+    from dmr_ray.report import write_report
+    from dmr_ray.store import write_sequence_store
+
+    sim = simulate_tf_coop(40, length=40, seed=6)
+    rows = np.flatnonzero(sim.is_pair)[:3]
+    ids = [f"p{i}" for i in range(rows.size)]
+    write_sequence_store(tmp_path / "seqs.zarr", sim.tokens[rows], np.array(ids))
+    bed = tmp_path / "motifs.bed"
+    bed.write_text("".join(f"{i} {s} {s + 10}\n" for i, s in zip(ids, sim.exposure_start[rows], strict=True)))
+    spec = load_model_spec(smoke / "model" / "model.yaml")
+    empty_global, empty_local = pa.table({"method": pa.array([], pa.string())}), pa.table({"x": pa.array([])})
+    for motifs, expected in ((bed, "AUROC (ensemble)"), (None, "cannot be checked")):
+        options = AttributionOptions(methods=("grad_x_input",), sequences=2, motifs=motifs)
+        path = tmp_path / "attribution.json"
+        line = run_attribution_stage(options, str(tmp_path / "seqs.zarr"), spec, "cpu", path)
+        summary = json.loads(path.read_text())
+        assert summary["truth"] is (motifs is not None) and summary["n_sequences"] == 2
+        assert ("grad_x_input/GATA" in line) is (motifs is not None)
+        index = write_report(tmp_path, global_table=empty_global, local_table=empty_local, attribution=summary)
+        page = index.read_text()
+        assert "How far can this model&#x27;s attributions be trusted" in page and expected in page
+        assert page.count("figures/attribution-") == (2 if motifs is not None else 0)
