@@ -480,6 +480,30 @@ def simulation_truth(data: TFCoopData, rows: np.ndarray | None = None) -> np.nda
     return np.stack([exposure | confounder, exposure | outcome | confounder], axis=1)
 
 
+def simulation_motif_lines(data: TFCoopData, rows: np.ndarray, seq_ids: Sequence[str]) -> str:
+    """The planted motifs of ``rows`` as a motif file for :func:`motif_bed_truth` (and a Deep MR
+    audit's ``attribution.motifs``), consistent with :func:`simulation_truth`.
+
+    Parameters
+    ----------
+    data
+        The simulation.
+    rows
+        ``[m]`` sequence indices of ``data``.
+    seq_ids
+        ``m`` identifiers under which these sequences are stored.
+    """
+    lines = []
+    spans = (
+        (data.exposure_start, EXPOSURE_MOTIF.length, ""),
+        (data.confounder_start, CONFOUNDER_MOTIF.length, ""),
+        (data.outcome_start, OUTCOME_MOTIF.length, f"\t{OUTPUTS[1]}"),
+    )
+    for row, name in zip(np.asarray(rows), seq_ids, strict=True):
+        lines += [f"{name}\t{s[row]}\t{s[row] + k}{output}" for s, k, output in spans if s[row] >= 0]
+    return "".join(line + "\n" for line in lines)
+
+
 def motif_bed_truth(
     path: str | Path, seq_ids: Sequence[str], length: int, outputs: Sequence[str], *, skip_other_sequences: bool = False
 ) -> np.ndarray:

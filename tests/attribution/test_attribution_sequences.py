@@ -17,6 +17,7 @@ from dmr_ray.attribution.sequences import (
     evaluate_attributions,
     motif_bed_truth,
     position_scores,
+    simulation_motif_lines,
     simulation_truth,
     span_mask,
 )
@@ -111,19 +112,28 @@ def test_weights_only_at_motif_positions_rank_perfectly() -> None:
         evaluate_attributions(EnsemblePredictor(members), tokens, truth[:, :1])
 
 
-def test_simulation_truth_follows_the_generative_model() -> None:
-    sim = simulate_tf_coop(60, length=40, seed=3)
+def test_simulation_truth_follows_the_generative_model(tmp_path: Path) -> None:
+    sim = simulate_tf_coop(60, length=40, confounder_motif=True, seed=3)
     truth = simulation_truth(sim)
     pair = int(np.flatnonzero(sim.is_pair)[0])
     gata, tal1 = sim.exposure_start[pair], sim.outcome_start[pair]
     expected_gata = np.zeros(40, dtype=bool)
     expected_gata[gata : gata + 10] = True
+    conf = sim.confounder_start[pair]
+    if conf >= 0:  # the confounder motif drives both outputs
+        expected_gata[conf : conf + 10] = True
     expected_tal1 = expected_gata.copy()
     expected_tal1[tal1 : tal1 + 10] = True
+    assert sim.has_confounder.any()
     np.testing.assert_array_equal(truth[pair, 0], expected_gata)
     np.testing.assert_array_equal(truth[pair, 1], expected_tal1)
-    none = ~sim.has_exposure & ~sim.has_outcome
+    none = ~sim.has_exposure & ~sim.has_outcome & ~sim.has_confounder
     assert not truth[none].any()
+    # The same truth written as a motif file and read back.
+    ids = [f"s{i}" for i in range(60)]
+    path = tmp_path / "motifs.bed"
+    path.write_text(simulation_motif_lines(sim, np.arange(60), ids))
+    np.testing.assert_array_equal(motif_bed_truth(path, ids, 40, ["GATA", "TAL1"]), truth)
     np.testing.assert_array_equal(span_mask(np.array([-1, 38]), 10, 40).sum(axis=1), [0, 2])
 
 
