@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from dmr_ray.attribution.sequences import METHODS, check_method_options
 from dmr_ray.config.base import Options, PipelineConfig
 from dmr_ray.engine import IsmJob
 from dmr_ray.errors import ConfigError, InputError
@@ -133,6 +134,28 @@ class ReportOptions(Options):
     scatter_sequences: int = Field(default=4, ge=0)
 
 
+class AttributionOptions(Options):
+    """ "How far can this model's attributions be trusted": attributions of the first
+    ``sequences`` audited sequences scored against known motif positions
+    (:mod:`dmr_ray.attribution.sequences`). Without ``motifs`` the report says that the
+    attributions cannot be checked."""
+
+    methods: tuple[str, ...] = METHODS
+    sequences: int = Field(default=32, gt=0)
+    motifs: Path | None = None
+    """Motif positions, lines ``seq_id start end [output]`` (0-based, end exclusive)."""
+    ig_steps: int = Field(default=50, gt=0)
+    baseline: Literal["uniform", "zeros"] = "uniform"
+
+    @field_validator("methods")
+    @classmethod
+    def _known(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        try:
+            return check_method_options(value, ig_steps=1, baseline="uniform")
+        except InputError as exc:
+            raise ValueError(str(exc).removeprefix("methods: ")) from None
+
+
 class DeepMRConfig(PipelineConfig):
     """A whole Deep MR audit."""
 
@@ -147,8 +170,16 @@ class DeepMRConfig(PipelineConfig):
     methods: MethodOptions = MethodOptions()
     meta: MetaOptions = MetaOptions()
     report: ReportOptions = ReportOptions()
+    attribution: AttributionOptions | None = None
 
-    path_fields: ClassVar[tuple[str, ...]] = ("store", "model", "out", "calibration.store", "calibration.labels")
+    path_fields: ClassVar[tuple[str, ...]] = (
+        "store",
+        "model",
+        "out",
+        "calibration.store",
+        "calibration.labels",
+        "attribution.motifs",
+    )
 
     @model_validator(mode="after")
     def _precision(self) -> DeepMRConfig:

@@ -19,6 +19,7 @@ Audit directory layout::
                               while the effects' fingerprint is unchanged
     local_effects.parquet/    one Parquet part per effects chunk
     global_effects.parquet    random-effects pooled causal effects
+    attribution.json          attributions scored against motif positions (when configured)
     report/index.html         figures and tables
 """
 
@@ -141,16 +142,34 @@ def run_audit(
     local_digest = run(local, lambda: _local(config, out / EFFECTS, out / LOCAL, options))
     meta_identity = {"local": local_digest, **config.meta.model_dump(), "alpha": config.methods.alpha}
     meta_digest = run(Stage("meta", meta_identity, (GLOBAL,)), lambda: _meta(config, out / LOCAL, out / GLOBAL))
+    attribution_digest = _attribution(config, spec, audit, ism_digest, run)
     if config.report.enabled:
         info = {**(run_info or {}), "stages": dict(summary.stages)}
         identity = {
             "meta": meta_digest,
             "calibration": calibration_digest,
+            "attribution": attribution_digest,
             "configuration": config.model_dump(mode="json"),
             "run_info": run_info or {},
         }
         run(Stage("report", identity, (REPORT,)), lambda: _report(config, out, pairs, options, info))
     return summary
+
+
+def _attribution(config: DeepMRConfig, spec, audit: AuditDirectory, ism_digest: str, run) -> str | None:
+    """The optional attribution stage (``attribution:``); returns its digest, None when off."""
+    from dmr_ray.deepmr.attribution_stage import ATTRIBUTION_FILE, attribution_identity, run_attribution_stage
+
+    options = config.attribution
+    if options is None:
+        audit.discard("attribution")
+        return None
+    identity = {"ism": ism_digest, **attribution_identity(options)}
+    path = audit.root / ATTRIBUTION_FILE
+    return run(
+        Stage("attribution", identity, (ATTRIBUTION_FILE,)),
+        lambda: run_attribution_stage(options, config.store, spec, config.ism.device, path),
+    )
 
 
 def _calibrate(config: DeepMRConfig, spec, path: Path) -> str:

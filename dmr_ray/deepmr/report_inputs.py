@@ -10,6 +10,7 @@ from typing import Any
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from dmr_ray.deepmr.attribution_stage import ATTRIBUTION_FILE, read_attribution
 from dmr_ray.deepmr.calibration_stage import CALIBRATION_FILE, load_calibration
 from dmr_ray.deepmr.config import DeepMRConfig
 from dmr_ray.deepmr.local import LocalMROptions, region_rows
@@ -112,6 +113,7 @@ def build_report(
         scatter_inputs(effects, options, local, primary, pairs[0], config.report.scatter_sequences) if pairs else []
     )
     info = {"configuration": json.loads(config.model_dump_json()), **(run_info or {})}
+    attribution = read_attribution(out / ATTRIBUTION_FILE) if config.attribution is not None else None
     return write_report(
         out,
         global_table=global_table,
@@ -120,4 +122,5 @@ def build_report(
         calibration=calibration_inputs(out / CALIBRATION_FILE, config.calibration.method),
         run_info=info,
         primary_method=primary,
+        attribution=attribution,
     )

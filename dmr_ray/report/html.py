@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 
 from dmr_ray._atomic import write_atomic, write_text_atomic
 from dmr_ray.errors import InputError
+from dmr_ray.report.attribution import METRIC_HEADER, example_tracks_figure, metric_rows, metrics_figure
 from dmr_ray.report.data import CalibrationCurves, ScatterData
 from dmr_ray.report.figures import (
     SIGNIFICANCE_NOTE,
@@ -74,6 +75,7 @@ def write_report(
     calibration: CalibrationCurves | None = None,
     run_info: Mapping[str, Any] = MappingProxyType({}),
     primary_method: str | None = None,
+    attribution: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write the report of an audit to ``out_dir/report``.
 
@@ -95,6 +97,8 @@ def write_report(
     primary_method
         MR method of the headline summary and forest plots; default ``deepmr`` when present,
         else the first method of ``global_table``.
+    attribution
+        The attribution stage's summary (``attribution.json``), or None for no such section.
 
     Returns
     -------
@@ -122,6 +126,8 @@ def write_report(
     ]
     if calibration is not None:
         sections.append(_calibration_section(figures, calibration))
+    if attribution is not None:
+        sections.append(_attribution_section(figures, attribution))
     sections.append(_run_info_section(run_info, local_table))
     index = report_dir / "index.html"
     write_text_atomic(index, _page(sections))
@@ -444,6 +450,42 @@ def _residual_miscalibration(curves: CalibrationCurves) -> str:
         "predictive CDF can create the missing spread. Effect standard errors of these tasks "
         "are too small: consider variance scaling, more members, or wider thresholds.</p>"
     )
+
+
+def _attribution_section(figures: _FigureWriter, summary: Mapping[str, Any]) -> str:
+    title = "How far can this model's attributions be trusted"
+    if not summary.get("truth"):
+        return _section(
+            title,
+            "attribution",
+            "<p class='note'>No motif positions were given (<code>attribution.motifs</code>), so the "
+            "attributions cannot be checked. This check is only meaningful where the true motif "
+            "positions are known, e.g. on sequences simulated with planted motifs; on real "
+            "sequences a high attribution is not evidence of a motif.</p>",
+        )
+    intro = (
+        f"<p>Per sequence, the positions ranked by each attribution method are compared with the "
+        f"planted motif positions that drive each output (AUROC: 0.5 is a random ranking, 1 "
+        f"perfect; AUPRC against the random level in the table), on {summary['n_sequences']} "
+        f"sequences and {summary['n_replicates']} replicates (mean ± SD over replicates; "
+        f"ensemble: the attribution of the replicate-mean model). A method that ranks motif "
+        f"positions poorly here will also mislead on sequences whose motifs are unknown.</p>"
+    )
+    table = _table(METRIC_HEADER, [[_e(c) for c in row] for row in metric_rows(summary)], [False, False] + [True] * 6)
+    metrics = figures.add(
+        metrics_figure(summary),
+        "attribution",
+        "metrics",
+        caption="AUROC and AUPRC per method and output: bars the replicate means with ±1 SD, "
+        "dots the replicates, diamonds the ensemble attribution; dashed lines: random.",
+    )
+    tracks = figures.add(
+        example_tracks_figure(summary),
+        "attribution",
+        "example",
+        caption="One sequence's ensemble attribution per position; shaded: planted motif positions.",
+    )
+    return _section(title, "attribution", intro + table + metrics + tracks)
 
 
 # --- run information -----------------------------------------------------------------------------
