@@ -15,9 +15,13 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from dmr_ray._atomic import write_text_atomic
+
 log = logging.getLogger(__name__)
 
 SMALL_CNN = "dmr_ray.models.architectures:small_cnn"
+OUTPUTS = ("GATA", "TAL1")
+"""The simulated outputs, in the models' output order."""
 
 
 @dataclass(frozen=True)
@@ -36,48 +40,74 @@ class DemoSettings:
     length: int = 100
 
 
-def _model_kwargs(length: int) -> dict:
-    return {"length": length, "n_tasks": 2}
+def train_simulation_ensemble(
+    tokens: np.ndarray,
+    labels: np.ndarray,
+    model_dir: Path,
+    *,
+    members: int,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    length: int,
+    seed: int,
+    threads: int = 1,
+    reuse: bool = False,
+) -> Path:
+    """Train the small CNN ensemble on simulated GATA/TAL1 counts and save it as a model spec.
 
+    Parameters
+    ----------
+    tokens, labels
+        ``uint8 [n, length]`` training sequences and their ``[n, 2]`` (GATA, TAL1) labels.
+    model_dir
+        Receives ``member{i}.safetensors`` and ``model.yaml``.
+    reuse
+        Keep member weights already in ``model_dir`` instead of training (the demo's resume).
+    threads
+        Torch threads while training (small batches: more threads cost more than they give).
 
-def _train_and_save(sim, settings: DemoSettings, model_dir: Path, seed: int) -> Path:
-    """Train the ensemble (unless saved already) and write its spec; returns the spec path."""
+    Returns
+    -------
+    The path of ``model.yaml``.
+    """
     import torch
 
     from dmr_ray.models.architectures import small_cnn
     from dmr_ray.models.training import train_ensemble
     from dmr_ray.models.weights import save_weights
 
-    weights = [model_dir / f"member{i}.safetensors" for i in range(settings.members)]
-    if not all(w.exists() for w in weights):
+    kwargs = {"length": length, "n_tasks": 2}
+    weights = [model_dir / f"member{i}.safetensors" for i in range(members)]
+    if not (reuse and all(w.exists() for w in weights)):
         model_dir.mkdir(parents=True, exist_ok=True)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(settings.train_threads)  # small batches: extra threads cost more than they give
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
         try:
-            members = train_ensemble(
-                lambda _: small_cnn(**_model_kwargs(settings.length)),
-                sim.tokens,
-                sim.labels,
-                settings.members,
+            trained = train_ensemble(
+                lambda _: small_cnn(**kwargs),
+                tokens,
+                labels,
+                members,
                 seed=seed,
-                epochs=settings.epochs,
-                batch_size=settings.batch_size,
-                lr=settings.learning_rate,
+                epochs=epochs,
+                batch_size=batch_size,
+                lr=learning_rate,
             )
         finally:
-            torch.set_num_threads(threads)
-        for member, path in zip(members, weights, strict=True):
+            torch.set_num_threads(previous)
+        for member, path in zip(trained, weights, strict=True):
             save_weights(member, path)
     spec = {
         "entrypoint": SMALL_CNN,
-        "kwargs": _model_kwargs(settings.length),
+        "kwargs": kwargs,
         "weights": [w.name for w in weights],
-        "input_length": settings.length,
-        "outputs": [{"name": "GATA", "index": 0}, {"name": "TAL1", "index": 1}],
+        "input_length": length,
+        "outputs": [{"name": name, "index": i} for i, name in enumerate(OUTPUTS)],
         "replicates": {"kind": "ensemble"},
     }
     spec_path = model_dir / "model.yaml"
-    spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    write_text_atomic(spec_path, yaml.safe_dump(spec, sort_keys=False))
     return spec_path
 
 
@@ -132,8 +162,19 @@ def prepare_demo(out: Path, *, seed: int = 0, settings: DemoSettings = DemoSetti
     # Audit the sequences the truth is defined on (both motifs): the original sampled all
     # exposure-carrying sequences but scored against pair-only truths (its quirk #3).
     audit = rest[sim.is_pair[rest]][: settings.n_audit]
-    train_sim = _subset(sim, train)
-    spec = _train_and_save(train_sim, settings, out / "model", seed)
+    spec = train_simulation_ensemble(
+        sim.tokens[train],
+        sim.labels[train],
+        out / "model",
+        members=settings.members,
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        learning_rate=settings.learning_rate,
+        length=settings.length,
+        seed=seed,
+        threads=settings.train_threads,
+        reuse=True,
+    )
     _write_stores(sim, audit, calibration, out)
     truth = {
         "planted exposure": "GATA",

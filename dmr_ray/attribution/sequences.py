@@ -44,12 +44,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from dmr_ray._atomic import write_text_atomic
 from dmr_ray._checks import is_int
 from dmr_ray.alphabet import N_TOKEN, check_tokens, decode, tokens_to_onehot
 from dmr_ray.attribution.sequence_metrics import Spread, per_sequence, spread
+from dmr_ray.demo import OUTPUTS
 from dmr_ray.errors import InputError
 from dmr_ray.ism import saturation_mutagenesis
 from dmr_ray.models import OutputSelector
@@ -603,10 +603,6 @@ class SimulationSettings:
             raise InputError(f"learning_rate must be > 0, got {self.learning_rate!r}")
 
 
-SMALL_CNN = "dmr_ray.models.architectures:small_cnn"
-OUTPUTS = ("GATA", "TAL1")
-
-
 def simulate_benchmark_data(settings: SimulationSettings) -> tuple[TFCoopData, np.ndarray]:
     """The simulation and the rows of its held-out pair sequences (training uses the first
     ``n_train`` rows; the evaluation rows come after them)."""
@@ -624,38 +620,21 @@ def simulate_benchmark_data(settings: SimulationSettings) -> tuple[TFCoopData, n
 
 
 def train_benchmark_model(sim: TFCoopData, settings: SimulationSettings, model_dir: Path) -> Path:
-    """Train the small CNN ensemble on the first ``n_train`` sequences of ``sim``, save it in
+    """Train the demo's small CNN ensemble on the first ``n_train`` sequences of ``sim``, save it in
     ``model_dir``; returns its spec path."""
-    from dmr_ray.models import save_weights
-    from dmr_ray.models.architectures import small_cnn
-    from dmr_ray.models.training import train_ensemble
+    from dmr_ray.demo import train_simulation_ensemble
 
-    kwargs = {"length": settings.length, "n_tasks": len(OUTPUTS)}
-    members = train_ensemble(
-        lambda _: small_cnn(**kwargs),
+    return train_simulation_ensemble(
         sim.tokens[: settings.n_train],
         sim.labels[: settings.n_train],
-        settings.members,
-        seed=settings.seed,
+        model_dir,
+        members=settings.members,
         epochs=settings.epochs,
         batch_size=settings.batch_size,
-        lr=settings.learning_rate,
+        learning_rate=settings.learning_rate,
+        length=settings.length,
+        seed=settings.seed,
     )
-    model_dir.mkdir(parents=True, exist_ok=True)
-    weights = [model_dir / f"member{i}.safetensors" for i in range(settings.members)]
-    for member, path in zip(members, weights, strict=True):
-        save_weights(member, path)
-    spec = {
-        "entrypoint": SMALL_CNN,
-        "kwargs": kwargs,
-        "weights": [w.name for w in weights],
-        "input_length": settings.length,
-        "outputs": [{"name": name, "index": i} for i, name in enumerate(OUTPUTS)],
-        "replicates": {"kind": "ensemble"},
-    }
-    spec_path = model_dir / "model.yaml"
-    write_text_atomic(spec_path, yaml.safe_dump(spec, sort_keys=False))
-    return spec_path
 
 
 def run_simulated_benchmark(
