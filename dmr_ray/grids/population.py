@@ -255,7 +255,8 @@ class AutogradPopulation:
         for s in range(0, self.n_cells, self.batch_size):
             original = self.x[s : s + self.batch_size]
             current = perturb(original, r, self.p).detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(self.loss(current).sum(), current)
+            with torch.enable_grad():
+                (grad,) = torch.autograd.grad(self.loss(current).sum(), current)
             add += ((self.p - original) * grad).double().sum(0)
         add_np = add.numpy()
         return TransitionSums(add_np, add_np[r].copy(), self.n_cells)
@@ -436,7 +437,8 @@ class LocalPopulation:
         grads = []
         for s in range(0, len(h), self.batch_size):
             batch = h[s : s + self.batch_size].detach().requires_grad_(True)
-            grads.append(torch.autograd.grad(parts.losses(batch).sum(), batch)[0])
+            with torch.enable_grad():
+                grads.append(torch.autograd.grad(parts.losses(batch).sum(), batch)[0])
         g = torch.cat(grads).double().numpy()  # [cells, B, e]: ∂ℓ_c/∂h'_c
         total = g.sum(0)  # [B, e]
         add_sorted = np.empty(self.n_peaks)
