@@ -53,6 +53,11 @@ class Cell:
     audit: AuditEntry
 
     @property
+    def ident(self) -> tuple[str, str, str]:
+        """``(model@version, data, audit)``: unique within a plan."""
+        return (self.model.label, self.data.name, self.audit.name)
+
+    @property
     def label(self) -> str:
         """``model@version × data × audit``."""
         return f"{self.model.label} × {self.data.name} × {self.audit.name}"
@@ -169,7 +174,7 @@ def data_digest(location: str) -> str:
 
 def key_cells(
     cells: Iterable[Cell], *, data_digests: Mapping[str, str] | None = None
-) -> tuple[list[KeyedCell], dict[Cell, str]]:
+) -> tuple[list[KeyedCell], list[tuple[Cell, str]]]:
     """Key every cell; a cell whose inputs cannot be read is returned with its reason instead.
 
     Parameters
@@ -181,17 +186,18 @@ def key_cells(
 
     Returns
     -------
-    (list of KeyedCell, {Cell: reason})
+    (list of KeyedCell, list of (Cell, reason))
     """
     digests = dict(data_digests or {})
-    keyed, failed = [], {}
+    keyed: list[KeyedCell] = []
+    failed: list[tuple[Cell, str]] = []
     for cell in cells:
         try:
             if cell.data.name not in digests:
                 digests[cell.data.name] = data_digest(cell.data.store)
             keyed.append(key_cell(cell, model_digest_of(cell.model), digests[cell.data.name]))
         except Exception as exc:  # a cell that cannot be keyed fails alone, with its reason
-            failed[cell] = f"{type(exc).__name__}: {exc}"
+            failed.append((cell, f"{type(exc).__name__}: {exc}"))
     return keyed, failed
 
 

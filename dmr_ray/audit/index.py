@@ -70,7 +70,8 @@ def append_rows(output: Output, rows: list[IndexRow]) -> str:
     table = pa.table(columns, schema=SCHEMA)
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    now = time.time_ns()
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now / 1e9)) + f".{now % 10**9:09d}"
     name = f"part-{stamp}-{uuid.uuid4().hex[:12]}.parquet"
     output.write_bytes(buffer.getvalue(), INDEX, name)
     return name

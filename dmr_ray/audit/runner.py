@@ -277,13 +277,13 @@ def run_plan(
     prefixes = parse_only(only).get("key")
     if prefixes:
         keyed = [k for k in keyed if any(k.key.startswith(p) for p in prefixes)]
-    outcomes: dict[Cell, CellOutcome] = {}
+    outcomes: dict[tuple[str, str, str], CellOutcome] = {}
 
     def settle(outcome: CellOutcome, cell: Cell) -> None:
-        outcomes[cell] = outcome
+        outcomes[cell.ident] = outcome
         echo(outcome.line())
 
-    for cell, reason in unkeyed.items():
+    for cell, reason in unkeyed:
         settle(_outcome(cell, "", "failed", None, reason), cell)
         _record(output, plan, run_id, None, cell, "failed", 0.0, reason, {})
     executor = _RayExecutor(plan, output) if plan.cell_resources else _Executor(plan, output)
@@ -323,8 +323,7 @@ def run_plan(
             executor.cancel()
         for lease in leases.values():
             lease.release()
-    order = {cell: i for i, cell in enumerate(cells)}
-    return PlanRun(run_id, tuple(outcomes[c] for c in sorted(outcomes, key=order.__getitem__)))
+    return PlanRun(run_id, tuple(outcomes[c.ident] for c in cells if c.ident in outcomes))
 
 
 def _settle_results(executor: _Executor, output, plan, run_id, leases, settle) -> None:
@@ -363,7 +362,7 @@ def _complete(output: Output, plan: AuditPlan, run_id: str, item: KeyedCell, res
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     output.write_text(json.dumps({"run_id": run_id, "finished": stamp}), CELLS, item.key, COMPLETE)
     if not output.is_local:
-        shutil.rmtree(local_out(plan, output, item.key), ignore_errors=True)
+        shutil.rmtree(local_out(plan, output, item.key).parent, ignore_errors=True)  # the work copy dmr_ray made
 
 
 def _outcome(
