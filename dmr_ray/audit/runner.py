@@ -326,7 +326,15 @@ def run_plan(
     return PlanRun(run_id, tuple(outcomes[c.ident] for c in cells if c.ident in outcomes))
 
 
-def _settle_results(executor: _Executor, output, plan, run_id, leases, settle) -> None:
+def _settle_results(
+    executor: _Executor,
+    output: Output,
+    plan: AuditPlan,
+    run_id: str,
+    leases: dict[str, Lease],
+    settle: Callable[[CellOutcome, Cell], None],
+) -> None:
+    """Finish every cell the executor has a result for: marker (when computed), lease, index, line."""
     for item, result in executor.results():
         lease = leases.pop(item.key)
         status = "computed" if result.ok else "failed"
@@ -378,7 +386,18 @@ def _outcome(
     return CellOutcome(key, model.name, model.version, data, audit, status, output, reason, seconds, metrics or {})
 
 
-def _record(output, plan, run_id, item: KeyedCell | None, cell: Cell, status, seconds, reason, metrics) -> None:
+def _record(
+    output: Output,
+    plan: AuditPlan,
+    run_id: str,
+    item: KeyedCell | None,
+    cell: Cell,
+    status: str,
+    seconds: float,
+    reason: str,
+    metrics: dict[str, float],
+) -> None:
+    """Append the cell run's row to the index."""
     identity = item.identity if item is not None else {}
     row = IndexRow(
         run_id=run_id,
