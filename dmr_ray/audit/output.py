@@ -49,7 +49,7 @@ class Output:
     def write_bytes(self, data: bytes, *parts: str) -> None:
         """Write ``data`` whole: atomically (local) or as one object put."""
         path = self.path(*parts)
-        self.fs.makedirs(self.fs._parent(path), exist_ok=True)
+        self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
         if self.is_local:
             write_atomic(path, lambda tmp: tmp.write_bytes(data))
         else:
@@ -61,7 +61,7 @@ class Output:
     def create_exclusive(self, text: str, *parts: str) -> bool:
         """Create ``parts`` holding ``text`` unless it exists; returns whether this call created it."""
         path = self.path(*parts)
-        self.fs.makedirs(self.fs._parent(path), exist_ok=True)
+        self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
         try:
             with self.fs.open(path, "xb") as fh:
                 fh.write(text.encode())
