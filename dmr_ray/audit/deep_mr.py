@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 import pyarrow.parquet as pq
 from matplotlib.figure import Figure
@@ -57,10 +58,11 @@ def headline(out: Path) -> dict[str, float]:
     }
 
 
-def diff(old: Path, new: Path, figure: Path) -> KindDiff:
+def diff(old: Path, new: Path, figure: Path, labels: tuple[str, str] = ("from", "to")) -> KindDiff:
     """Global effects per (exposure, outcome, method) of two versions: both estimates, their
     difference, whether the CIs separate and whether significance was gained or lost; a PNG
-    at ``figure`` with, per method, both heatmaps and their difference."""
+    at ``figure`` with, per method, both heatmaps (one colour scale) and their difference
+    (its own scale), titled with ``labels``."""
     before, after = _effects(old), _effects(new)
     rows = []
     gained: list[str] = []
@@ -86,8 +88,8 @@ def diff(old: Path, new: Path, figure: Path) -> KindDiff:
     ]
     if only:
         summary.append(f"{len(only)} effects in one version only: {', '.join('→'.join(k[:2]) for k in only)}")
-    _figure(before, after).savefig(figure, dpi=100)
-    header = ("exposure", "outcome", "method", "from", "to", "difference", "CIs separate", "significance")
+    _figure(before, after, labels).savefig(figure, dpi=100)
+    header = ("exposure", "outcome", "method", *labels, "difference", "CIs separate", "significance")
     return KindDiff(header, tuple(rows), tuple(summary), figure)
 
 
@@ -100,24 +102,29 @@ def _matrix(rows: Mapping[tuple[str, str, str], Mapping[str, Any]], method: str,
     return matrix
 
 
-def _figure(before: Mapping, after: Mapping) -> Figure:
+def _limit(*matrices: np.ndarray) -> float:
+    finite = np.abs(np.concatenate([m[np.isfinite(m)] for m in matrices]))
+    return float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+
+
+def _figure(before: Mapping, after: Mapping, labels: tuple[str, str]) -> Figure:
     methods = sorted({k[2] for k in (*before, *after)})
     tasks = sorted({t for k in (*before, *after) for t in k[:2]})
+    cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="#e8e8e8")
     fig = Figure(figsize=(12, 3.6 * max(len(methods), 1)), layout="constrained")
     axes = fig.subplots(max(len(methods), 1), 3, squeeze=False)
     for row, method in zip(axes, methods, strict=False):
-        panels = [_matrix(before, method, tasks), _matrix(after, method, tasks)]
-        panels.append(panels[1] - panels[0])
-        finite = np.abs(np.concatenate([p[np.isfinite(p)] for p in panels[:2]] + [np.zeros(1)]))
-        limit = float(finite.max()) or 1.0
-        for ax, matrix, title in zip(row, panels, ("from", "to", "to − from"), strict=True):
-            image = ax.imshow(np.ma.masked_invalid(matrix), cmap="RdBu_r", vmin=-limit, vmax=limit)
+        a, b = _matrix(before, method, tasks), _matrix(after, method, tasks)
+        shared = _limit(a, b)
+        panels = ((a, labels[0], shared), (b, labels[1], shared), (b - a, f"{labels[1]} − {labels[0]}", _limit(b - a)))
+        for ax, (matrix, title, limit) in zip(row, panels, strict=True):
+            image = ax.imshow(np.ma.masked_invalid(matrix), cmap=cmap, vmin=-limit, vmax=limit)
             ax.set_xticks(range(len(tasks)), labels=tasks, rotation=45, ha="right")
             ax.set_yticks(range(len(tasks)), labels=tasks)
             ax.set_xlabel("outcome")
             ax.set_ylabel("exposure")
             ax.set_title(f"{title} · {method}")
-            fig.colorbar(image, ax=ax, shrink=0.8)
+            fig.colorbar(image, ax=ax, shrink=0.8, label="global effect" if "−" not in title else "difference")
     return fig
 
 

@@ -137,7 +137,8 @@ def diff_plan(plan: AuditPlan, from_version: str, to_version: str, out: Path | N
                 results.append(CellDiff(cell.model.name, cell.data.name, cell.audit.name, a.key, b.key, None, note))
                 continue
             old, new = (_local_out(output, k.key, Path(scratch)) for k in (a, b))
-            diff = audit_kind(cell.audit.kind).diff(old, new, out / f"figure-{i}.png")
+            figure = out / f"figure-{i}.png"
+            diff = audit_kind(cell.audit.kind).diff(old, new, figure, (from_version, to_version))
             results.append(CellDiff(cell.model.name, cell.data.name, cell.audit.name, a.key, b.key, diff))
     page = out / "index.html"
     result = PlanDiff(from_version, to_version, tuple(results), page)

@@ -60,8 +60,8 @@ class AuditKind:
     headline
         ``headline(out) -> {name: value}``: the few numbers the index records per cell.
     diff
-        ``diff(old_out, new_out, figure_path) -> KindDiff``: what changed between two cells
-        of the same data, audit and configuration.
+        ``diff(old_out, new_out, figure_path, (old_label, new_label)) -> KindDiff``: what
+        changed between two cells of the same data, audit and configuration.
     execution
         Configuration keys that do not change results (engine, Ray), also left out of the identity.
     """
@@ -70,7 +70,7 @@ class AuditKind:
     inject: Callable[[Mapping[str, Any], Path, str, Path], dict[str, Any]]
     injected: tuple[str, ...]
     headline: Callable[[Path], dict[str, float]]
-    diff: Callable[[Path, Path, Path], KindDiff]
+    diff: Callable[[Path, Path, Path, tuple[str, str]], KindDiff]
     execution: tuple[str, ...] = field(default=("engine", "ray"))
 
 
