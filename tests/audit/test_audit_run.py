@@ -15,7 +15,7 @@ import yaml
 from audit_support import write_plan
 
 from dmr_ray.audit import load_plan, run_plan
-from dmr_ray.audit.cells import CELLS, COMPLETE, MANIFEST, OUT
+from dmr_ray.audit.cells import CELLS, COMPLETE, MANIFEST, OUT, expand_cells, key_cells
 from dmr_ray.audit.index import read_index
 from dmr_ray.audit.lease import current_lease, try_acquire
 from dmr_ray.audit.output import Output
@@ -193,3 +193,27 @@ def test_an_fsspec_output_holds_cells_index_and_markers(tmp_path, tiny_inputs) -
     assert not (tmp_path / "work" / key).exists()
     assert run_plan(plan, echo=lambda _: None).count("skipped") == 1
     assert read_index(output).num_rows == 1
+
+
+def test_a_run_waits_for_a_live_lease_and_takes_over_a_dead_one(tmp_path, tiny_inputs) -> None:
+    plan = load_plan(write_plan(tmp_path, tiny_inputs, ("v1", "v2")))
+    output = Output(plan.output)
+    keys = [k.key for k in key_cells(expand_cells(plan))[0]]
+    live = try_acquire(output, keys[0], "other-run", ttl_s=60)
+    dead = try_acquire(output, keys[1], "dead-run", ttl_s=0.3)
+    dead._stop.set()  # type: ignore[union-attr]  # the dead run's heartbeat stopped
+    time.sleep(0.4)
+    lines: list[str] = []
+    results = []
+    runner = threading.Thread(target=lambda: results.append(run_plan(plan, echo=lines.append, poll_s=0.05)))
+    runner.start()
+    deadline = time.monotonic() + 60
+    while not any(line.startswith("[computed] cnn@v2") for line in lines):
+        assert time.monotonic() < deadline and runner.is_alive(), lines
+        time.sleep(0.05)
+    assert any(line.startswith("[waiting] cnn@v1") and "other-run" in line for line in lines)
+    assert runner.is_alive()  # still waiting for the cell the live run holds
+    live.release()  # type: ignore[union-attr]  # the other run gave up without completing it
+    runner.join(timeout=60)
+    assert _statuses(results[0]) == {"v1": "computed", "v2": "computed"}
+    assert current_lease(output, keys[1]).generation == 1  # type: ignore[union-attr]  # taken over
