@@ -125,6 +125,19 @@ def cell_config(cell: Cell, out: Path, base_dir: Path | None = None) -> Any:
     return config_from_dict(data, base_dir=base_dir or config_dir, source=source)
 
 
+def check_audit_configs(plan: AuditPlan) -> None:
+    """Validate every audit's configuration (with placeholder model, data and output), so a
+    bad option is one error before anything runs.
+
+    Raises
+    ------
+    ConfigError
+        Naming the audit and each invalid field.
+    """
+    for audit in plan.audits:
+        cell_config(Cell(plan.models[0], plan.data[0], audit), _PLACEHOLDER)
+
+
 def config_identity(cell: Cell, base_dir: Path | None = None) -> dict[str, Any]:
     """The canonical configuration of the cell's audit, without what the cell injects and
     without execution-only sections (JSON-able)."""

@@ -171,12 +171,13 @@ def _unique(field: str, names: list[str]) -> None:
 
 
 def load_plan(path: str | Path) -> AuditPlan:
-    """Load and validate an audit plan (safe YAML), resolving its paths against its directory.
+    """Load and validate an audit plan (safe YAML), resolving its paths against its directory;
+    each audit's own configuration is validated too.
 
     Raises
     ------
     ConfigError
-        Naming the file and each invalid field.
+        Naming the file (or the audit) and each invalid field.
     """
     path = Path(path)
     data = read_yaml(path)
@@ -193,6 +194,9 @@ def load_plan(path: str | Path) -> AuditPlan:
         plan = AuditPlan.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_error(str(path), exc, AuditPlan)) from None
+    from dmr_ray.audit.cells import check_audit_configs  # cells builds on this module
+
+    check_audit_configs(plan)
     return plan.model_copy(update={"deploy": _default_deploy_plan(plan.deploy, path)})
 
 

@@ -55,3 +55,12 @@ def test_repeated_model_versions_are_refused(tmp_path, tiny_inputs) -> None:
     path = write_plan(tmp_path, tiny_inputs, ("v1", "v1"))
     with pytest.raises(ConfigError, match=r"models: \['cnn@v1'\] appear more than once"):
         load_plan(path)
+
+
+def test_an_invalid_audit_option_is_refused_when_the_plan_loads(tmp_path, tiny_inputs) -> None:
+    audits = [{"name": "deepmr", "kind": "deep_mr", "config": {"instrumets": {"threshold": 2.0}}}]
+    path = write_plan(tmp_path, tiny_inputs, audits=audits)
+    message = r"audit 'deepmr': .*instrumets: unknown field \(did you mean 'instruments'\?\)"
+    with pytest.raises(ConfigError, match=message):
+        load_plan(path)
+    assert not (tmp_path / "out").exists()
