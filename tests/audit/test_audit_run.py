@@ -141,22 +141,26 @@ def test_an_interrupted_cell_resumes_through_the_pipeline(tmp_path, tiny_inputs,
 
 def test_two_concurrent_runs_compute_each_cell_once(tmp_path, tiny_inputs) -> None:
     plan = load_plan(write_plan(tmp_path, tiny_inputs, ("v1", "v2", "v3")))
-    results = []
+    results, errors = [], []
     start = threading.Barrier(2)
 
     def run() -> None:
         start.wait()
-        results.append(run_plan(plan, echo=lambda _: None, poll_s=0.05))
+        try:
+            results.append(run_plan(plan, echo=lambda _: None, poll_s=0.05))
+        except BaseException as exc:  # shown by the assertion below
+            errors.append(exc)
 
     threads = [threading.Thread(target=run) for _ in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(timeout=120)
-    assert len(results) == 2
+        thread.join(timeout=300)
+    assert not errors and len(results) == 2, errors
+    seen = [(o.version, o.status, o.reason) for r in results for o in r.outcomes]
     computed = [o.key for r in results for o in r.outcomes if o.status == "computed"]
-    assert len(computed) == len(set(computed)) == 3
-    assert all(r.count("failed") == 0 and r.count("computed") + r.count("skipped") == 3 for r in results)
+    assert len(computed) == len(set(computed)) == 3, seen
+    assert all(r.count("failed") == 0 and r.count("computed") + r.count("skipped") == 3 for r in results), seen
     rows = read_index(Output(str(tmp_path / "out"))).to_pylist()
     assert sorted(r["key"] for r in rows if r["status"] == "computed") == sorted(computed)
 
