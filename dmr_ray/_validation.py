@@ -49,7 +49,8 @@ def _describe(error: Mapping[str, Any], model: type | None) -> str:
 def _suggestion(model: type | None, loc: Sequence[int | str]) -> str:
     """`` (did you mean 'x'?)`` for the known key closest to ``loc[-1]``, else ``""``."""
     for part in loc[:-1]:
-        model = _field_type(model, part)
+        if isinstance(part, str) and part in _field_names(model):  # else a list index or mapping key
+            model = _field_type(model, part)
     names = _field_names(model)
     close = difflib.get_close_matches(str(loc[-1]), names, n=1) if loc else []
     return f" (did you mean {close[0]!r}?)" if close else ""
@@ -73,8 +74,9 @@ def _field_type(model: type | None, name: int | str) -> type | None:
         candidates = [hints[name]] if name in hints else []
     else:
         return None
-    for annotation in candidates:
-        for option in (annotation, *typing.get_args(annotation)):
-            if isinstance(option, type) and (issubclass(option, BaseModel) or dataclasses.is_dataclass(option)):
-                return option
+    while candidates:  # the annotation, then its arguments: Model | None, list[Model], dict[str, Model]
+        option = candidates.pop(0)
+        if isinstance(option, type) and (issubclass(option, BaseModel) or dataclasses.is_dataclass(option)):
+            return option
+        candidates.extend(typing.get_args(option))
     return None

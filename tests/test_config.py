@@ -188,3 +188,25 @@ def test_an_unknown_kind_is_one_clear_error(tmp_path: Path, kind) -> None:
 def test_deep_mr_config_refuses_another_kind() -> None:
     with pytest.raises(ConfigError, match=r"cfg\.yaml: invalid configuration: kind: Input should be 'deep_mr'"):
         validate(DeepMRConfig, {**MINIMAL, "kind": "toy"}, base_dir=Path("/x"), source="cfg.yaml")
+
+
+def test_a_misspelt_key_inside_a_list_entry_names_the_closest_known_one() -> None:
+    from pydantic import BaseModel, ConfigDict, ValidationError
+
+    from dmr_ray._validation import describe_errors
+
+    class Entry(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        spec: str = ""
+
+    class Plan(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        models: list[Entry] = []
+        named: dict[str, Entry] | None = None
+
+    with pytest.raises(ValidationError) as caught:
+        Plan.model_validate({"models": [{"spec": "a"}, {"spc": "b"}], "named": {"x": {"spek": "c"}}})
+    assert describe_errors(caught.value, Plan) == [
+        "models[1].spc: unknown field (did you mean 'spec'?)",
+        "named.x.spek: unknown field (did you mean 'spec'?)",
+    ]
