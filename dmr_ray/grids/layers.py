@@ -61,8 +61,8 @@ class ChromosomeEncoder(nn.Module):
         copy of ``x`` when the peaks come in a few runs, as in a BED file sorted by chromosome;
         otherwise one gather into block order first), so the cost is one pass over ``x``.
         """
-        closed = self.embedding[:, 0]
-        delta = self.embedding[:, 1] - closed
+        closed, opened = self.embedding.unbind(dim=1)  # one stack in backward, not a zeroed copy per index
+        delta = opened - closed
         if self.order is not None:
             x, closed, delta = x[:, self.order], closed[self.order], delta[self.order]
         split = self.run_sizes
