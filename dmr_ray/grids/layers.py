@@ -131,8 +131,9 @@ class ChromosomeDecoder(nn.Module):
 
     ``Linear(latent_dim → n_blocks·block_dim) → BatchNorm``, then per chromosome block
     ``Linear(block_dim → embed_dim) → BatchNorm → PReLU``, then each peak's own
-    ``Linear(embed_dim → 1)`` on its block's state (grids.md §2). Logits are computed only at the
-    requested (cell, peak) entries, so a batch never forms ``[batch, n_peaks]``.
+    ``Linear(embed_dim → 1)`` on its block's state (grids.md §2): one matrix product per run of
+    a block's peaks (as in :class:`ChromosomeEncoder`) gives the ``[batch, n_peaks]`` logits, of
+    which the requested (cell, peak) entries are returned.
 
     Parameters
     ----------
@@ -152,6 +153,8 @@ class ChromosomeDecoder(nn.Module):
         self.act = nn.PReLU()
         self.peak_weight = nn.Parameter(torch.randn(len(peak_block), embed_dim) / embed_dim**0.5)
         self.peak_bias = nn.Parameter(torch.zeros(len(peak_block)))
+        self.order, self.run_sizes, self.run_block = _block_runs(self.peak_block, n_blocks)
+        self.position = None if self.order is None else torch.argsort(self.order)
 
     def block_states(self, z: torch.Tensor) -> torch.Tensor:
         """``z [batch, latent_dim]`` → ``[batch, n_blocks, embed_dim]``, the state each block's peaks read."""
@@ -165,8 +168,14 @@ class ChromosomeDecoder(nn.Module):
 
         ``cells`` and ``peaks`` are ``int64 [n_entries]``.
         """
-        state = self.block_states(z)[cells, self.peak_block[peaks]]
-        return (state * self.peak_weight[peaks]).sum(dim=-1) + self.peak_bias[peaks]
+        state = self.block_states(z)
+        weight: torch.Tensor = self.peak_weight
+        bias: torch.Tensor = self.peak_bias
+        if self.order is not None:
+            weight, bias = weight[self.order], bias[self.order]
+        runs = zip(self.run_block.tolist(), torch.split(weight, self.run_sizes), strict=True)
+        logits = torch.cat([state[:, block] @ w.T for block, w in runs], dim=1) + bias
+        return logits[cells, peaks if self.position is None else self.position[peaks]]
 
 
 class ConditionalDiscriminator(nn.Module):

@@ -10,7 +10,7 @@ from torch.nn.functional import binary_cross_entropy_with_logits
 
 from dmr_ray.errors import InputError
 from dmr_ray.grids.accuracy import heldout_accuracy
-from dmr_ray.grids.layers import ConditionalDiscriminator
+from dmr_ray.grids.layers import ChromosomeDecoder, ConditionalDiscriminator
 from dmr_ray.grids.surrogate import (
     Surrogate,
     SurrogateConfig,
@@ -78,6 +78,21 @@ def test_focal_bce_is_bce_at_gamma_zero_and_down_weights_easy_entries():
     bce = binary_cross_entropy_with_logits(logits, target, reduction="none")
     p_true = torch.sigmoid(torch.where(target > 0, logits, -logits))
     torch.testing.assert_close(focal_bce(logits, 2, gamma=2.0), ((1 - p_true) ** 2 * bce).mean())
+
+
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_chromosome_decoder_logits_are_each_peaks_linear_read_of_its_block(interleaved):
+    chrom = [f"chr{1 + j % 3}" for j in range(30)] if interleaved else ["chr1"] * 10 + ["chr2"] * 20
+    _, block = chromosome_blocks(np.array(chrom))
+    torch.manual_seed(0)
+    decoder = ChromosomeDecoder(torch.as_tensor(block), 3 if interleaved else 2, 4, 6, 5).eval()
+    z = torch.randn(7, 5)
+    cells, peaks = torch.tensor([0, 6, 3, 3, 1]), torch.tensor([29, 0, 11, 12, 5])
+    state = decoder.block_states(z)
+    expected = torch.stack(
+        [state[c, block[j]] @ decoder.peak_weight[j] + decoder.peak_bias[j] for c, j in zip(cells, peaks, strict=True)]
+    )
+    torch.testing.assert_close(decoder(z, cells, peaks), expected)
 
 
 def test_discriminator_scores_each_cell_by_its_own_type():
