@@ -135,11 +135,15 @@ def atac_reconstruction(
 
 
 def masked_mse(predicted: torch.Tensor, observed: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-    """MSE over the expressed entries of ``observed [batch, n_genes]`` and a balanced sample of the others."""
+    """MSE over the expressed entries of ``observed [batch, n_genes]`` and a balanced sample of the others.
+
+    Without any expressed entry nothing is kept and the loss is 0, as :func:`focal_bce` without entries.
+    """
     positive = np.flatnonzero(observed.detach().numpy().ravel() > EXPRESSED)
     kept, _ = balanced_entries(positive, observed.numel(), rng)
     index = torch.as_tensor(kept)
-    return ((predicted.reshape(-1)[index] - observed.reshape(-1)[index]) ** 2).mean()
+    squared = (predicted.reshape(-1)[index] - observed.reshape(-1)[index]) ** 2
+    return squared.mean() if len(kept) else squared.sum()  # no entry kept (nothing expressed): 0
 
 
 def train_unpaired(
