@@ -27,6 +27,8 @@ cyc_a = rna2atac(a2r), cyc_r = atac2rna(r2a) and λ1…λ4 the option's weights:
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -260,15 +262,13 @@ def train_translators(
     atac_batches, rna_batches = (minibatches(t[0].shape[0], o.batch_size, rng) for t in (atac, rna))
     history = np.full((4, o.steps), np.nan)
     autoencoders = (model.atac_encoder, model.rna_encoder, model.rna_decoder, extra.atac_decoder)
-    frozen = [p for module in autoencoders for p in module.parameters()]
-    for p in frozen:
-        p.requires_grad_(False)
-    try:
+    with torch.random.fork_rng(devices=[]), _frozen(autoencoders):
+        torch.manual_seed(o.seed)  # the discriminators' dropout
         for step in range(o.steps):
             a_rows, r_rows = next(atac_batches), next(rna_batches)
             x_a, t_a = atac[0][a_rows], atac[1][a_rows]
             y_r, t_r = torch.as_tensor(rna[0][r_rows]), rna[1][r_rows]
-            z_a, z_r = model.atac_encoder(dense_rows(x_a, np.arange(len(a_rows)))), model.rna_encoder(y_r)
+            z_a, z_r = model.atac_encoder(dense_rows(atac[0], a_rows)), model.rna_encoder(y_r)
             a2r, r2a = model.atac_to_rna(z_a), extra.rna_to_atac(z_r)
             cyc_a, cyc_r = extra.rna_to_atac(a2r), model.atac_to_rna(r2a)
             recon = (
@@ -288,10 +288,20 @@ def train_translators(
                 )
                 descend(critic, critic_loss, o.grad_clip)
                 history[3, step] = critic_loss.item()
-    finally:
-        for p in frozen:
-            p.requires_grad_(True)
     return history[0], history[1], history[2], history[3]
+
+
+@contextmanager
+def _frozen(modules: Iterable[nn.Module]) -> Iterator[None]:
+    """The modules' trainable parameters excluded from autograd for the block (they are not stepped)."""
+    parameters = [p for module in modules for p in module.parameters() if p.requires_grad]
+    for p in parameters:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in parameters:
+            p.requires_grad_(True)
 
 
 def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
