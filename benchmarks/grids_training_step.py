@@ -5,11 +5,13 @@ random binary accessibility at ``--density`` and Poisson counts. Prints one JSON
 median and minimum wall-clock and CPU seconds per step over ``--repeats`` timed runs of
 ``--steps`` steps each (after one warm-up run), and, with ``--profile``, the top of a torch
 profile of the timed steps. On a shared machine the CPU time shows how much of the wall time
-was spent waiting for a core.
+was spent waiting for a core. With ``--pairing unpaired`` each run is ``--steps`` steps of each of
+the three unpaired phases (grids.md §2), timed together and divided by ``3·steps``.
 
 Usage::
 
     python benchmarks/grids_training_step.py [--steps 5] [--repeats 3] [--threads 1] [--profile]
+        [--pairing paired|unpaired]
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch
 
 from dmr_ray.grids.surrogate import Surrogate, SurrogateConfig, chromosome_blocks
 from dmr_ray.grids.training import TrainingOptions, log_normalise, train_paired
+from dmr_ray.grids.unpaired import train_unpaired
 
 N_PEAKS, N_GENES, N_CHROMOSOMES = 127_219, 3_000, 24
 
@@ -47,25 +50,39 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--pairing", choices=("paired", "unpaired"), default="paired")
     args = parser.parse_args()
     atac, rna, chrom = synthetic(args.cells, args.density, seed=0)
     chromosomes, block = chromosome_blocks(chrom)
     config = SurrogateConfig(N_PEAKS, N_GENES, chromosomes, "", "")
     model = Surrogate(config, block, seed=0)
-    options = TrainingOptions(steps=args.steps, batch_size=128, threads=args.threads, start_at_mean=False)
-    train_paired(model, atac, rna, TrainingOptions(steps=1, threads=args.threads))  # warm-up
+    cell_types = np.arange(args.cells) % 8
+    options = TrainingOptions(
+        steps=args.steps, batch_size=128, threads=args.threads, start_at_mean=False, pairing=args.pairing
+    )
+    phases = 3 if args.pairing == "unpaired" else 1
+
+    def train(seed: int, steps: int) -> None:
+        run = TrainingOptions(**{**options.__dict__, "seed": seed, "steps": steps})
+        if args.pairing == "unpaired":
+            train_unpaired(model, atac, rna, cell_types, run)
+        else:
+            train_paired(model, atac, rna, run)
+
+    train(0, 1)  # warm-up
     wall, cpu = [], []
     for repeat in range(args.repeats):
         started, started_cpu = time.perf_counter(), time.process_time()
-        train_paired(model, atac, rna, TrainingOptions(**{**options.__dict__, "seed": repeat}))
-        wall.append((time.perf_counter() - started) / args.steps)
-        cpu.append((time.process_time() - started_cpu) / args.steps)
+        train(repeat, args.steps)
+        wall.append((time.perf_counter() - started) / (phases * args.steps))
+        cpu.append((time.process_time() - started_cpu) / (phases * args.steps))
     result: dict[str, object] = {
         "peaks": N_PEAKS,
         "genes": N_GENES,
         "batch": 128,
         "density": args.density,
         "threads": args.threads,
+        "pairing": args.pairing,
         "torch": torch.__version__,
         "machine": platform.machine(),
         "s_per_step_wall": {"median": float(np.median(wall)), "min": float(np.min(wall))},
@@ -73,7 +90,7 @@ def main() -> None:
     }
     if args.profile:
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-            train_paired(model, atac, rna, options)
+            train(0, args.steps)
         result["profile"] = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)
     print(json.dumps(result, indent=2))
 
