@@ -60,8 +60,7 @@ def add_commands(grids: CommandGroup) -> None:
         _search,
         help="one task in process: train (or load) the surrogate, run GRIDS and the baselines, write result.json",
         example=(
-            "dmr-ray grids search --data data.h5mu --cell-type T1 --gene G1 --L 3 "
-            "--truth truth.json --out search/"
+            "dmr-ray grids search --data data.h5mu --cell-type T1 --gene G1 --L 3 --truth truth.json --out search/"
         ),
         interrupted="a trained surrogate is kept in OUT/surrogate/ and reused on a rerun; result.json is written last",
     )
@@ -78,10 +77,16 @@ def add_commands(grids: CommandGroup) -> None:
     search.add_argument("--direction", choices=("down", "up"), default="down", help="remove peaks (down) or open them")
     search.add_argument("--k", type=int, default=32, help="GRIDS candidates per step")
     search.add_argument(
-        "--steps", type=int, default=None, dest="search_steps", help="GRIDS steps (default: until a sweep brings nothing)"
+        "--steps",
+        type=int,
+        default=None,
+        dest="search_steps",
+        help="GRIDS steps (default: until a sweep brings nothing)",
     )
     search.add_argument("--restarts", type=int, default=1, help="GRIDS random restarts")
-    search.add_argument("--seed", type=int, default=0, dest="search_seed", help="seeds GRIDS and the stochastic baselines")
+    search.add_argument(
+        "--seed", type=int, default=0, dest="search_seed", help="seeds GRIDS and the stochastic baselines"
+    )
     search.add_argument("--window", type=int, default=None, help="only peaks within this many bp of the gene's TSS")
     search.add_argument("--cell-type-key", default="cell_type", help="obs column with the cell types")
     search.add_argument("--overwrite", action="store_true", help="recompute and replace this directory's outputs")

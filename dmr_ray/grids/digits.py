@@ -5,25 +5,29 @@ blanking (p = 0) turns the held-out 8s into 3s: the population is the 8s (split 
 search, eval and test), the per-image loss is the cross-entropy towards "3", and the search runs
 on the generic dense autograd population. Random pixels, Saliency (the first-order change of
 blanking each pixel alone) and SAGE (sage-importance's permutation estimator, relaxed to
-coalitions of at least 64 − L present pixels as in the original) select L pixels too; the demo
-reports the fraction of perturbed test 8s classified as 3 by each, and draws GRIDS' pattern
-beside SAGE's.
+coalitions of at least 64 − L present pixels as in the original) select L pixels too: the
+multiome search's baselines (:mod:`~dmr_ray.grids.baselines`) on the same per-image loss (the
+original's SAGE scored the cross-entropy towards "8"). The demo reports the fraction of
+perturbed test 8s classified as 3 by each, and draws GRIDS' pattern beside SAGE's.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import nn
 
 from dmr_ray._atomic import write_atomic, write_text_atomic
 from dmr_ray._checks import is_int
 from dmr_ray.errors import InputError
+from dmr_ray.grids.objective import Objective
 from dmr_ray.grids.perturb import perturb
 from dmr_ray.stage import Stage
 
@@ -53,7 +57,7 @@ class DigitsOptions:
     random_draws
         Random pixel sets averaged for the Random baseline.
     sage_permutations
-        Permutations of the SAGE estimator (it stops earlier once converged).
+        Permutations of the SAGE estimator (each pixel is scored about permutations · L / 64 times).
     seed
         Seeds the classifier, the splits, GRIDS, Random and SAGE.
     """
@@ -62,9 +66,9 @@ class DigitsOptions:
     k: int = 32
     steps: int | None = None
     restarts: int = 3
-    train_steps: int = 1000
+    train_steps: int = 500
     random_draws: int = 20
-    sage_permutations: int = 20480
+    sage_permutations: int = 10240
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -153,15 +157,20 @@ def train_classifier(data: DigitsData, *, steps: int, seed: int) -> Classifier:
     return Classifier(model=model, accuracy=accuracy, train=train, test=test)
 
 
-def towards_three(model: nn.Module) -> torch.nn.Module:
-    """The per-image loss ``[n, 64] → [n]``: cross-entropy of each image towards "3"."""
+class TowardsThree(nn.Module):
+    """``x [n, 64]`` → ``[n, 1]``: each image's cross-entropy towards "3", as a one-output model.
 
-    class _Loss(nn.Module):
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            target = torch.full((x.shape[0],), CLASSES.index("3"), dtype=torch.int64)
-            return nn.functional.cross_entropy(model(x), target, reduction="none")
+    With ``Objective(gene=0)`` (down, p = 0) it is the per-image loss every GRIDS population and
+    baseline takes.
+    """
 
-    return _Loss()
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        target = torch.full((x.shape[0],), CLASSES.index("3"), dtype=torch.int64)
+        return nn.functional.cross_entropy(self.model(x), target, reduction="none")[:, None]
 
 
 def fraction_three(model: nn.Module, x: np.ndarray, pixels: np.ndarray | None = None) -> float:
@@ -171,49 +180,6 @@ def fraction_three(model: nn.Module, x: np.ndarray, pixels: np.ndarray | None = 
         images = perturb(images, np.asarray(pixels, np.int64), 0.0)
     with torch.no_grad():
         return float((model(images).argmax(dim=1) == CLASSES.index("3")).float().mean())
-
-
-def saliency_pixels(model: nn.Module, x: np.ndarray, L: int) -> np.ndarray:
-    """The L pixels whose blanking alone most lowers the mean loss to first order.
-
-    Ranks pixel j by mean_c (0 − x_cj)·∂ℓ_c/∂x_cj at the unperturbed images (the transition
-    matrix's add term with an empty set, grids.md §12).
-    """
-    images = torch.as_tensor(x).clone().requires_grad_(True)
-    towards_three(model)(images).sum().backward()
-    assert images.grad is not None
-    change = (-images.detach() * images.grad).mean(dim=0).numpy()
-    return np.argsort(change, kind="stable")[:L]
-
-
-def sage_values(model: nn.Module, x: np.ndarray, L: int, *, permutations: int, seed: int) -> np.ndarray:
-    """``float64 [64]`` relaxed SAGE values of the pixels for classifying ``x`` as "8".
-
-    sage-importance's :class:`PermutationEstimator` with blanked pixels (``DefaultImputer`` at 0),
-    cross-entropy towards "8" and coalitions between 64 − L and 64 present pixels, as the
-    original's MNIST SAGE (grids.md §12); the top-L values are the pixels whose presence matters
-    most for the "8".
-    """
-    import sage
-
-    def probabilities(images: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return torch.softmax(model(torch.as_tensor(images, dtype=torch.float32)), dim=1).numpy()
-
-    d = x.shape[1]
-    imputer = sage.DefaultImputer(probabilities, np.zeros(d, np.float32))
-    estimator = sage.PermutationEstimator(imputer, "cross entropy", random_state=seed)
-    labels = np.full(len(x), CLASSES.index("8"), np.int64)
-    explanation = estimator(
-        x,
-        labels,
-        batch_size=512,
-        n_permutations=permutations,
-        min_coalition=d - L,
-        max_coalition=d,
-        bar=False,
-    )
-    return np.asarray(explanation.values, np.float64)
 
 
 @dataclass(frozen=True)
@@ -255,8 +221,9 @@ def run_digits(options: DigitsOptions | None = None) -> tuple[DigitsResult, dict
         The numbers.
     dict
         Images for the figure: ``mean_before`` and ``mean_after`` (``float32 [8, 8]``, the test 8s
-        before and after GRIDS' blanking), ``sage`` (``float64 [8, 8]`` SAGE values).
+        before and after GRIDS' blanking), ``sage`` (``float64 [8, 8]`` SAGE scores).
     """
+    from dmr_ray.grids.baselines import random_draws, sage, saliency
     from dmr_ray.grids.optimizer import grids_search
     from dmr_ray.grids.population import AutogradPopulation
 
@@ -266,46 +233,38 @@ def run_digits(options: DigitsOptions | None = None) -> tuple[DigitsResult, dict
     try:
         data = load_eights_and_threes()
         classifier = train_classifier(data, steps=o.train_steps, seed=o.seed)
-        model = classifier.model
-        for parameter in model.parameters():
-            parameter.requires_grad_(False)
+        loss = TowardsThree(classifier.model).eval()
+        loss.requires_grad_(False)
         eights = data.x[data.y == CLASSES.index("8")]
         search, held, test = (eights[part] for part in split(len(eights), (0.64, 0.16, 0.20), o.seed))
-        loss = towards_three(model)
+        objective = Objective(0)
+        x_search = sp.csr_matrix(search)
         seconds: dict[str, float] = {}
         selected: dict[str, list[int]] = {}
 
-        started = time.perf_counter()
+        def timed(method: str, select: Callable[[], np.ndarray]) -> None:
+            started = time.perf_counter()
+            selected[method] = sorted(int(j) for j in select())
+            seconds[method] = time.perf_counter() - started
+
+        def population(x: np.ndarray) -> AutogradPopulation:
+            return AutogradPopulation(lambda v: loss(v)[:, 0], torch.as_tensor(x), objective.p)
+
         found = grids_search(
-            AutogradPopulation(loss, torch.as_tensor(search), 0.0),
-            o.L,
-            k=o.k,
-            steps=o.steps,
-            restarts=o.restarts,
-            seed=o.seed,
-            eval_population=AutogradPopulation(loss, torch.as_tensor(held), 0.0),
-        )
-        selected["grids"] = sorted(int(j) for j in found.selected)
-        seconds["grids"] = time.perf_counter() - started
+            population(search), o.L, k=o.k, steps=o.steps, restarts=o.restarts, seed=o.seed,
+            eval_population=population(held),
+        )  # fmt: skip
+        timed("grids", lambda: found.selected)
+        draws = random_draws(loss, x_search, objective, o.L, draws=o.random_draws, seed=o.seed)
+        timed("random", lambda: draws[0].selected)
+        timed("saliency", lambda: saliency(loss, x_search, objective, o.L).selected)
+        scores = sage(loss, x_search, objective, o.L, seed=o.seed, n_permutations=o.sage_permutations)
+        timed("sage", lambda: scores.selected)
 
-        started = time.perf_counter()
-        rng = np.random.default_rng(o.seed)
-        draws = [rng.choice(search.shape[1], size=o.L, replace=False) for _ in range(o.random_draws)]
-        selected["random"] = sorted(int(j) for j in draws[0])
-        seconds["random"] = time.perf_counter() - started
-
-        started = time.perf_counter()
-        selected["saliency"] = sorted(int(j) for j in saliency_pixels(model, search, o.L))
-        seconds["saliency"] = time.perf_counter() - started
-
-        started = time.perf_counter()
-        sage = sage_values(model, search, o.L, permutations=o.sage_permutations, seed=o.seed)
-        selected["sage"] = sorted(int(j) for j in np.argsort(-sage, kind="stable")[: o.L])
-        seconds["sage"] = time.perf_counter() - started
-
+        model = classifier.model
         fractions = {"before": fraction_three(model, test)}
         fractions.update({m: fraction_three(model, test, np.asarray(s)) for m, s in selected.items()})
-        fractions["random"] = float(np.mean([fraction_three(model, test, d) for d in draws]))
+        fractions["random"] = float(np.mean([fraction_three(model, test, d.selected) for d in draws]))
         after = perturb(torch.as_tensor(test), np.asarray(selected["grids"]), 0.0).numpy()
     finally:
         torch.set_num_threads(threads)
@@ -320,7 +279,7 @@ def run_digits(options: DigitsOptions | None = None) -> tuple[DigitsResult, dict
     images = {
         "mean_before": test.mean(axis=0).reshape(SIDE, SIDE),
         "mean_after": after.mean(axis=0).reshape(SIDE, SIDE),
-        "sage": sage.reshape(SIDE, SIDE),
+        "sage": scores.scores.reshape(SIDE, SIDE),
     }
     return result, images
 

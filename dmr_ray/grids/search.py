@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from dmr_ray.grids.data import Multiome, read_multiome
 from dmr_ray.grids.objective import Direction, Objective
 from dmr_ray.grids.surrogate import WEIGHTS, Surrogate, load_surrogate, save_surrogate
 from dmr_ray.grids.training import TrainingOptions
-from dmr_ray.stage import MARKER, AuditDirectory, Stage, identity_digest
+from dmr_ray.stage import MARKER, AuditDirectory, Stage
 
 SPLIT_SEED = 2023
 """Seed of the 70/10/20 cell split (the original's)."""
@@ -107,7 +106,8 @@ def split_cells(data: Multiome, cell_type: str, *, seed: int = SPLIT_SEED) -> Ce
     if len(cells) < 10:
         raise InputError(f"cell type {cell_type!r} has {len(cells)} cells; a search needs at least 10")
     generator = torch.Generator().manual_seed(seed)
-    parts = torch.utils.data.random_split(range(len(cells)), list(SPLIT_FRACTIONS), generator=generator)
+    positions: Any = range(len(cells))  # a Dataset of positions, as the original splits its dataset
+    parts = torch.utils.data.random_split(positions, list(SPLIT_FRACTIONS), generator=generator)
     search, held, test = (np.sort(cells[np.asarray(part.indices, np.int64)]) for part in parts)
     return CellSplit(search=search, eval=held, test=test)
 
@@ -147,8 +147,7 @@ def select_peaks(
 ) -> Selection:
     """Run ``method`` (``"grids"`` or a baseline name) on the search cells ``x_search [cells, n_peaks]``.
 
-    With ``candidates`` (``int64 [m]``, m >= L), only those peaks may be selected: GRIDS searches
-    among them; a baseline's top L are taken among them by its scores.
+    With ``candidates`` (``int64 [m]``, m >= L), only those peaks may be selected.
     """
     started = time.perf_counter()
     if method == "grids":
@@ -171,11 +170,8 @@ def select_peaks(
 
     if method not in BASELINES:
         raise InputError(f"unknown method {method!r}; choose from {['grids', *BASELINES]}")
-    result = BASELINES[method](model, x_search, objective, L, seed=seed)
+    result = BASELINES[method](model, x_search, objective, L, seed=seed, candidates=candidates)
     selected = np.asarray(result.selected, np.int64)
-    if candidates is not None:
-        scores = np.asarray(result.scores, np.float64)[candidates]
-        selected = np.asarray(candidates, np.int64)[np.argsort(-scores, kind="stable")[:L]]
     return Selection(selected, time.perf_counter() - started)
 
 
@@ -288,6 +284,44 @@ def _file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _train_here(
+    directory: AuditDirectory,
+    multiome: Multiome,
+    data: str | Path | tuple[str | Path, str | Path],
+    cell_type_key: str,
+    training: TrainingOptions,
+    architecture: dict[str, Any],
+) -> tuple[Surrogate, dict[str, Any]]:
+    """Train the surrogate into ``directory/surrogate/`` (a stage: reused while data and options are unchanged)."""
+    from dmr_ray.grids.fit import fit_surrogate
+
+    where = directory.root / SURROGATE_DIR
+    identity = {"data": _data_identity(data), "cell_type_key": cell_type_key, "training": asdict(training),
+                "architecture": architecture}  # fmt: skip
+
+    def train() -> str:
+        started = time.perf_counter()
+        fitted = fit_surrogate(multiome, training, **architecture)
+        save_surrogate(fitted.model, where)
+        accuracy = {
+            "mean_gene_correlation": _float_or_none(fitted.accuracy.mean_gene_correlation),
+            "gene_correlation": {
+                str(name): _float_or_none(r)
+                for name, r in zip(multiome.gene_names, fitted.accuracy.gene_correlation, strict=True)
+            },
+            "final_loss": float(fitted.history.loss[-1]),
+            "seconds": time.perf_counter() - started,
+        }
+        write_text_atomic(where / ACCURACY, json.dumps(accuracy, indent=2, allow_nan=False) + "\n")
+        return f"surrogate trained: held-out mean gene r = {accuracy['mean_gene_correlation']}"
+
+    directory.run(Stage("surrogate", identity, (SURROGATE_DIR,), label="surrogate training"), train)
+    accuracy = json.loads((where / ACCURACY).read_text(encoding="utf-8"))
+    info = {"path": str(where), "trained_here": True, "training": asdict(training), "architecture": architecture,
+            "heldout_accuracy": accuracy}  # fmt: skip
+    return load_surrogate(where), info
+
+
 def run_search(
     data: str | Path | tuple[str | Path, str | Path],
     cell_type: str,
@@ -335,7 +369,7 @@ def run_search(
         surrogate of other peaks or genes, a truth without this gene, or an ``out`` holding
         other files.
     """
-    from dmr_ray.grids.fit import check_matches, fit_surrogate
+    from dmr_ray.grids.fit import check_matches
     from dmr_ray.grids.perturb import peaks_near_tss
     from dmr_ray.grids.simulate import read_truth
 
@@ -358,44 +392,20 @@ def run_search(
         if len(candidates) < L:
             raise InputError(f"only {len(candidates)} peaks lie within {o.window} bp of {gene}'s TSS; L is {L}")
     groups = None if truth is None else read_truth(truth).group_indices(gene, multiome.peak_names)
-    given = None
-    if surrogate is not None:
-        given = load_surrogate(surrogate)
+    surrogate_path = None if surrogate is None else Path(surrogate)
+    given = None if surrogate_path is None else load_surrogate(surrogate_path)
+    if given is not None:
         check_matches(given, multiome)
 
     directory = claim_output(out, "grids_search", overwrite=overwrite)
-    surrogate_info: dict[str, Any]
-    if given is None:
-        identity = {
-            "data": _data_identity(data),
-            "cell_type_key": cell_type_key,
-            "training": asdict(training),
-            "architecture": architecture or {},
-        }
-
-        def train() -> str:
-            fitted = fit_surrogate(multiome, training, **(architecture or {}))
-            save_surrogate(fitted.model, directory.root / SURROGATE_DIR)
-            accuracy = {
-                "mean_gene_correlation": _float_or_none(fitted.accuracy.mean_gene_correlation),
-                "target_gene_correlation": _float_or_none(fitted.accuracy.gene_correlation[gene_index]),
-                "final_loss": float(fitted.history.loss[-1]),
-            }
-            write_text_atomic(directory.root / SURROGATE_DIR / ACCURACY, json.dumps(accuracy, indent=2) + "\n")
-            return f"surrogate trained: held-out mean gene r = {accuracy['mean_gene_correlation']:.3f}"
-
-        ran = directory.run(Stage("surrogate", identity, (SURROGATE_DIR,), label="surrogate training"), train)
-        model = load_surrogate(directory.root / SURROGATE_DIR)
-        accuracy = json.loads((directory.root / SURROGATE_DIR / ACCURACY).read_text(encoding="utf-8"))
+    if given is None or surrogate_path is None:
+        model, surrogate_info = _train_here(directory, multiome, data, cell_type_key, training, architecture or {})
         surrogate_path = directory.root / SURROGATE_DIR
-        surrogate_info = {"path": str(surrogate_path), "trained_here": True, "training": asdict(training),
-                          "architecture": architecture or {}, "seconds": ran.seconds, "heldout_accuracy": accuracy}  # fmt: skip
     else:
-        model, surrogate_path = given, Path(surrogate)  # type: ignore[arg-type]
-        surrogate_info = {"path": str(surrogate_path), "trained_here": False}
+        model, surrogate_info = given, {"path": str(surrogate_path), "trained_here": False}
 
     objective = Objective(gene_index, o.direction)
-    task = {
+    task: dict[str, Any] = {
         "data": [str(p) for p in data] if isinstance(data, tuple) else str(data),
         "cell_type": cell_type,
         "cell_type_key": cell_type_key,
@@ -437,7 +447,7 @@ def run_search(
             )
             metrics = evaluate_selection(model, x_test, objective, selection.selected, multiome, groups=groups)
             methods_out[method] = method_record(selection, metrics, multiome.peak_names)
-        write_result(directory.root / RESULT, {**task, "identity": identity_digest(task)}, methods_out)
+        write_result(directory.root / RESULT, task, methods_out)
         return f"{', '.join(methods)} for {gene} in {cell_type}"
 
     directory.run(Stage("search", identity, (RESULT,), label="GRIDS and baselines"), search)
