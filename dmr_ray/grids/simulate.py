@@ -27,6 +27,9 @@ The data is a MuData (``rna`` counts, ``atac`` 0/1, ``obs["cell_type"]``, peaks 
 from __future__ import annotations
 
 import json
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -333,7 +336,7 @@ def simulate_multiome(options: SimulationOptions | None = None) -> tuple[Any, Tr
     peak_names = [f"{c}:{s}-{e}" for c, s, e in layout.peaks.itertuples(index=False)]
     rna = ad.AnnData(X=sp.csr_matrix(counts), obs=obs.copy(), var=layout.genes.set_axis(gene_names))
     atac_ad = ad.AnnData(X=sp.csr_matrix(atac), obs=obs.copy(), var=layout.peaks.set_axis(peak_names))
-    with md.set_options(pull_on_update=False):  # the obs column is set below, not pulled from the modalities
+    with _quiet_mudata():
         mdata = md.MuData({"rna": rna, "atac": atac_ad})
     mdata.obs["cell_type"] = obs["cell_type"]
     mdata.uns["dmr_ray"] = {"kind": KIND, "code_version": __version__, "seed": o.seed}
@@ -377,14 +380,20 @@ def write_simulation(
         raise InputError(f"{out}: the data and the truth cannot be the same file")
     for path, ours in targets:
         _check_writable(path, ours, overwrite)
-    import mudata as md
-
     mdata, truth = simulate_multiome(options)
-    with md.set_options(pull_on_update=False):
+    with _quiet_mudata():
         write_atomic(out, lambda tmp: mdata.write(tmp))
     if truth_path is not None:
         write_text_atomic(truth_path, truth.to_json())
     return truth
+
+
+@contextmanager
+def _quiet_mudata() -> Iterator[None]:
+    """Silence mudata 0.3's notice that ``update()`` will stop pulling obs columns (we set ours explicitly)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, module="mudata")
+        yield
 
 
 def _check_writable(path: Path, ours: Any, overwrite: bool) -> None:
