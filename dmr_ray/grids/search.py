@@ -16,6 +16,7 @@ The pieces a distributed run reuses per task are public: :func:`split_cells`,
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +35,8 @@ from dmr_ray.grids.objective import Direction, Objective
 from dmr_ray.grids.surrogate import WEIGHTS, Surrogate, load_surrogate, save_surrogate
 from dmr_ray.grids.training import TrainingOptions
 from dmr_ray.stage import MARKER, AuditDirectory, Stage
+
+log = logging.getLogger(__name__)
 
 SPLIT_SEED = 2023
 """Seed of the 70/10/20 cell split (the original's)."""
@@ -447,6 +450,8 @@ def run_search(
             )
             metrics = evaluate_selection(model, x_test, objective, selection.selected, multiome, groups=groups)
             methods_out[method] = method_record(selection, metrics, multiome.peak_names)
+            change = metrics["expression_change"]["avg_delta"]
+            log.info("%s: %d peaks in %.1f s, test Avg delta %s", method, L, selection.seconds, change)
         write_result(directory.root / RESULT, task, methods_out)
         return f"{', '.join(methods)} for {gene} in {cell_type}"
 
