@@ -44,6 +44,13 @@ SPLIT_SEED = 2023
 SPLIT_FRACTIONS = (0.7, 0.1, 0.2)
 """Search, eval and test fractions of the cell type's cells."""
 
+ARCHITECTURES: dict[str, dict[str, Any]] = {
+    "original": {},
+    "small": {"rna_hidden": (64,), "embed_dim": 8, "block_dim": 16, "latent_dim": 8, "n_experts": 3, "gate_hidden": 32},
+}
+"""Surrogate sizes by name (:class:`~dmr_ray.grids.surrogate.SurrogateConfig` overrides): the original's
+widths, or a small network that learns a simulated multiome in about a thousand steps."""
+
 RESULT = "result.json"
 SURROGATE_DIR = "surrogate"
 ACCURACY = "accuracy.json"

@@ -11,13 +11,13 @@ import torch
 from dmr_ray.cli import build_parser, main
 from dmr_ray.errors import InputError
 from dmr_ray.grids.data import read_multiome
-from dmr_ray.grids.search import SearchOptions, read_result, run_search, split_cells
+from dmr_ray.grids.search import ARCHITECTURES, SearchOptions, read_result, run_search, split_cells
 from dmr_ray.grids.simulate import SimulationOptions, write_simulation
 from dmr_ray.grids.surrogate import load_surrogate
 from dmr_ray.grids.training import TrainingOptions
 
 SIM = SimulationOptions(n_cells=600, n_genes=10, n_background=40, seed=3)
-SMALL_NET = {"rna_hidden": (64,), "embed_dim": 8, "block_dim": 16, "latent_dim": 8, "n_experts": 3, "gate_hidden": 32}
+SMALL_NET = ARCHITECTURES["small"]
 QUICK = SearchOptions(methods=("grids", "random", "saliency"), steps=6)
 
 
@@ -121,7 +121,8 @@ def test_commands_parse_and_help(capsys):
         assert exit_.value.code == 0 and "example:" in capsys.readouterr().out
     args = build_parser().parse_args(
         ["grids", "search", "--data", "d.h5mu", "--cell-type", "T1", "--gene", "G1", "--L", "4", "--out", "o",
-         "--methods", "grids", "saliency", "--steps", "8", "--train-steps", "50", "--seed", "2"]
+         "--methods", "grids", "saliency", "--steps", "8", "--train-steps", "50", "--seed", "2",
+         "--architecture", "small"]
     )  # fmt: skip
     assert (args.L, args.methods, args.search_steps, args.steps, args.search_seed) == (
         4,
