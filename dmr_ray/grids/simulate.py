@@ -73,7 +73,10 @@ class SimulationOptions:
     n_activators
         Single-peak activators of each target (within 200 kb of its TSS).
     n_markers
-        Marker peaks per cell type (open in 60 % of its cells, 5 % of others).
+        Marker peaks per cell type.
+    marker_open
+        Probability that a marker is open in its cell type (5 % in the others). Weak markers
+        keep the cell type from explaining a target so well that a surrogate ignores its group.
     n_background
         Background peaks, open with a peak-specific probability in every cell.
     group_open
@@ -101,6 +104,7 @@ class SimulationOptions:
     n_activators: int = 3
     n_markers: int = 8
     n_background: int = 150
+    marker_open: float = 0.25
     group_open: float = 0.65
     activator_open: float = 0.9
     on_count: float = 30.0
@@ -121,7 +125,7 @@ class SimulationOptions:
             raise InputError(f"simulation n_targets ({self.n_targets}) exceeds n_genes ({self.n_genes})")
         if self.n_cells < self.n_cell_types:
             raise InputError(f"simulation n_cells ({self.n_cells}) is below n_cell_types ({self.n_cell_types})")
-        for name in ("group_open", "activator_open"):
+        for name in ("group_open", "activator_open", "marker_open"):
             if not 0 < getattr(self, name) < 1:
                 raise InputError(f"simulation {name} must be in (0, 1), got {getattr(self, name)!r}")
         if not (self.on_count > 0 and self.off_count >= 0 and self.activator_fold > 0 and self.noise >= 0):
@@ -313,7 +317,7 @@ def simulate_multiome(options: SimulationOptions | None = None) -> tuple[Any, Tr
     open_p = np.zeros((o.n_cells, n_peaks))
     open_p[:, layout.background] = rng.uniform(0.05, 0.4, size=len(layout.background))
     for k, marker in enumerate(layout.markers):
-        open_p[:, marker] = np.where(cell_type == k, 0.6, 0.05)[:, None]
+        open_p[:, marker] = np.where(cell_type == k, o.marker_open, 0.05)[:, None]
     for t in range(o.n_targets):
         on_type = np.isin(cell_type, expressed[t])
         open_p[:, layout.groups[t]] = np.where(on_type, o.group_open, 0.1)[:, None]
