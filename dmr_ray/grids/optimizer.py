@@ -237,7 +237,11 @@ class GridsOptimizer(torch.optim.Optimizer):
         return self._loss[1]
 
     def step(self, closure: Callable[[], float] | None = None) -> float:  # type: ignore[override]
-        """One coordinate step; returns the mean loss after it (:attr:`last` has the details)."""
+        """One coordinate step; returns the mean loss after it (:attr:`last` has the details).
+
+        ``closure`` is accepted for the ``torch.optim`` interface and ignored: the population
+        computes every loss itself.
+        """
         group, state = self.param_groups[0], self.state[self.selection]
         r = self.selection.numpy().astype(np.int64)
         row = state["step"] % len(r)

@@ -358,7 +358,8 @@ class LocalPopulation:
         Rows through the post-sum network at once (cells, or candidate × cell rows).
 
     Memory is ``O(nnz(x) + cells·B·e + batch_size·hidden)``; nothing of size
-    ``[cells, peaks, embed]`` or ``[L, cells, peaks]`` is built.
+    ``[cells, peaks, embed]`` or ``[L, cells, peaks]`` is built. The peak embeddings are
+    copied when the population is built: build a new one after changing the model.
     """
 
     def __init__(
