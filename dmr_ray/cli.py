@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "dmr_ray.engine.cli",
     "dmr_ray.config.cli",
     "dmr_ray.deepmr.cli",
+    "dmr_ray.grids.cli",
     "dmr_ray.audit.cli",
 )
 """Packages whose ``register(CommandGroup)`` adds subcommands, in the order ``--help`` lists them."""
