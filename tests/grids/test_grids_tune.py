@@ -56,26 +56,25 @@ def test_a_trial_reserves_a_driver_bundle_and_one_bundle_per_shard() -> None:
 
 def test_the_best_configuration_is_the_best_held_out_not_the_best_training_loss(ray_local, tmp_path: Path) -> None:
     found = run_experiment(
-        held_out_trial, {"a": [0, 1, 2, 3, 4]}, name="pick", storage_path=str(tmp_path), resources=TrialResources(0)
+        held_out_trial, {"a": [1, 2, 4]}, name="pick", storage_path=str(tmp_path), resources=TrialResources(0)
     )
     assert found.best_config == {"a": 2}
     assert found.best_metrics["eval_loss"] == pytest.approx(0.5)
-    assert [t["a"] for t in found.trials] == [0, 1, 2, 3, 4]
+    assert [t["a"] for t in found.trials] == [1, 2, 4]
     assert min(found.trials, key=lambda t: t["train_loss"])["a"] == 4
 
 
 def test_an_interrupted_experiment_resumes_without_redoing_finished_trials(ray_local, tmp_path: Path) -> None:
     log = tmp_path / "runs.txt"
-    grid = {"a": [3, 1, 2, 0], "log": [str(log)]}
+    grid = {"a": [2, 0, 1], "log": [str(log)]}
     options = dict(name="resume", storage_path=str(tmp_path / "tune"), resources=TrialResources(0),
                    max_concurrent_trials=1)  # fmt: skip
-    with pytest.raises(KeyboardInterrupt, match="2 of 4 trials finished"):
-        run_experiment(logged_trial, grid, callbacks=[InterruptAfter(2)], **options)
-    first = log.read_text().split()
-    assert len(first) == 2
+    with pytest.raises(KeyboardInterrupt, match="1 of 3 trials finished"):
+        run_experiment(logged_trial, grid, callbacks=[InterruptAfter(1)], **options)
+    assert log.read_text().split() == ["2"]
     found = run_experiment(logged_trial, grid, **options)
     runs = log.read_text().split()
-    assert sorted(runs) == ["0", "1", "2", "3"]  # each configuration ran exactly once over both runs
-    assert found.best_config["a"] == 0 and len(found.trials) == 4
+    assert sorted(runs) == ["0", "1", "2"]  # each configuration ran exactly once over both runs
+    assert found.best_config["a"] == 0 and len(found.trials) == 3
     assert run_experiment(logged_trial, grid, **options).best_config["a"] == 0
-    assert len(log.read_text().split()) == 4  # a finished experiment is restored, not rerun
+    assert len(log.read_text().split()) == 3  # a finished experiment is restored, not rerun
