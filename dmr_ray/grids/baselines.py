@@ -181,16 +181,25 @@ Attribute = Callable[[CellLoss, np.ndarray, int], np.ndarray]
 """``(loss, x [n, n_peaks], batch index) -> float32 [n, n_peaks]`` per-cell gradients or attributions."""
 
 
-def _mean_over_cells(
-    model: nn.Module, x: sp.csr_matrix, objective: Objective, attribute: Attribute, batch_size: int, gradient: bool
-) -> np.ndarray:
-    """``float64 [n_peaks]``: mean over cells of ``−(p − x)·G`` (``gradient``) or of the attributions."""
+def _attribution_baseline(
+    model: nn.Module,
+    x: sp.csr_matrix,
+    objective: Objective,
+    L: int,
+    candidates: np.ndarray | None,
+    attribute: Attribute,
+    *,
+    batch_size: int,
+    gradient: bool,
+) -> BaselineResult:
+    """Score the cell mean of ``−(p − x)·G`` (``gradient``; ``attribute`` gives ``G = ∂ℓ/∂x``) or of attributions."""
+    x, peaks = _population(x, L, candidates)
     loss = CellLoss(model.eval(), objective)
     total = np.zeros(x.shape[1])
     for b, dense in enumerate(dense_batches(x, batch_size)):
         values = attribute(loss, dense, b).astype(np.float64)
         total += -((objective.p - dense) * values).sum(axis=0) if gradient else values.sum(axis=0)
-    return total / x.shape[0]
+    return _result(total[peaks] / x.shape[0], peaks, x.shape[1], L)
 
 
 def _batch_seed(seed: int, batch: int) -> int:
@@ -213,15 +222,13 @@ def saliency(
     batch_size: int = 64,
 ) -> BaselineResult:
     """Score ``−mean_c (p − x_cj)·∂ℓ_c/∂x_cj`` (Captum ``Saliency`` at the unperturbed input; ``seed`` unused)."""
-    x, peaks = _population(x, L, candidates)
 
     def gradient(loss: CellLoss, dense: np.ndarray, _: int) -> np.ndarray:
         return captum_methods.saliency(
             loss, dense, _target(dense), output="logit", absolute=False, batch_size=batch_size
         ).values
 
-    values = _mean_over_cells(model, x, objective, gradient, batch_size, gradient=True)
-    return _result(values[peaks], peaks, x.shape[1], L)
+    return _attribution_baseline(model, x, objective, L, candidates, gradient, batch_size=batch_size, gradient=True)
 
 
 def smoothgrad(
@@ -241,7 +248,7 @@ def smoothgrad(
     The noise's standard deviation is ``noise`` × the range of the values in ``x`` (1 for
     binary peaks), not Captum's absolute σ = 1 (attribution.md §7). Seeded per cell batch.
     """
-    x, peaks = _population(x, L, candidates)
+    x = _population(x, L, candidates)[0]
     low, high = (min(0.0, float(x.data.min())), max(0.0, float(x.data.max()))) if x.nnz else (0.0, 0.0)
     scale = high - low if high > low else 1.0
     noisy_rows = max(1, math.isqrt(max(1, _DENSE_ELEMENTS // max(1, x.shape[1]))))  # cells × samples per pass
@@ -260,8 +267,7 @@ def smoothgrad(
             batch_size=noisy_rows,
         ).values
 
-    values = _mean_over_cells(model, x, objective, gradient, batch_size, gradient=True)
-    return _result(values[peaks], peaks, x.shape[1], L)
+    return _attribution_baseline(model, x, objective, L, candidates, gradient, batch_size=batch_size, gradient=True)
 
 
 def integrated_gradients(
@@ -281,7 +287,6 @@ def integrated_gradients(
     Per cell ``Σ_j a_cj = ℓ_c(x_c) − ℓ_c(p·1)`` up to the quadrature error: the step count
     doubles from 50 until every cell's gap is ≤ ``tolerance`` or ``max_steps`` is reached.
     """
-    x, peaks = _population(x, L, candidates)
     baseline = np.full(x.shape[1], objective.p, np.float32)
 
     def attribution(loss: CellLoss, dense: np.ndarray, _: int) -> np.ndarray:
@@ -296,8 +301,7 @@ def integrated_gradients(
             batch_size=batch_size,
         ).values
 
-    values = _mean_over_cells(model, x, objective, attribution, batch_size, gradient=False)
-    return _result(values[peaks], peaks, x.shape[1], L)
+    return _attribution_baseline(model, x, objective, L, candidates, attribution, batch_size=batch_size, gradient=False)
 
 
 def fimap(
