@@ -14,6 +14,7 @@ front; a bad value is a :class:`~dmr_ray.errors.ConfigError` naming the file and
       - {cell_type: Micro, gene: CX3CR1, L: 128, direction: down}
     search: {k: [16, 32], restarts: [1, 4], steps: 500}   # single values or lists (a grid)
     tune: {shards: 1, storage_path: null, max_concurrent_trials: null, max_failures: 2}
+    truth: null                  # a simulation's truth.json: adds planted-group recovery
 
 Relative paths resolve against the YAML file's directory. The ``engine:`` section (restarts of
 lost shard actors, stall timeout, cluster address) is the platform's; the number of shard
@@ -152,25 +153,15 @@ class TrainingSection(Options):
     heldout_fraction: float = Field(default=0.2, gt=0, lt=1)
 
 
-class PopulationOptions(Options):
-    """How a task's cells split into the search (train), selection (eval) and metric (test) sets.
-
-    The original splits ``[0.7, 0.1, 0.2]`` with seed 2023 (grids.md §3).
-    """
-
-    fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
-    seed: int = Field(default=2023, ge=0)
-
-    @field_validator("fractions")
-    @classmethod
-    def _split(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
-        if min(value) <= 0 or abs(sum(value) - 1) > 1e-6:
-            raise ValueError(f"three positive fractions (train, eval, test) summing to 1, got {list(value)}")
-        return value
-
-
 class GridsConfig(PipelineConfig):
-    """A GRIDS run: a surrogate, then per task a Tune-searched GRIDS and the baselines."""
+    """A GRIDS run: a surrogate, then per task a Tune-searched GRIDS and the baselines.
+
+    Besides the sections above: ``split_seed`` seeds each task's 70/10/20 split of its cell
+    type's cells into search, eval (selects the configuration) and test (the metrics) cells
+    (2023, the original's); ``window`` restricts the selectable peaks to those within this many
+    bp of the gene's TSS (null: all peaks, as the original); ``truth`` is a simulation's
+    ``truth.json`` (adds the recovery of the planted groups to the metrics).
+    """
 
     kind: Literal["grids"] = "grids"
     data: Path | DataPair
@@ -181,9 +172,13 @@ class GridsConfig(PipelineConfig):
     search: SearchSpace = SearchSpace()
     tune: TuneOptions = TuneOptions()
     training: TrainingSection = TrainingSection()
-    population: PopulationOptions = PopulationOptions()
+    split_seed: int = Field(default=2023, ge=0)
+    window: int | None = Field(default=None, ge=0)
+    truth: Path | None = None
 
-    path_fields: ClassVar[tuple[str, ...]] = ("out", "data", "data.rna", "data.atac", "surrogate", "tune.storage_path")
+    path_fields: ClassVar[tuple[str, ...]] = (
+        "out", "data", "data.rna", "data.atac", "surrogate", "truth", "tune.storage_path",
+    )  # fmt: skip
 
     @field_validator("methods")
     @classmethod

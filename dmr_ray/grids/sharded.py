@@ -193,7 +193,7 @@ class ShardedPopulation:
         return float(self._ask(Query("loss", _array(r))))
 
     def transition_sums(self, r: Selection) -> TransitionSums:
-        return self._ask(Query("transition", _array(r)))  # type: ignore[no-any-return]
+        return self._ask(Query("transition", _array(r)))
 
     def candidate_loss_sums(self, r: Selection, row: int, candidates: Selection) -> np.ndarray:
         return np.asarray(self._ask(Query("candidates", _array(r), int(row), _array(candidates))), dtype=np.float64)

@@ -168,7 +168,8 @@ def run_experiment(
                 verbose=0,
             ),
         )
-    results = tuner.fit()
+    grid_results = tuner.fit()
+    results = [grid_results[i] for i in range(len(grid_results))]
     expected = math.prod(len(values) for values in grid.values())
     if len(results) < expected:  # Tune caught a Ctrl-C, saved the experiment and stopped
         raise KeyboardInterrupt(f"Tune experiment {path}: interrupted; {len(results)} of {expected} trials finished")
@@ -178,12 +179,12 @@ def run_experiment(
         raise EngineError(f"Tune experiment {path}: no trial finished; first error: {first}")
     if len(finished) < len(results):
         log.warning("Tune experiment %s: %d of %d trials failed", path, len(results) - len(finished), len(results))
-    best = results.get_best_result(metric=METRIC, mode="min", scope="last")
+    best = grid_results.get_best_result(metric=METRIC, mode="min", scope="last")
     trials = tuple(
-        {**r.config, **{key: r.metrics.get(key) for key in ("train_loss", METRIC)}}
-        for r in sorted(finished, key=lambda r: _config_key(r.config))
+        {**(r.config or {}), **{key: (r.metrics or {}).get(key) for key in ("train_loss", METRIC)}}
+        for r in sorted(finished, key=lambda r: _config_key(r.config or {}))
     )
-    return Experiment(dict(best.config), dict(best.metrics), trials, path)
+    return Experiment(dict(best.config or {}), dict(best.metrics or {}), trials, path)
 
 
 def _config_key(config: Mapping[str, Any]) -> str:
