@@ -255,7 +255,8 @@ class AutogradPopulation:
         for s in range(0, self.n_cells, self.batch_size):
             original = self.x[s : s + self.batch_size]
             current = perturb(original, r, self.p).detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(self.loss(current).sum(), current)
+            with torch.enable_grad():
+                (grad,) = torch.autograd.grad(self.loss(current).sum(), current)
             add += ((self.p - original) * grad).double().sum(0)
         add_np = add.numpy()
         return TransitionSums(add_np, add_np[r].copy(), self.n_cells)
@@ -331,6 +332,17 @@ class _Blocks(nn.Module):
         return self.encoder.blocks(sums)
 
 
+def _row_view(matrix: sp.csr_matrix, rows: slice) -> sp.csr_matrix:
+    """Rows ``rows`` of a CSR matrix sharing its data and indices (no copy)."""
+    start, stop = matrix.indptr[rows.start], matrix.indptr[rows.stop]
+    indptr = matrix.indptr[rows.start : rows.stop + 1] - start
+    return sp.csr_matrix(
+        (matrix.data[start:stop], matrix.indices[start:stop], indptr),
+        shape=(len(indptr) - 1, matrix.shape[1]),
+        copy=False,
+    )
+
+
 class LocalPopulation:
     """The fast path for a :class:`~dmr_ray.grids.surrogate.Surrogate` on sparse ATAC (module docstring).
 
@@ -371,10 +383,10 @@ class LocalPopulation:
         self.model, self.objective, self.batch_size, self._parts = model, objective, batch_size, parts
         # peaks × cells, rows in block order: block c is rows bounds[c]:bounds[c+1]
         self._xt = sp.csr_matrix(x[:, parts.order].T)
+        self._blocks = [_row_view(self._xt, self._span(c)) for c in range(len(parts.bounds) - 1)]
         dtype = parts.delta.dtype
         sums = np.stack(
-            [self._block_rows(c).T @ parts.delta64[parts.order[self._span(c)]] for c in range(len(parts.bounds) - 1)],
-            axis=1,
+            [rows.T @ parts.delta64[parts.order[self._span(c)]] for c, rows in enumerate(self._blocks)], axis=1
         )  # [cells, B, e]
         self._h0 = parts.base + torch.as_tensor(sums, dtype=dtype)
         self._cache: tuple[bytes, torch.Tensor, torch.Tensor] | None = None
@@ -395,9 +407,6 @@ class LocalPopulation:
     def _span(self, c: int) -> slice:
         return slice(int(self._parts.bounds[c]), int(self._parts.bounds[c + 1]))
 
-    def _block_rows(self, c: int) -> sp.csr_matrix:
-        return self._xt[self._span(c)]
-
     def _columns(self, peaks: np.ndarray) -> np.ndarray:
         """``float64 [len(peaks), cells]``: the original x of these peaks."""
         return self._xt[self._parts.rank[peaks]].toarray()
@@ -412,7 +421,7 @@ class LocalPopulation:
         coef = torch.as_tensor(parts.p - self._columns(members).T, dtype=parts.delta.dtype)  # [cells, U]
         spread = torch.zeros(len(members), n_blocks, embed, dtype=parts.delta.dtype)
         spread[torch.arange(len(members)), torch.as_tensor(parts.block[members])] = parts.delta[members]
-        h = self._h0 + (coef @ spread.reshape(len(members), -1)).reshape(-1, n_blocks, embed)
+        h = self._h0 + (coef @ spread.reshape(len(members), n_blocks * embed)).reshape(-1, n_blocks, embed)
         with torch.no_grad():
             losses = torch.cat([parts.losses(h[s : s + self.batch_size]) for s in range(0, len(h), self.batch_size)])
         self._cache = (key, h, losses)
@@ -428,14 +437,15 @@ class LocalPopulation:
         grads = []
         for s in range(0, len(h), self.batch_size):
             batch = h[s : s + self.batch_size].detach().requires_grad_(True)
-            grads.append(torch.autograd.grad(parts.losses(batch).sum(), batch)[0])
+            with torch.enable_grad():
+                grads.append(torch.autograd.grad(parts.losses(batch).sum(), batch)[0])
         g = torch.cat(grads).double().numpy()  # [cells, B, e]: ∂ℓ_c/∂h'_c
         total = g.sum(0)  # [B, e]
         add_sorted = np.empty(self.n_peaks)
         for c in range(g.shape[1]):
             span = self._span(c)
             delta = parts.delta64[parts.order[span]]
-            weighted = self._block_rows(c) @ g[:, c]  # Σ_b x_bj g_bc, [n_c, e]
+            weighted = self._blocks[c] @ g[:, c]  # Σ_b x_bj g_bc, [n_c, e]
             add_sorted[span] = parts.p * (delta @ total[c]) - np.einsum("je,je->j", weighted, delta)
         add = add_sorted[parts.rank]
         return TransitionSums(add, add[r].copy(), self.n_cells)
