@@ -15,7 +15,7 @@ import scipy.sparse as sp
 from dmr_ray.engine import EngineOptions
 from dmr_ray.errors import InputError
 from dmr_ray.grids.objective import Objective
-# from dmr_ray.grids.optimizer import grids_search
+from dmr_ray.grids.optimizer import grids_search
 from dmr_ray.grids.population import LocalPopulation
 from dmr_ray.grids.sharded import SurrogatePopulations, shard_rows, sharded_population
 from dmr_ray.grids.surrogate import Surrogate, SurrogateConfig, load_surrogate, names_digest, save_surrogate
@@ -23,7 +23,7 @@ from dmr_ray.grids.surrogate import Surrogate, SurrogateConfig, load_surrogate, 
 HERE = Path(__file__).resolve().parent
 N_CELLS, N_PEAKS, N_GENES = 60, 40, 6
 OBJECTIVE = Objective(gene=2, direction="down")
-SEARCH = {"k": 4, "steps": 6, "seed": 3}
+SEARCH = {"k": 4, "steps": 4, "seed": 3}
 
 
 def options() -> EngineOptions:
