@@ -150,7 +150,22 @@ class TrainingSection(Options):
     batch_size: int = Field(default=128, gt=0)
     learning_rate: float = Field(default=1e-3, gt=0)
     seed: int = Field(default=0, ge=0)
-    heldout_fraction: float = Field(default=0.2, gt=0, lt=1)
+    architecture: dict[str, int | float | tuple[int, ...]] = {}
+    """Overrides of the surrogate's widths (``embed_dim``, ``rna_hidden``, ...; grids.surrogate.SurrogateConfig)."""
+
+    @field_validator("architecture")
+    @classmethod
+    def _known_widths(cls, value: dict[str, Any]) -> dict[str, Any]:
+        import dataclasses
+
+        from dmr_ray.grids.surrogate import SurrogateConfig
+
+        derived = {"n_peaks", "n_genes", "chromosomes", "peak_digest", "gene_digest"}
+        known = [f.name for f in dataclasses.fields(SurrogateConfig) if f.name not in derived]
+        unknown = sorted(set(value) - set(known))
+        if unknown:
+            raise ValueError(f"unknown surrogate setting(s) {unknown}; choose from {known}")
+        return value
 
 
 class GridsConfig(PipelineConfig):
