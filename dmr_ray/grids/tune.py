@@ -226,9 +226,9 @@ class TrialProblem:
 def grids_trial(config: dict[str, Any], problem: TrialProblem) -> None:
     """One Tune trial: GRIDS with ``config`` (k, steps, restarts, seed, mode) on ``problem``.
 
-    Reports ``train_loss`` after each step (and ``eval_loss`` when the step evaluated it),
-    then a final report with the result's ``train_loss``, ``eval_loss`` and ``selected``
-    (peak indices).
+    Reports ``train_loss`` and the latest ``eval_loss`` after each step (NaN until the search
+    first evaluates the eval cells), then a final report with the result's ``train_loss``,
+    ``eval_loss`` and ``selected`` (peak indices).
     """
     import ray
     import torch
@@ -240,13 +240,12 @@ def grids_trial(config: dict[str, Any], problem: TrialProblem) -> None:
     torch.set_num_threads(max(1, math.floor(own)))
     build = SurrogatePopulations(problem.surrogate, problem.objective)
     evaluation = build(problem.x_eval)
-    last_eval: list[float] = []
+    last_eval = [math.nan]  # until the search first evaluates the eval cells
 
     def report(info: StepInfo) -> None:
         if info.eval_loss is not None:
-            last_eval[:] = [info.eval_loss]
-        metrics = {"train_loss": info.train_loss, "restart": info.restart, "step": info.step}
-        tune.report({**metrics, **({METRIC: last_eval[0]} if last_eval else {})})
+            last_eval[0] = info.eval_loss
+        tune.report({"train_loss": info.train_loss, METRIC: last_eval[0], "restart": info.restart, "step": info.step})
 
     engine = EngineOptions(actors=0) if problem.shards == 0 else problem.engine
     with sharded_population(build, problem.x_train, max(1, problem.shards), engine) as population:
