@@ -13,7 +13,7 @@ import pytest
 import scipy.sparse as sp
 
 from dmr_ray.engine import EngineOptions
-from dmr_ray.errors import InputError
+from dmr_ray.errors import EngineError, InputError
 from dmr_ray.grids.objective import Objective
 from dmr_ray.grids.optimizer import grids_search
 from dmr_ray.grids.population import LocalPopulation
@@ -107,3 +107,30 @@ def test_a_search_over_shard_actors_equals_the_unsharded_search_even_when_an_act
     assert killed and len(list(tmp_path.iterdir())) == 3  # two shards set up, one of them again after the kill
     np.testing.assert_array_equal(result.selected, reference.selected)
     assert result.train_loss == pytest.approx(reference.train_loss, rel=1e-7)
+
+
+def test_more_shards_than_the_placement_groups_free_bundles_are_refused(ray_local) -> None:
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    from dmr_ray.grids.sharded import check_shard_capacity
+
+    @ray.remote(num_cpus=0.25)
+    def refusal(n_shards: int) -> str:
+        try:
+            check_shard_capacity(n_shards)
+        except EngineError as err:
+            return str(err)
+        return ""
+
+    group = placement_group([{"CPU": 0.25}, {"CPU": 0.5}])  # a trial: the driver's bundle and one shard's
+    ray.get(group.ready())
+    try:
+        inside = refusal.options(scheduling_strategy=PlacementGroupSchedulingStrategy(group))
+        assert ray.get(inside.remote(1)) == ""
+        assert "2 shard actors asked for, but the trial's placement group has 1 free bundle(s)" in ray.get(
+            inside.remote(2)
+        )
+    finally:
+        remove_placement_group(group)
