@@ -199,15 +199,16 @@ def peaks_figure(rows: pd.DataFrame, document: dict[str, Any], title: str) -> Fi
         names = [p for p in rows.loc[rows["method"] == method, "selected_peaks"].iloc[0].split(",") if p]
         spots = [parse_interval(name) for name in names]
         xs = [(s + e) / 2e6 for c, s, e in spots if chrom is None or c == chrom]
-        ax.scatter(xs, [y] * len(xs), marker="|", s=120, color="#b2182b" if method == "grids" else "#2166ac")
+        ax.scatter(xs, [y] * len(xs), marker="|", s=160, linewidths=2, zorder=3,
+                   color="#b2182b" if method == "grids" else "#2166ac")  # fmt: skip
         ax.text(1.01, y, f"{len(xs)}/{len(spots)} on {chrom or 'any chromosome'}", transform=ax.get_yaxis_transform(),
                 fontsize=7, va="center")  # fmt: skip
     if gene_where is not None:
-        ax.axvspan(gene_where[1] / 1e6, gene_where[2] / 1e6, color="#fdb863", alpha=0.6, label="gene")
-        ax.legend(loc="upper left", fontsize=7)
+        ax.axvspan(gene_where[1] / 1e6, gene_where[2] / 1e6, color="#fdb863", alpha=0.5, zorder=0)
+        ax.text(gene_where[1] / 1e6, 1.0, "gene", transform=ax.get_xaxis_transform(), fontsize=7, va="bottom")
     ax.set_yticks(range(len(methods)), [LABELS[m] for m in methods], fontsize=8)
     ax.set_xlabel(f"{chrom or ''} position (Mb)", fontsize=8)
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title, fontsize=10, pad=12)
     fig.tight_layout()
     return fig
 
