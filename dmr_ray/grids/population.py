@@ -358,7 +358,8 @@ class LocalPopulation:
         Rows through the post-sum network at once (cells, or candidate × cell rows).
 
     Memory is ``O(nnz(x) + cells·B·e + batch_size·hidden)``; nothing of size
-    ``[cells, peaks, embed]`` or ``[L, cells, peaks]`` is built.
+    ``[cells, peaks, embed]`` or ``[L, cells, peaks]`` is built. The peak embeddings are
+    copied when the population is built: build a new one after changing the model.
     """
 
     def __init__(
@@ -411,21 +412,24 @@ class LocalPopulation:
         """``float64 [len(peaks), cells]``: the original x of these peaks."""
         return self._xt[self._parts.rank[peaks]].toarray()
 
-    def _state(self, r: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sums ``h' [cells, B, e]`` and losses ``ℓ' [cells]`` at ``x∖r`` (the last ``r`` is cached)."""
-        key = np.unique(r).tobytes()
-        if self._cache is not None and self._cache[0] == key:
-            return self._cache[1], self._cache[2]
+    def _sums(self, r: np.ndarray) -> torch.Tensor:
+        """``h' [cells, B, e]``: the chromosome sums at ``x∖r``."""
         parts, members = self._parts, np.unique(r)
         n_blocks, embed = parts.base.shape
         coef = torch.as_tensor(parts.p - self._columns(members).T, dtype=parts.delta.dtype)  # [cells, U]
         spread = torch.zeros(len(members), n_blocks, embed, dtype=parts.delta.dtype)
         spread[torch.arange(len(members)), torch.as_tensor(parts.block[members])] = parts.delta[members]
-        h = self._h0 + (coef @ spread.reshape(len(members), n_blocks * embed)).reshape(-1, n_blocks, embed)
-        with torch.no_grad():
-            losses = torch.cat([parts.losses(h[s : s + self.batch_size]) for s in range(0, len(h), self.batch_size)])
-        self._cache = (key, h, losses)
-        return h, losses
+        return self._h0 + (coef @ spread.reshape(len(members), n_blocks * embed)).reshape(-1, n_blocks, embed)
+
+    def _state(self, r: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sums ``h' [cells, B, e]`` and losses ``ℓ' [cells]`` at ``x∖r`` (the last ``r`` is cached)."""
+        key = np.unique(r).tobytes()
+        if self._cache is None or self._cache[0] != key:
+            h = self._sums(r)
+            with torch.no_grad():
+                losses = [self._parts.losses(h[s : s + self.batch_size]) for s in range(0, len(h), self.batch_size)]
+            self._cache = (key, h, torch.cat(losses))
+        return self._cache[1], self._cache[2]
 
     def loss_sum(self, r: Selection) -> float:
         return float(self._state(as_peaks(r, self.n_peaks))[1].double().sum())
@@ -433,12 +437,15 @@ class LocalPopulation:
     def transition_sums(self, r: Selection) -> TransitionSums:
         r = as_peaks(r, self.n_peaks)
         parts = self._parts
-        h, _ = self._state(r)
-        grads = []
+        h = self._sums(r)
+        grads, losses = [], []
         for s in range(0, len(h), self.batch_size):
             batch = h[s : s + self.batch_size].detach().requires_grad_(True)
             with torch.enable_grad():
-                grads.append(torch.autograd.grad(parts.losses(batch).sum(), batch)[0])
+                loss = parts.losses(batch)
+                grads.append(torch.autograd.grad(loss.sum(), batch)[0])
+            losses.append(loss.detach())
+        self._cache = (np.unique(r).tobytes(), h, torch.cat(losses))
         g = torch.cat(grads).double().numpy()  # [cells, B, e]: ∂ℓ_c/∂h'_c
         total = g.sum(0)  # [B, e]
         add_sorted = np.empty(self.n_peaks)
