@@ -279,13 +279,17 @@ def integrated_gradients(
     seed: int = 0,
     candidates: np.ndarray | None = None,
     tolerance: float = 0.01,
-    max_steps: int = 400,
+    start_steps: int = 16,
+    max_steps: int = 256,
     batch_size: int = 64,
 ) -> BaselineResult:
     """Score ``mean_c a_cj``, Captum's integrated gradients from the all-p input to x (``seed`` unused).
 
-    Per cell ``Σ_j a_cj = ℓ_c(x_c) − ℓ_c(p·1)`` up to the quadrature error: the step count
-    doubles from 50 until every cell's gap is ≤ ``tolerance`` or ``max_steps`` is reached.
+    Per cell ``Σ_j a_cj = ℓ_c(x_c) − ℓ_c(p·1)`` up to the quadrature error: per batch of cells
+    the Gauss–Legendre step count doubles from ``start_steps`` until every cell's gap is ≤
+    ``tolerance`` (in loss units, log1p expression for the surrogate) or ``max_steps`` is
+    reached. Each step costs a forward and backward pass of every cell, so IG costs about
+    ``start_steps`` times :func:`saliency` (more where the gap needs more steps).
     """
     baseline = np.full(x.shape[1], objective.p, np.float32)
 
@@ -297,6 +301,7 @@ def integrated_gradients(
             baseline=baseline,
             output="logit",
             tolerance=tolerance,
+            start_steps=start_steps,
             max_steps=max_steps,
             batch_size=batch_size,
         ).values
@@ -312,9 +317,9 @@ def fimap(
     *,
     seed: int = 0,
     candidates: np.ndarray | None = None,
-    fits: int = 6,
+    fits: int = 5,
     penalty_range: tuple[float, float] = (1e-5, 10.0),
-    epochs: int = 20,
+    epochs: int = 10,
     batch_size: int = 64,
     lr: float = 1e-3,
 ) -> BaselineResult:
@@ -342,6 +347,23 @@ def fimap(
     return _result(best.mean_mask, peaks, x.shape[1], L)
 
 
+class _CandidateImputer:
+    """``sage.DefaultImputer`` over the candidate peaks only: removed candidates are set to p, the rest keep x.
+
+    (``sage.GroupedDefaultImputer`` with one-peak groups does the same through a boolean
+    ``[batch, m] × [m, n_peaks]`` product per call, far too slow at genome scale.)
+    """
+
+    def __init__(self, model: Callable[[np.ndarray], np.ndarray], peaks: np.ndarray, p: float):
+        self.model, self.peaks, self.p = model, peaks, p
+        self.num_groups = len(peaks)
+
+    def __call__(self, x: np.ndarray, present: np.ndarray) -> np.ndarray:
+        imputed = x.copy()
+        imputed[:, self.peaks] = np.where(present, x[:, self.peaks], self.p)
+        return self.model(imputed)
+
+
 def sage(
     model: nn.Module,
     x: sp.csr_matrix,
@@ -357,8 +379,8 @@ def sage(
     """Relaxed SAGE with ``sage-importance`` as the original runs it; score ``−φ`` (needs the ``sage`` extra).
 
     The players are the candidate peaks (all peaks by default; the others keep their values);
-    a removed player is set to p (``DefaultImputer``, or ``GroupedDefaultImputer`` with
-    one-peak groups for candidates); ``PermutationEstimator`` with its loss replaced by the
+    a removed player is set to p (``DefaultImputer``; for candidates an equivalent imputer over
+    the candidate columns); ``PermutationEstimator`` with its loss replaced by the
     per-cell loss, ``detect_convergence=False`` and coalitions of ``m − L`` to ``m`` players, so
     each permutation restores the last L players one by one and credits each with the loss
     change of setting it to p in the context of the others. ``n_permutations`` defaults to
@@ -387,12 +409,10 @@ def sage(
         with torch.no_grad():
             return loss(torch.as_tensor(dense, dtype=torch.float32))[:, 0].double().numpy()
 
-    removed = np.full(x.shape[1], objective.p, np.float32)
     if candidates is None:
-        imputer = sage_importance.DefaultImputer(per_cell_loss, removed)
+        imputer = sage_importance.DefaultImputer(per_cell_loss, np.full(x.shape[1], objective.p, np.float32))
     else:
-        groups = [[int(j)] for j in peaks]
-        imputer = sage_importance.GroupedDefaultImputer(per_cell_loss, removed, groups, remaining_features=1)
+        imputer = _CandidateImputer(per_cell_loss, peaks, objective.p)
     estimator = sage_importance.PermutationEstimator(imputer, "mse", random_state=seed)
     estimator.loss_fn = lambda prediction, _: prediction
     explanation = estimator(

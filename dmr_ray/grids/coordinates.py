@@ -4,6 +4,11 @@ Peak names follow 10x Cell Ranger ARC (``chr1:10244-10510``) or Signac/ArchR
 (``chr1-10244-10510``): as muon does, the first ``:`` becomes ``-`` and the name splits on
 ``-`` into chromosome, start and end. Gene coordinates come from ``chrom``/``start``/``end``
 columns (also muon's ``Chromosome``/``Start``/``End``) or a 10x ``interval`` column.
+
+Chromosome names are reconciled in one place, :func:`canonical_chromosome`, which every
+:class:`Intervals` applies to its names: Ensembl's ``1``/``X``/``MT`` and UCSC's
+``chr1``/``chrX``/``chrM`` become the UCSC names, so peaks named ``chr1:…`` and genes on
+chromosome ``1`` compare equal wherever chromosomes are compared.
 """
 
 from __future__ import annotations
@@ -23,6 +28,32 @@ MISSING = ("", "NA", "nan")
 """Interval strings that mean "no coordinates" (10x writes ``NA`` for some genes)."""
 
 
+MITOCHONDRIAL = ("M", "MT")
+"""Names of the mitochondrial chromosome after an optional ``chr`` prefix (UCSC ``chrM``, Ensembl ``MT``)."""
+
+
+def canonical_chromosome(name: str) -> str:
+    """The UCSC name of a chromosome given in UCSC or Ensembl style.
+
+    ``1`` and ``chr1`` give ``chr1``, ``X`` gives ``chrX``, ``MT``, ``chrMT`` and ``chrM`` give
+    ``chrM`` (the ``chr`` prefix in any case). Other contigs (``GL000194.1``,
+    ``chrUn_KI270302v1``) and ``""`` (no coordinates) are returned unchanged.
+    """
+    rest = name[3:] if name[:3].lower() == "chr" else name
+    if rest.upper() in MITOCHONDRIAL:
+        return "chrM"
+    if rest.isdigit() or rest.upper() in ("X", "Y"):
+        return "chr" + rest.upper()
+    return name
+
+
+def canonical_chromosomes(chrom: np.ndarray | Sequence[str]) -> np.ndarray:
+    """``str [n]``: :func:`canonical_chromosome` of every name (computed once per distinct name)."""
+    names, inverse = np.unique(np.asarray(chrom, dtype=str), return_inverse=True)
+    canonical = np.asarray([canonical_chromosome(str(n)) for n in names], dtype=str)
+    return canonical[inverse.reshape(-1)] if len(names) else np.asarray(chrom, dtype=str)
+
+
 @dataclass(frozen=True)
 class Intervals:
     """Genomic intervals, one per feature.
@@ -30,7 +61,8 @@ class Intervals:
     Attributes
     ----------
     chrom
-        ``str [n]`` chromosome names; ``""`` where a feature has no coordinates.
+        ``str [n]`` chromosome names, made canonical (:func:`canonical_chromosome`) on
+        construction; ``""`` where a feature has no coordinates.
     start, end
         ``int64 [n]`` as given (BED-like); ``-1`` where a feature has no coordinates.
     """
@@ -38,6 +70,9 @@ class Intervals:
     chrom: np.ndarray
     start: np.ndarray
     end: np.ndarray
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "chrom", canonical_chromosomes(self.chrom))
 
     def __len__(self) -> int:
         return len(self.chrom)

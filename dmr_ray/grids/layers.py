@@ -43,7 +43,7 @@ class ChromosomeEncoder(nn.Module):
         self.embedding = nn.Parameter(torch.randn(len(peak_block), 2, embed_dim))
         self.peak_block: torch.Tensor
         self.register_buffer("peak_block", peak_block.to(torch.int64))
-        self.block_members = [torch.nonzero(peak_block == c).ravel() for c in range(n_blocks)]
+        self.order, self.run_sizes, self.run_block = _block_runs(self.peak_block, n_blocks)
         self.norm_in = nn.BatchNorm1d(n_blocks * embed_dim)
         self.act_in = nn.PReLU()
         self.block_weight = nn.Parameter(torch.randn(n_blocks, embed_dim, block_dim) / embed_dim**0.5)
@@ -53,13 +53,20 @@ class ChromosomeEncoder(nn.Module):
         self.project = nn.Sequential(nn.Linear(n_blocks * block_dim, latent_dim), nn.Linear(latent_dim, latent_dim))
 
     def chromosome_sums(self, x: torch.Tensor) -> torch.Tensor:
-        """``x [batch, n_peaks]`` → ``h [batch, n_blocks, embed_dim]``, the per-chromosome sums."""
+        """``x [batch, n_peaks]`` → ``h [batch, n_blocks, embed_dim]``, the per-chromosome sums.
+
+        One matrix product per run of consecutive peaks of the same block, on views of ``x`` (no
+        copy of ``x`` when the peaks come in a few runs, as in a BED file sorted by chromosome;
+        otherwise one gather into block order first), so the cost is one pass over ``x``.
+        """
         closed = self.embedding[:, 0]
         delta = self.embedding[:, 1] - closed
-        base = torch.zeros(self.n_blocks, self.embed_dim, dtype=closed.dtype, device=closed.device)
-        base = base.index_add(0, self.peak_block, closed)
-        opened = [x[:, members] @ delta[members] for members in self.block_members]
-        return base + torch.stack(opened, dim=1)
+        if self.order is not None:
+            x, closed, delta = x[:, self.order], closed[self.order], delta[self.order]
+        split = self.run_sizes
+        runs = zip(torch.split(x, split, dim=1), torch.split(closed, split), torch.split(delta, split), strict=True)
+        per_run = torch.stack([x_run @ d_run + c_run.sum(dim=0) for x_run, c_run, d_run in runs], dim=1)
+        return per_run.new_zeros(x.shape[0], self.n_blocks, self.embed_dim).index_add(1, self.run_block, per_run)
 
     def blocks(self, sums: torch.Tensor) -> torch.Tensor:
         """``h [batch, n_blocks, embed_dim]`` → ``z [batch, latent_dim]`` (everything after the sums)."""
@@ -71,6 +78,22 @@ class ChromosomeEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x [batch, n_peaks]`` (float, 0/1 or relaxed) → ``z [batch, latent_dim]``."""
         return self.blocks(self.chromosome_sums(x))
+
+
+def _block_runs(peak_block: torch.Tensor, n_blocks: int) -> tuple[torch.Tensor | None, list[int], torch.Tensor]:
+    """How :meth:`ChromosomeEncoder.chromosome_sums` splits the peaks into runs of one block.
+
+    Returns ``order`` (``None`` when the peaks' own order has at most ``2·n_blocks`` runs, else
+    ``int64 [n_peaks]`` sorting them by block, stably), the length of each run in that order and
+    ``int64 [n_runs]`` the block of each run.
+    """
+    order, block = None, peak_block
+    if int((block[1:] != block[:-1]).sum()) + 1 > 2 * n_blocks:
+        order = torch.argsort(block, stable=True)
+        block = block[order]
+    starts = torch.cat([torch.tensor([True]), block[1:] != block[:-1]]).nonzero().ravel()
+    sizes = torch.diff(starts, append=torch.tensor([len(block)]))
+    return order, sizes.tolist(), block[starts]
 
 
 class AffineMixture(nn.Module):

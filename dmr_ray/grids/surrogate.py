@@ -26,6 +26,7 @@ from torch import nn
 from dmr_ray._atomic import write_atomic, write_text_atomic
 from dmr_ray._checks import is_int
 from dmr_ray.errors import InputError
+from dmr_ray.grids.coordinates import canonical_chromosomes
 from dmr_ray.grids.layers import AffineMixture, ChromosomeEncoder, dense_stack
 
 WEIGHTS = "surrogate.safetensors"
@@ -86,8 +87,12 @@ class SurrogateConfig:
 
 
 def chromosome_blocks(chrom: np.ndarray) -> tuple[tuple[str, ...], np.ndarray]:
-    """Sorted chromosome names and ``int64 [n_peaks]`` block index of every peak."""
-    names, block = np.unique(np.asarray(chrom, dtype=str), return_inverse=True)
+    """Sorted canonical chromosome names (``chr1``, ``chr10``, …) and ``int64 [n_peaks]`` block of every peak.
+
+    Names are made canonical first (:func:`~dmr_ray.grids.coordinates.canonical_chromosomes`),
+    so ``1`` and ``chr1`` are one block.
+    """
+    names, block = np.unique(canonical_chromosomes(chrom), return_inverse=True)
     return tuple(names.tolist()), block.astype(np.int64)
 
 

@@ -17,6 +17,7 @@ from dmr_ray.grids.baselines import (
     sage,
     saliency,
 )
+from dmr_ray.grids.fimap import fit_mask
 from dmr_ray.grids.objective import Objective
 from dmr_ray.grids.perturb import perturb
 from dmr_ray.grids.surrogate import Surrogate, SurrogateConfig, chromosome_blocks, names_digest
@@ -117,6 +118,10 @@ def test_saliency_is_exact_for_a_model_linear_in_x(atac, direction):
         base = _loss(linear, objective, x)
         exact = [(base - _loss(linear, objective, perturb(x, [j], objective.p))).mean().item() for j in range(N_PEAKS)]
     np.testing.assert_allclose(scores, exact, rtol=1e-5, atol=1e-6)
+    if direction == "down":  # peak 7 is closed everywhere; closed candidates tie at 0 and go in index order
+        closed = sp.csr_matrix(atac.multiply(np.arange(N_PEAKS) < 10))
+        tied = saliency(linear, closed, objective, 2, candidates=np.array([15, 12, 17, 10]))
+        assert tied.selected.tolist() == [10, 12] and (tied.scores[[10, 12, 15, 17]] == 0).all()
 
 
 def test_integrated_gradients_are_complete_per_cell(surrogate, atac):
@@ -148,6 +153,16 @@ def test_fimap_picks_the_one_peak_that_matters():
     assert result.selected.tolist() == [5]
 
 
+def test_fimap_mask_mass_falls_with_the_penalty_and_leaves_the_surrogate_untouched(surrogate, atac):
+    peaks = np.arange(N_PEAKS, dtype=np.int64)
+    fits = [
+        fit_mask(surrogate, atac, Objective(1), peaks, penalty, seed=0, epochs=5, batch_size=16, lr=1e-2)
+        for penalty in (1e-4, 1.0)
+    ]
+    assert fits[0].mass > fits[1].mass + 1 and fits[0].mean_mask.shape == (N_PEAKS,)
+    assert all(param.grad is None for param in surrogate.parameters())
+
+
 def test_sage_ranks_the_important_peak_first():
     x = sp.csr_matrix((np.random.default_rng(3).random((40, 10)) < 0.5).astype(np.float32))
     result = sage(_Planted(10, important=3), x, Objective(0), 2, seed=0, n_permutations=256, batch_size=128)
@@ -167,3 +182,10 @@ def test_sage_ranks_the_important_peak_first():
 def test_bad_options_are_input_errors(surrogate, atac, L_, candidates, match):
     with pytest.raises(InputError, match=match):
         saliency(surrogate, atac, Objective(1), L_, candidates=candidates)
+
+
+def test_sage_candidate_imputer_matches_sage_default_imputer_on_all_peaks(surrogate, atac):
+    everything = np.arange(N_PEAKS, dtype=np.int64)
+    own = sage(surrogate, atac, Objective(1), L, seed=4, candidates=everything, n_permutations=32)
+    default = sage(surrogate, atac, Objective(1), L, seed=4, n_permutations=32)
+    np.testing.assert_allclose(own.scores, default.scores, rtol=1e-6, atol=1e-9)

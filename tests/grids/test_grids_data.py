@@ -10,7 +10,10 @@ import pytest
 import scipy.sparse as sp
 
 from dmr_ray.errors import InputError
+from dmr_ray.grids.coordinates import Intervals, canonical_chromosome
 from dmr_ray.grids.data import read_multiome
+from dmr_ray.grids.perturb import peaks_near_tss
+from dmr_ray.grids.surrogate import chromosome_blocks
 
 CELLS = [f"c{i}" for i in range(6)]
 PEAKS = ["chr1:100-200", "chr1-300-450", "chr2:50-60"]
@@ -106,3 +109,43 @@ def test_files_that_are_not_multiome_are_input_errors(tmp_path):
     _rna().write_h5ad(tmp_path / "rna.h5ad")
     with pytest.raises(InputError, match="cannot be read"):
         read_multiome(tmp_path / "rna.h5ad")
+
+
+@pytest.mark.parametrize(
+    ("name", "canonical"),
+    [
+        ("1", "chr1"),
+        ("chr1", "chr1"),
+        ("Chr22", "chr22"),
+        ("x", "chrX"),
+        ("chrY", "chrY"),
+        ("MT", "chrM"),
+        ("chrMT", "chrM"),
+        ("chrM", "chrM"),
+        ("M", "chrM"),
+        ("GL000194.1", "GL000194.1"),
+        ("chrUn_KI270302v1", "chrUn_KI270302v1"),
+        ("", ""),
+    ],
+)
+def test_canonical_chromosome(name, canonical):
+    assert canonical_chromosome(name) == canonical
+
+
+def test_ensembl_genes_meet_ucsc_peaks(tmp_path):
+    """Peaks named chr1:…/chrM:… and genes on Ensembl's 1/MT: one chromosome naming everywhere."""
+    var = pd.DataFrame(
+        {"chrom": ["1", "MT", "2"], "start": [150, 10, 10], "end": [900, 40, 40], "strand": ["+", "+", "-"]},
+        index=["G1", "G2", "G3"],
+    )
+    atac = _atac(peaks=["chr1:100-200", "chrM-20-30", "2:50-60"])
+    data = read_multiome(_write_mudata(tmp_path / "d.h5mu", _rna(var=var), atac))
+    assert data.genes.chrom.tolist() == ["chr1", "chrM", "chr2"]
+    assert data.peaks.chrom.tolist() == ["chr1", "chrM", "chr2"]
+    assert peaks_near_tss(data.peaks, data.genes, data.gene_strand, 0, window=100).tolist() == [0]
+    assert peaks_near_tss(data.peaks, data.genes, data.gene_strand, 1, window=10).tolist() == [1]
+    assert peaks_near_tss(data.peaks, data.genes, data.gene_strand, 2, window=20).tolist() == [2]
+    names, block = chromosome_blocks(np.array(["1", "chr1", "chr10", "X", "MT", "2"]))
+    assert names == ("chr1", "chr10", "chr2", "chrM", "chrX") and block.tolist() == [0, 0, 1, 4, 3, 2]
+    direct = Intervals(np.array(["chr3", "3"]), np.array([1, 1]), np.array([2, 2]))
+    assert direct.chrom[0] == direct.chrom[1] == "chr3"

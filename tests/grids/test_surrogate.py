@@ -155,3 +155,40 @@ def test_fit_from_a_multiome_file_ties_the_model_to_its_peaks_and_genes(tmp_path
         check_matches(fitted.model, dataclasses.replace(data, peak_names=data.peak_names[::-1]))
     with pytest.raises(InputError, match="surrogate architecture"):
         fit_surrogate(data, TrainingOptions(steps=1), hidden=3)
+
+
+def _per_block_sums(encoder, x: torch.Tensor) -> torch.Tensor:
+    """The first implementation's chromosome sums: one gather of each block's peaks per block."""
+    closed, delta = encoder.embedding[:, 0], encoder.embedding[:, 1] - encoder.embedding[:, 0]
+    sums = []
+    for c in range(encoder.n_blocks):
+        members = torch.nonzero(encoder.peak_block == c).ravel()
+        sums.append(closed[members].sum(dim=0) + x[:, members] @ delta[members])
+    return torch.stack(sums, dim=1)
+
+
+@pytest.mark.parametrize(
+    ("chroms", "gathered"),
+    [
+        (["chr1"] * 20 + ["chr2"] * 20 + ["chrX"] * 8, False),  # sorted: runs are the blocks, no copy of x
+        (["chr2"] * 10 + ["chr1"] * 12 + ["chr2"] * 10 + ["chrX"] * 16, False),  # block 1 in two runs
+        ([f"chr{1 + j % 3}" for j in range(N_PEAKS)], True),  # interleaved: gathered into block order first
+    ],
+)
+def test_run_wise_forward_equals_the_per_block_reference(chroms, gathered):
+    chromosomes, block = chromosome_blocks(np.array(chroms))
+    model = Surrogate(_config(chromosomes), block, seed=7).train()
+    encoder = model.atac_encoder
+    assert (encoder.order is not None) == gathered and len(encoder.run_sizes) == (4 if chroms[0] == "chr2" else 3)
+    x = torch.tensor(np.random.default_rng(8).random((9, N_PEAKS)), dtype=torch.float32, requires_grad=True)
+    got = encoder.chromosome_sums(x)
+    expected = _per_block_sums(encoder, x)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    weights = torch.randn_like(got)
+    grads = [torch.autograd.grad((h * weights).sum(), (x, encoder.embedding)) for h in (got, expected)]
+    for g, e in zip(*grads, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():  # the whole surrogate on a fixed seed, eval mode
+        model.eval()
+        reference = model.rna_decoder(model.atac_to_rna(encoder.blocks(_per_block_sums(encoder, x)))).clamp(min=0)
+        torch.testing.assert_close(model(x), reference, rtol=1e-5, atol=1e-5)
