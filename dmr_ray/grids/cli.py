@@ -12,6 +12,7 @@ from pathlib import Path
 
 from dmr_ray.config.commands import CommandGroup, add_dataclass_options, dataclass_values
 from dmr_ray.grids.digits import DigitsOptions
+from dmr_ray.grids.search import ARCHITECTURES
 from dmr_ray.grids.simulate import SimulationOptions
 from dmr_ray.grids.training import TrainingOptions
 
@@ -91,6 +92,10 @@ def add_commands(grids: CommandGroup) -> None:
     search.add_argument("--cell-type-key", default="cell_type", help="obs column with the cell types")
     search.add_argument("--overwrite", action="store_true", help="recompute and replace this directory's outputs")
     train = search.add_argument_group("surrogate training (when --surrogate is not given)")
+    train.add_argument(
+        "--architecture", choices=tuple(ARCHITECTURES), default="original",
+        help="the original's widths, or a small network (enough for a simulated multiome)",
+    )  # fmt: skip
     add_dataclass_options(
         train,
         TrainingOptions,
@@ -147,6 +152,7 @@ def _search(args: argparse.Namespace) -> int:
         truth=args.truth,
         options=options,
         training=TrainingOptions(**dataclass_values(args, TrainingOptions, exclude=("start_at_mean",))),
+        architecture=ARCHITECTURES[args.architecture],
         cell_type_key=args.cell_type_key,
         overwrite=args.overwrite,
     )

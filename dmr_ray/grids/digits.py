@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -36,6 +37,8 @@ CLASSES = ("8", "3")
 
 SIDE = 8
 """Images are 8 × 8 pixels."""
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -76,8 +79,9 @@ class DigitsOptions:
             value = getattr(self, spec.name)
             if spec.name == "steps" and value is None:
                 continue
-            if not is_int(value) or value < 1:
-                raise InputError(f"digits {spec.name} must be an integer >= 1, got {value!r}")
+            least = 0 if spec.name == "seed" else 1
+            if not is_int(value) or value < least:
+                raise InputError(f"digits {spec.name} must be an integer >= {least}, got {value!r}")
         if self.L >= SIDE * SIDE:
             raise InputError(f"digits L must be below {SIDE * SIDE} pixels, got {self.L}")
 
@@ -240,26 +244,32 @@ def run_digits(options: DigitsOptions | None = None) -> tuple[DigitsResult, dict
         objective = Objective(0)
         x_search = sp.csr_matrix(search)
         seconds: dict[str, float] = {}
-        selected: dict[str, list[int]] = {}
 
-        def timed(method: str, select: Callable[[], np.ndarray]) -> None:
+        def timed(method: str, select: Callable[[], T]) -> T:
             started = time.perf_counter()
-            selected[method] = sorted(int(j) for j in select())
+            value = select()
             seconds[method] = time.perf_counter() - started
+            return value
 
         def population(x: np.ndarray) -> AutogradPopulation:
             return AutogradPopulation(lambda v: loss(v)[:, 0], torch.as_tensor(x), objective.p)
 
-        found = grids_search(
+        found = timed("grids", lambda: grids_search(
             population(search), o.L, k=o.k, steps=o.steps, restarts=o.restarts, seed=o.seed,
             eval_population=population(held),
-        )  # fmt: skip
-        timed("grids", lambda: found.selected)
-        draws = random_draws(loss, x_search, objective, o.L, draws=o.random_draws, seed=o.seed)
-        timed("random", lambda: draws[0].selected)
-        timed("saliency", lambda: saliency(loss, x_search, objective, o.L).selected)
-        scores = sage(loss, x_search, objective, o.L, seed=o.seed, n_permutations=o.sage_permutations)
-        timed("sage", lambda: scores.selected)
+        ))  # fmt: skip
+        draws = timed("random", lambda: random_draws(loss, x_search, objective, o.L, draws=o.random_draws, seed=o.seed))
+        salient = timed("saliency", lambda: saliency(loss, x_search, objective, o.L))
+        scores = timed(
+            "sage", lambda: sage(loss, x_search, objective, o.L, seed=o.seed, n_permutations=o.sage_permutations)
+        )
+        chosen = {
+            "grids": found.selected,
+            "random": draws[0].selected,
+            "saliency": salient.selected,
+            "sage": scores.selected,
+        }
+        selected = {method: sorted(int(j) for j in pixels) for method, pixels in chosen.items()}
 
         model = classifier.model
         fractions = {"before": fraction_three(model, test)}

@@ -13,6 +13,7 @@ from dmr_ray.grids.accuracy import SurrogateAccuracy, heldout_accuracy
 from dmr_ray.grids.data import Multiome
 from dmr_ray.grids.surrogate import Surrogate, SurrogateConfig, chromosome_blocks, names_digest, predict
 from dmr_ray.grids.training import TrainingHistory, TrainingOptions, log_normalise, train_paired
+from dmr_ray.grids.unpaired import UnpairedHistory, train_unpaired
 
 
 @dataclass(frozen=True)
@@ -26,14 +27,15 @@ class FittedSurrogate:
     split
         Cell indices used for training (``train``) and held out (``test``).
     history
-        Losses per training step.
+        Losses per training step (:class:`TrainingHistory` when paired, :class:`UnpairedHistory`
+        when unpaired; both have ``loss``, the main loss per step).
     accuracy
         Held-out accuracy in log1p-normalised units.
     """
 
     model: Surrogate
     split: Split
-    history: TrainingHistory
+    history: TrainingHistory | UnpairedHistory
     accuracy: SurrogateAccuracy
 
 
@@ -72,7 +74,11 @@ def fit_surrogate(
     model_seed: int = 0,
     **architecture: Any,
 ) -> FittedSurrogate:
-    """Train a surrogate on paired cells of ``data`` and score it on held-out cells.
+    """Train a surrogate on some cells of ``data`` and score it on held-out cells.
+
+    ``options.pairing`` chooses paired training (default) or the original's unpaired adversarial
+    alignment, which sees the training cells' ATAC and RNA in independent orders and uses their
+    cell types.
 
     Parameters
     ----------
@@ -91,7 +97,13 @@ def fit_surrogate(
     model = Surrogate(config, block, seed=model_seed)
     split = train_test_split(len(data.cells), test_fraction=heldout_fraction, seed=split_seed)
     rna = log_normalise(data.rna, config.normalise_to)
-    history = train_paired(model, data.atac[split.train], rna[split.train], options)
+    atac, train = data.atac[split.train], rna[split.train]
+    if options.pairing == "unpaired":
+        history: TrainingHistory | UnpairedHistory = train_unpaired(
+            model, atac, train, data.cell_types[split.train], options
+        )
+    else:
+        history = train_paired(model, atac, train, options)
     test = np.sort(split.test)
     accuracy = heldout_accuracy(predict(model, data.atac[test]), rna[test], data.cell_types[test])
     return FittedSurrogate(model=model, split=split, history=history, accuracy=accuracy)

@@ -5,6 +5,8 @@
 * :class:`AffineMixture`: the latent translator, a stack of affine maps whose matrices are
   gated mixtures of a bank of experts.
 * :func:`dense_stack`: Linear → BatchNorm → PReLU layers (the RNA autoencoder's body).
+* :class:`ChromosomeDecoder` and :class:`ConditionalDiscriminator`: used only by the unpaired
+  training (:mod:`dmr_ray.grids.unpaired`), never saved with the surrogate.
 """
 
 from __future__ import annotations
@@ -59,8 +61,8 @@ class ChromosomeEncoder(nn.Module):
         copy of ``x`` when the peaks come in a few runs, as in a BED file sorted by chromosome;
         otherwise one gather into block order first), so the cost is one pass over ``x``.
         """
-        closed = self.embedding[:, 0]
-        delta = self.embedding[:, 1] - closed
+        closed, opened = self.embedding.unbind(dim=1)  # one stack in backward, not a zeroed copy per index
+        delta = opened - closed
         if self.order is not None:
             x, closed, delta = x[:, self.order], closed[self.order], delta[self.order]
         split = self.run_sizes
@@ -122,3 +124,70 @@ class AffineMixture(nn.Module):
             if layer < len(self.acts):
                 h = self.acts[layer](h)
         return h
+
+
+class ChromosomeDecoder(nn.Module):
+    """ATAC decoder of the unpaired training: ``z [batch, latent_dim]`` → peak logits.
+
+    ``Linear(latent_dim → n_blocks·block_dim) → BatchNorm``, then per chromosome block
+    ``Linear(block_dim → embed_dim) → BatchNorm → PReLU``, then each peak's own
+    ``Linear(embed_dim → 1)`` on its block's state (grids.md §2). Logits are computed only at the
+    requested (cell, peak) entries, so a batch never forms ``[batch, n_peaks]``.
+
+    Parameters
+    ----------
+    peak_block
+        ``int64 [n_peaks]``: the chromosome block of every peak.
+    """
+
+    def __init__(self, peak_block: torch.Tensor, n_blocks: int, embed_dim: int, block_dim: int, latent_dim: int):
+        super().__init__()
+        self.n_blocks, self.embed_dim, self.block_dim = n_blocks, embed_dim, block_dim
+        self.peak_block: torch.Tensor
+        self.register_buffer("peak_block", peak_block.to(torch.int64))
+        self.expand = nn.Sequential(nn.Linear(latent_dim, n_blocks * block_dim), nn.BatchNorm1d(n_blocks * block_dim))
+        self.block_weight = nn.Parameter(torch.randn(n_blocks, block_dim, embed_dim) / block_dim**0.5)
+        self.block_bias = nn.Parameter(torch.zeros(n_blocks, embed_dim))
+        self.norm = nn.BatchNorm1d(n_blocks * embed_dim)
+        self.act = nn.PReLU()
+        self.peak_weight = nn.Parameter(torch.randn(len(peak_block), embed_dim) / embed_dim**0.5)
+        self.peak_bias = nn.Parameter(torch.zeros(len(peak_block)))
+
+    def block_states(self, z: torch.Tensor) -> torch.Tensor:
+        """``z [batch, latent_dim]`` → ``[batch, n_blocks, embed_dim]``, the state each block's peaks read."""
+        batch = z.shape[0]
+        h = self.expand(z).reshape(batch, self.n_blocks, self.block_dim)
+        h = torch.einsum("bcd,cde->bce", h, self.block_weight) + self.block_bias
+        return self.act(self.norm(h.reshape(batch, -1))).reshape(batch, self.n_blocks, self.embed_dim)
+
+    def forward(self, z: torch.Tensor, cells: torch.Tensor, peaks: torch.Tensor) -> torch.Tensor:
+        """Logits ``[n_entries]`` of peak ``peaks[i]`` in cell ``cells[i]`` (a row of ``z``).
+
+        ``cells`` and ``peaks`` are ``int64 [n_entries]``.
+        """
+        state = self.block_states(z)[cells, self.peak_block[peaks]]
+        return (state * self.peak_weight[peaks]).sum(dim=-1) + self.peak_bias[peaks]
+
+
+class ConditionalDiscriminator(nn.Module):
+    """Cell-type-conditional discriminator of latent codes (grids.md §2).
+
+    ``Linear(dim → dim) → PReLU → Dropout(0.1) → Linear(dim → hidden) → PReLU → Linear(hidden →
+    n_types)``; the logit of each cell's own type is the output, so every type has its own
+    real-versus-translated decision.
+    """
+
+    def __init__(self, dim: int, n_types: int, hidden: int = 10, dropout: float = 0.1):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(dim, dim),
+            nn.PReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(dim, hidden),
+            nn.PReLU(),
+            nn.Linear(hidden, n_types),
+        )
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """``z [batch, dim]``, ``labels int64 [batch]`` → logits ``[batch]`` of each cell's own type."""
+        return self.net(z).gather(1, labels[:, None]).squeeze(1)

@@ -16,6 +16,7 @@ The pieces a distributed run reuses per task are public: :func:`split_cells`,
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,11 +36,20 @@ from dmr_ray.grids.surrogate import WEIGHTS, Surrogate, load_surrogate, save_sur
 from dmr_ray.grids.training import TrainingOptions
 from dmr_ray.stage import MARKER, AuditDirectory, Stage
 
+log = logging.getLogger(__name__)
+
 SPLIT_SEED = 2023
 """Seed of the 70/10/20 cell split (the original's)."""
 
 SPLIT_FRACTIONS = (0.7, 0.1, 0.2)
 """Search, eval and test fractions of the cell type's cells."""
+
+ARCHITECTURES: dict[str, dict[str, Any]] = {
+    "original": {},
+    "small": {"rna_hidden": (64,), "embed_dim": 8, "block_dim": 16, "latent_dim": 8, "n_experts": 3, "gate_hidden": 32},
+}
+"""Surrogate sizes by name (:class:`~dmr_ray.grids.surrogate.SurrogateConfig` overrides): the original's
+widths, or a small network that learns a simulated multiome in about a thousand steps."""
 
 RESULT = "result.json"
 SURROGATE_DIR = "surrogate"
@@ -447,6 +457,8 @@ def run_search(
             )
             metrics = evaluate_selection(model, x_test, objective, selection.selected, multiome, groups=groups)
             methods_out[method] = method_record(selection, metrics, multiome.peak_names)
+            change = metrics["expression_change"]["avg_delta"]
+            log.info("%s: %d peaks in %.1f s, test Avg delta %s", method, L, selection.seconds, change)
         write_result(directory.root / RESULT, task, methods_out)
         return f"{', '.join(methods)} for {gene} in {cell_type}"
 

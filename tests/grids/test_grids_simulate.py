@@ -33,8 +33,8 @@ def test_gene_is_off_exactly_when_its_whole_group_is_closed(written):
         on = counts[expressing & any_open, gene]
         off = counts[expressing & ~any_open, gene]
         elsewhere = counts[~expressing, gene]
-        assert len(off) >= 10 and len(on) >= 100  # both states are seen
-        assert np.mean(on >= 5) > 0.99 and np.mean(off <= 2) > 0.97 and np.mean(elsewhere <= 2) > 0.97
+        assert len(off) >= 5 and len(on) >= 100  # both states are seen
+        assert np.mean(on >= 8) > 0.99 and np.mean(off <= 5) > 0.98 and np.mean(elsewhere <= 5) > 0.98
         # every member is sometimes the only open one among the expressing cells
         alone = data.atac[expressing][:, group].toarray()
         assert (alone[alone.sum(axis=1) == 1].sum(axis=0) > 0).all()
@@ -49,7 +49,7 @@ def test_activators_raise_an_on_gene_and_peaks_sit_near_its_tss(written):
     normalised = np.log1p(data.rna.toarray() / data.rna.sum(axis=1).A * 1e4)[:, gene]
     on = np.isin(data.cell_types, planted.cell_types) & data.atac[:, group].toarray().any(axis=1)
     n_open = data.atac[:, activators].toarray().sum(axis=1)
-    assert normalised[on & (n_open == 2)].mean() > normalised[on & (n_open == 0)].mean() + 0.5
+    assert normalised[on & (n_open == 3)].mean() > normalised[on & (n_open <= 1)].mean() + 0.5
     tss = data.genes.start[gene]
     for j in (*group, *activators):
         assert data.peaks.chrom[j] == data.genes.chrom[gene] and abs(data.peaks.start[j] - tss) <= 200_000
@@ -64,7 +64,7 @@ def test_names_parse_back_and_truth_round_trips(written):
     assert data.genes.known.all() and (data.gene_strand == 1).all()
     assert sorted(set(data.cell_types)) == ["T1", "T2", "T3"]
     assert read_truth(root / "truth.json") == truth
-    assert len(set(data.peak_names)) == len(data.peak_names) == 3 * (3 + 2) + 3 * 8 + 40
+    assert len(set(data.peak_names)) == len(data.peak_names) == 3 * (3 + 3) + 3 * 8 + 40
 
 
 def test_same_seed_same_data_other_seed_other_data():

@@ -7,7 +7,7 @@ import pytest
 import scipy.sparse as sp
 
 from dmr_ray.errors import InputError
-from dmr_ray.grids.training import TrainingOptions, log_normalise
+from dmr_ray.grids.training import TrainingOptions, dense_rows, log_normalise, minibatches
 
 
 def test_log_normalise_rescales_each_cell_to_the_same_total():
@@ -19,8 +19,35 @@ def test_log_normalise_rescales_each_cell_to_the_same_total():
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"steps": 0}, {"batch_size": 2.5}, {"threads": 0}, {"learning_rate": 0.0}, {"latent_weight": -1.0}]
+    "kwargs",
+    [
+        {"steps": 0},
+        {"batch_size": 2.5},
+        {"threads": 0},
+        {"learning_rate": 0.0},
+        {"latent_weight": -1.0},
+        {"pairing": "both"},
+        {"pretrain_steps": 0},
+        {"discriminator_every": 0},
+        {"discriminator_learning_rate": 0.0},
+        {"rna_divisor": 0.0},
+        {"adversarial_weight": -0.5},
+    ],
 )
 def test_bad_training_options(kwargs):
     with pytest.raises(InputError, match="training"):
         TrainingOptions(**kwargs)
+
+
+def test_minibatches_cover_every_cell_once_per_epoch_in_sorted_batches():
+    batches = minibatches(10, 3, np.random.default_rng(0))
+    epoch = [next(batches) for _ in range(3)]  # 3 full batches; the 10th cell waits for the next shuffle
+    assert all(len(b) == 3 and (np.diff(b) > 0).all() for b in epoch)
+    assert len(np.unique(np.concatenate(epoch))) == 9
+    assert len(next(minibatches(2, 128, np.random.default_rng(0)))) == 2
+
+
+def test_dense_rows_equals_toarray():
+    m = sp.random(7, 50, density=0.2, format="csr", random_state=np.random.default_rng(1), dtype=np.float32)
+    rows = np.array([5, 0, 5, 3])
+    np.testing.assert_array_equal(dense_rows(m, rows).numpy(), m[rows].toarray())

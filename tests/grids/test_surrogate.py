@@ -24,6 +24,7 @@ from dmr_ray.grids.surrogate import (
     save_surrogate,
 )
 from dmr_ray.grids.training import TrainingOptions, log_normalise, train_paired
+from dmr_ray.grids.unpaired import UnpairedHistory
 
 N_CELLS, N_PEAKS, N_GENES = 600, 48, 20
 TARGET = 0
@@ -155,6 +156,9 @@ def test_fit_from_a_multiome_file_ties_the_model_to_its_peaks_and_genes(tmp_path
         check_matches(fitted.model, dataclasses.replace(data, peak_names=data.peak_names[::-1]))
     with pytest.raises(InputError, match="surrogate architecture"):
         fit_surrogate(data, TrainingOptions(steps=1), hidden=3)
+    unpaired = fit_surrogate(data, TrainingOptions(steps=3, pretrain_steps=2, pairing="unpaired"), **small)
+    assert isinstance(unpaired.history, UnpairedHistory) and unpaired.history.loss.shape == (3,)
+    assert unpaired.history.atac_autoencoder.shape == (2,) and np.isfinite(unpaired.history.loss).all()
 
 
 def _per_block_sums(encoder, x: torch.Tensor) -> torch.Tensor:
