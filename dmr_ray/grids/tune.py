@@ -171,8 +171,10 @@ def run_experiment(
     grid_results = tuner.fit()
     results = [grid_results[i] for i in range(len(grid_results))]
     expected = math.prod(len(values) for values in grid.values())
-    if len(results) < expected:  # Tune caught a Ctrl-C, saved the experiment and stopped
-        raise KeyboardInterrupt(f"Tune experiment {path}: interrupted; {len(results)} of {expected} trials finished")
+    if grid_results.num_terminated + grid_results.num_errors < expected:  # Tune caught a Ctrl-C and saved the state
+        raise KeyboardInterrupt(
+            f"Tune experiment {path}: interrupted; {grid_results.num_terminated} of {expected} trials finished"
+        )
     finished = [r for r in results if r.error is None and r.metrics and METRIC in r.metrics]
     if not finished:
         first = next((r.error for r in results if r.error is not None), "no trial reported")
