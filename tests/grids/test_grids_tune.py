@@ -34,14 +34,18 @@ def logged_trial(config: dict) -> None:
 
 
 class InterruptAfter(tune.Callback):
-    """Ctrl-C (SIGINT to this process) once ``n`` trials have completed."""
+    """Ctrl-C (SIGINT to this process) once ``n`` trials have completed, the first time only.
 
-    def __init__(self, n: int) -> None:
-        self.n, self.done = n, 0
+    Tune restores an experiment's callbacks with it, so ``once`` (a file) remembers that it fired.
+    """
+
+    def __init__(self, n: int, once: Path) -> None:
+        self.n, self.once, self.done = n, once, 0
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self.done += 1
-        if self.done == self.n:
+        if self.done == self.n and not self.once.exists():
+            self.once.touch()
             os.kill(os.getpid(), signal.SIGINT)
 
 
@@ -72,7 +76,7 @@ def test_an_interrupted_experiment_resumes_without_redoing_finished_trials(ray_l
     options = dict(name="resume", storage_path=str(tmp_path / "tune"), resources=TrialResources(0),
                    max_concurrent_trials=1)  # fmt: skip
     with pytest.raises(KeyboardInterrupt, match=r"interrupted; [12] of 3 trials finished") as stopped:
-        run_experiment(logged_trial, grid, callbacks=[InterruptAfter(1)], **options)
+        run_experiment(logged_trial, grid, callbacks=[InterruptAfter(1, tmp_path / "interrupted")], **options)
     finished = int(str(stopped.value).split("interrupted; ")[1][0])  # Tune may finish the next one too
     before = log.read_text().split()[:finished]
     assert before[0] == "2"
