@@ -150,22 +150,34 @@ class TrainingSection(Options):
     batch_size: int = Field(default=128, gt=0)
     learning_rate: float = Field(default=1e-3, gt=0)
     seed: int = Field(default=0, ge=0)
-    architecture: dict[str, int | float | tuple[int, ...]] = {}
-    """Overrides of the surrogate's widths (``embed_dim``, ``rna_hidden``, ...; grids.surrogate.SurrogateConfig)."""
+    architecture: str | dict[str, int | float | tuple[int, ...]] = "original"
+    """The surrogate's widths: a name of ``grids.search.ARCHITECTURES`` (``original``, ``small``) or
+    overrides of :class:`~dmr_ray.grids.surrogate.SurrogateConfig` fields (``embed_dim``, ...)."""
 
     @field_validator("architecture")
     @classmethod
-    def _known_widths(cls, value: dict[str, Any]) -> dict[str, Any]:
+    def _known_widths(cls, value: str | dict[str, Any]) -> str | dict[str, Any]:
         import dataclasses
 
+        from dmr_ray.grids.search import ARCHITECTURES
         from dmr_ray.grids.surrogate import SurrogateConfig
 
+        if isinstance(value, str):
+            if value not in ARCHITECTURES:
+                raise ValueError(f"unknown architecture {value!r}; choose from {sorted(ARCHITECTURES)} or give widths")
+            return value
         derived = {"n_peaks", "n_genes", "chromosomes", "peak_digest", "gene_digest"}
         known = [f.name for f in dataclasses.fields(SurrogateConfig) if f.name not in derived]
         unknown = sorted(set(value) - set(known))
         if unknown:
             raise ValueError(f"unknown surrogate setting(s) {unknown}; choose from {known}")
         return value
+
+    def widths(self) -> dict[str, Any]:
+        """The :class:`~dmr_ray.grids.surrogate.SurrogateConfig` overrides of :attr:`architecture`."""
+        from dmr_ray.grids.search import ARCHITECTURES
+
+        return dict(ARCHITECTURES[self.architecture]) if isinstance(self.architecture, str) else dict(self.architecture)
 
 
 class GridsConfig(PipelineConfig):

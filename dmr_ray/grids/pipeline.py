@@ -110,9 +110,7 @@ def run_grids(config: GridsConfig, *, overwrite: bool = False, echo: Callable[[s
     if given is None or config.surrogate is None:
         t = config.training
         training = TrainingOptions(steps=t.steps, batch_size=t.batch_size, learning_rate=t.learning_rate, seed=t.seed)
-        model, surrogate_info = _train_here(
-            directory, multiome, data, config.cell_type_key, training, dict(t.architecture)
-        )
+        model, surrogate_info = _train_here(directory, multiome, data, config.cell_type_key, training, t.widths())
         surrogate_path = directory.root / SURROGATE_DIR
         record = directory.record("surrogate")
         echo(f"[surrogate] {record.summary if record else 'trained'}")
