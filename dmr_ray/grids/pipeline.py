@@ -89,7 +89,7 @@ def run_grids(config: GridsConfig, *, overwrite: bool = False, echo: Callable[[s
     """
     from dmr_ray.engine import connect
     from dmr_ray.grids.fit import check_matches
-    from dmr_ray.grids.search import _train_here
+    from dmr_ray.grids.search import _file_digest, _train_here
     from dmr_ray.grids.training import TrainingOptions
 
     data = config.data if isinstance(config.data, Path) else (config.data.rna, config.data.atac)
@@ -279,13 +279,3 @@ def _interval(multiome: Multiome, gene: int) -> list[Any] | None:
     """``[chrom, start, end]`` of ``gene``, or None without coordinates."""
     genes = multiome.genes
     return [str(genes.chrom[gene]), int(genes.start[gene]), int(genes.end[gene])] if genes.known[gene] else None
-
-
-def _file_digest(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
