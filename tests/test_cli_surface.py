@@ -110,10 +110,10 @@ def test_a_closed_stdout_pipe_is_quiet(tmp_path) -> None:
 
 def test_run_dispatches_on_kind(tmp_path, capsys) -> None:
     config = tmp_path / "cfg.yaml"
-    config.write_text(yaml.safe_dump({"kind": "grids", "out": "o"}))
+    config.write_text(yaml.safe_dump({"kind": "nonesuch", "out": "o"}))
     assert main(["run", str(config)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == f"dmr-ray: error: {config}: kind: unknown pipeline 'grids'; choose from ['deep_mr']"
+    assert err == f"dmr-ray: error: {config}: kind: unknown pipeline 'nonesuch'; choose from ['deep_mr', 'grids']"
     config.write_text(yaml.safe_dump({"store": "s.zarr", "out": "o", "engine": {"actors": "many"}}))
     assert main(["run", str(config)]) == 2
     err = capsys.readouterr().err.strip()

@@ -175,7 +175,7 @@ class ToyConfig(PipelineConfig):
     size: int = 1
 
 
-@pytest.mark.parametrize("kind", ["grids", 3, None])
+@pytest.mark.parametrize("kind", ["nonesuch", 3, None])
 def test_an_unknown_kind_is_one_clear_error(tmp_path: Path, kind) -> None:
     path = tmp_path / "cfg.yaml"
     path.write_text(f"kind: {kind}\nstore: s\nmodel: m\nout: o\n")

@@ -17,10 +17,11 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("entrypoint", ["jobs/run.py", "jobs/deep_mr.py"])
 def test_entrypoints_dispatch_on_kind_from_any_directory(tmp_path: Path, entrypoint: str) -> None:
     config = tmp_path / "cfg.yaml"
-    config.write_text(yaml.safe_dump({"kind": "grids", "out": "o"}))
+    config.write_text(yaml.safe_dump({"kind": "nonesuch", "out": "o"}))
     done = subprocess.run(
         [sys.executable, str(REPO / entrypoint), str(config)], capture_output=True, text=True, cwd=tmp_path
     )
     assert done.returncode == 2
-    assert done.stderr.strip() == f"dmr-ray: error: {config}: kind: unknown pipeline 'grids'; choose from ['deep_mr']"
+    expected = f"dmr-ray: error: {config}: kind: unknown pipeline 'nonesuch'; choose from ['deep_mr', 'grids']"
+    assert done.stderr.strip() == expected
     assert not (tmp_path / "o").exists()

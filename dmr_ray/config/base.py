@@ -87,8 +87,8 @@ def _is_url(value: str) -> bool:
 
 
 def resolve_path(base: Path, value: Any) -> Any:
-    """``value`` as an absolute path against ``base``; URLs and ``None`` are left as they are."""
-    if value is None or (isinstance(value, str) and _is_url(value)):
+    """``value`` as an absolute path against ``base``; URLs, mappings and ``None`` are left as they are."""
+    if value is None or isinstance(value, dict) or (isinstance(value, str) and _is_url(value)):
         return value
     path = Path(value).expanduser()
     return str(path if path.is_absolute() else base / path)
