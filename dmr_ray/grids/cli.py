@@ -23,12 +23,12 @@ def grids_group(commands: CommandGroup) -> CommandGroup:
 
 
 def register(commands: CommandGroup) -> None:
-    """Add ``grids simulate``, ``grids digits`` and ``grids search``.
+    """Add ``grids simulate``, ``grids digits``, ``grids search`` and ``grids run`` (:mod:`dmr_ray.grids.run_cli`)."""
+    from dmr_ray.grids.run_cli import add_run
 
-    Another module's command joins the same group here: ``grids = grids_group(commands)``,
-    ``add_commands(grids)``, then that module's ``grids.command(...)``.
-    """
-    add_commands(grids_group(commands))
+    grids = grids_group(commands)
+    add_commands(grids)
+    add_run(grids)
 
 
 def add_commands(grids: CommandGroup) -> None:
