@@ -12,13 +12,13 @@ import pytest
 import torch
 import yaml
 
-from dmr_ray.config import load_config
+from dmr_ray.config import config_from_dict, load_config
 from dmr_ray.deepmr.local import LocalMROptions, local_effects_table
 from dmr_ray.deepmr.pipeline import run_audit
 from dmr_ray.deepmr.stages import global_effects_table, run_global_stage, run_local_stage
 from dmr_ray.engine import EngineOptions, IsmJob, run_ism
 from dmr_ray.engine.ism_task import REPLICATE_BETA, read_replicate_beta
-from dmr_ray.errors import InputError, ResumeConflictError
+from dmr_ray.errors import ConfigError, InputError, ResumeConflictError
 from dmr_ray.ism import saturation_mutagenesis
 from dmr_ray.models import load_model_spec, save_weights
 from dmr_ray.models.architectures import small_cnn
@@ -204,6 +204,17 @@ def test_changing_meta_inference_reruns_only_meta_onward(tiny, tmp_path, ray_loc
     assert ran["pooled"] == {"ism": False, "local MR": False, "meta": True, "report": True}
     assert ran["replicate"] == ran["pooled"]  # back again: meta and report rerun, nothing upstream
     assert (tmp_path / "audit" / "local_replicates.parquet").is_dir()
+
+
+def test_replicate_inference_needs_the_replicates_and_float32() -> None:
+    minimal = {"store": "s.zarr", "model": "m.yaml", "out": "o"}
+    assert config_from_dict(minimal).meta.inference == "replicate"
+    with pytest.raises(ConfigError, match="needs ism.keep_replicates"):
+        config_from_dict({**minimal, "ism": {"keep_replicates": False}})
+    with pytest.raises(ConfigError, match="keep_replicates"):
+        config_from_dict({**minimal, "ism": {"precision": "bfloat16", "fast": True}})
+    pooled = {**minimal, "ism": {"keep_replicates": False}, "meta": {"inference": "pooled"}}
+    assert config_from_dict(pooled).ism.keep_replicates is False
 
 
 # --- the report's direction call ----------------------------------------------------------------
