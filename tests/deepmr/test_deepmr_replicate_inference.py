@@ -4,6 +4,7 @@ stage fits each member, the meta stage infers across members, the report calls a
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
@@ -17,7 +18,7 @@ from dmr_ray.deepmr.local import LocalMROptions, local_effects_table
 from dmr_ray.deepmr.pipeline import run_audit
 from dmr_ray.deepmr.stages import global_effects_table, run_global_stage, run_local_stage
 from dmr_ray.engine import EngineOptions, IsmJob, run_ism
-from dmr_ray.engine.ism_task import REPLICATE_BETA, read_replicate_beta
+from dmr_ray.engine.ism_task import REPLICATE_BETA, IsmTask, read_replicate_beta, replicate_ism
 from dmr_ray.errors import ConfigError, InputError, ResumeConflictError
 from dmr_ray.ism import saturation_mutagenesis
 from dmr_ray.models import load_model_spec, save_weights
@@ -70,6 +71,12 @@ def test_ism_keeps_each_members_effects_and_their_exact_moments(tiny, tmp_path) 
     for name in ("beta", "se", "ref_mean", "ref_se"):
         np.testing.assert_allclose(store.read()[name], plain.read()[name], atol=1e-5, err_msg=name)
     np.testing.assert_allclose(members.mean(0), store.read()["beta"], atol=1e-6)
+    # replicate groups (one per actor): their kept effects concatenate, their moments merge exactly
+    whole = replicate_ism(predictor, tokens, batch_size=None, ddof=1)
+    groups = [replicate_ism(ReplicateSubset(predictor, g), tokens, batch_size=None, ddof=0) for g in ([0, 1], [2])]
+    merged = IsmTask.reduce(SimpleNamespace(job=kept, replicate_kind="ensemble"), 0, groups)
+    np.testing.assert_array_equal(merged.replicate_beta, whole.replicate_beta)
+    np.testing.assert_allclose(merged.result.se, whole.result.se, atol=1e-6)
     with pytest.raises(ResumeConflictError, match="keep_replicates"):
         run_ism(IsmJob(**{**job.__dict__, "out": kept.out}), EngineOptions(actors=0))
     with pytest.raises(InputError, match="keep_replicates"):
