@@ -39,6 +39,9 @@ class IsmOptions(Options):
     fast: bool | Literal["auto"] = _JOB_DEFAULTS["fast"]
     precision: Precision = _JOB_DEFAULTS["precision"]
     device: str | None = _JOB_DEFAULTS["device"]
+    keep_replicates: bool = True
+    """Keep every replicate's effects for ``meta.inference: replicate`` (on here, unlike the
+    engine's default: the audit's default inference needs them; docs/direction.md §7)."""
 
     def job(self, *, store: str, model: Path, out: Path, calibration: Path | None) -> IsmJob:
         """The engine job of these options."""
@@ -125,6 +128,11 @@ class MetaOptions(Options):
 
     method: Literal["FE", "DL", "REML", "PM", "HS", "ML", "HE"] = "DL"
     test: Literal["z", "knha"] = "z"
+    inference: Literal["replicate", "pooled"] = "replicate"
+    """``replicate``: local MR and pooling per replicate (ensemble member), the global estimate
+    their mean with t on R - 1 df (:mod:`dmr_ray.deepmr.replicates`); ``pooled``: one pooling
+    of the ensemble-mean effects (the original's, which counts a member's error shared by all
+    instruments as independent evidence; docs/direction.md)."""
 
 
 class ReportOptions(Options):
@@ -187,6 +195,13 @@ class DeepMRConfig(PipelineConfig):
             check_precision(self.ism.precision, self.ism.fast, calibrated=self.calibration.method != "none")
         except InputError as exc:
             raise ValueError(f"ism.{exc}") from None
+        if self.meta.inference == "replicate" and not self.ism.keep_replicates:
+            raise ValueError("meta.inference 'replicate' needs ism.keep_replicates: true (or choose 'pooled')")
+        if self.ism.keep_replicates and self.ism.precision != "float32":
+            raise ValueError(
+                f"ism.precision {self.ism.precision!r} cannot be combined with ism.keep_replicates "
+                "(set keep_replicates: false and meta.inference: pooled)"
+            )
         return self
 
     @field_validator("pairs")

@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from dmr_ray.deepmr.instruments import passes_direction, passes_filter, usable
+from dmr_ray.errors import InputError
 from dmr_ray.stats import batched
 from dmr_ray.stats.batched import Reason
 
@@ -50,6 +51,9 @@ SCHEMA = pa.schema(
     + [("direction", pa.int8()), ("n_instruments", pa.int32()), ("n_unusable", pa.int32()), ("reason", pa.string())]
 )
 """Columns of ``local_effects.parquet``."""
+
+REPLICATE = "replicate"
+"""The column of ``local_replicates.parquet`` naming the replicate (0 .. R - 1) of a row."""
 
 
 @dataclass(frozen=True)
@@ -232,6 +236,47 @@ def local_effects_table(beta: np.ndarray, se: np.ndarray, seq_ids: np.ndarray, o
                 _part(cols, estimator, seq_ids, region, width, length, exposure, outcome, method, rows.n_unusable)
             )
     return pa.concat_tables(parts) if parts else SCHEMA.empty_table()
+
+
+def replicate_local_effects(
+    replicate_beta: np.ndarray, se: np.ndarray, seq_ids: np.ndarray, options: LocalMROptions
+) -> pa.Table:
+    """Local effects of every replicate: :func:`~dmr_ray.deepmr.local.local_effects_table` of
+    each replicate's effects with the ensemble's SEs, plus the column :data:`REPLICATE`.
+
+    Parameters
+    ----------
+    replicate_beta
+        ``[R, n, L, 3, T]`` effects of each replicate (``f_r(mut) - f_r(ref)``), R >= 2.
+    se
+        ``[n, L, 3, T]`` standard errors of the ensemble effects: the weights of every
+        replicate's fits and, through the filters of ``options``, part of instrument selection.
+    seq_ids
+        ``[n]`` sequence identifiers.
+    options
+        Instrument filters and estimators, as for the audit's local stage.
+
+    Returns
+    -------
+    pyarrow.Table
+        The rows of each replicate in turn (schema :data:`~dmr_ray.deepmr.local.SCHEMA` and
+        ``replicate int16``).
+
+    Raises
+    ------
+    InputError
+        Fewer than two replicates, or shapes that do not match.
+    """
+    replicate_beta = np.asarray(replicate_beta)
+    if replicate_beta.ndim != 5 or replicate_beta.shape[0] < 2 or replicate_beta.shape[1:] != np.shape(se):
+        raise InputError(
+            f"replicate_beta must be [R >= 2, n, L, 3, T] matching se {np.shape(se)}, got {replicate_beta.shape}"
+        )
+    tables = []
+    for r, beta in enumerate(replicate_beta):
+        table = local_effects_table(beta, se, seq_ids, options)
+        tables.append(table.append_column(REPLICATE, pa.array(np.full(table.num_rows, r, dtype=np.int16))))
+    return pa.concat_tables(tables)
 
 
 def _part(

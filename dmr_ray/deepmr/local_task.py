@@ -6,6 +6,11 @@ Each chunk of ``effects.zarr`` becomes ``part-<index>.parquet`` in the
 renamed into place (:func:`dmr_ray._atomic.write_parquet_atomic`), so a part exists whole or
 not at all and a rerun computes only the missing parts. Progress counts sequences; a failed
 chunk is named with its rows and seq_ids.
+
+With a ``replicates`` directory (an effects store written with ``keep_replicates``), each
+chunk also gets every replicate's local effects
+(:func:`~dmr_ray.deepmr.local.replicate_local_effects`) as the part of the same name
+there, written before the ensemble's part, so a chunk counts as done only when both exist.
 """
 
 from __future__ import annotations
@@ -15,8 +20,9 @@ from pathlib import Path
 import pyarrow as pa
 
 from dmr_ray._atomic import write_parquet_atomic
-from dmr_ray.deepmr.local import LocalMROptions, local_effects_table
+from dmr_ray.deepmr.local import LocalMROptions, local_effects_table, replicate_local_effects
 from dmr_ray.engine import ActorResources, ChunkTask, describe_rows
+from dmr_ray.engine.ism_task import read_replicate_beta
 from dmr_ray.store import EffectsStore
 
 FAILURE_FILE = "_failed_chunks.txt"
@@ -40,15 +46,21 @@ class LocalMRTask(ChunkTask):
         The ``local_effects.parquet`` directory (it exists).
     options
         What to compute.
+    replicates
+        The ``local_replicates.parquet`` directory (it exists), or None to fit the ensemble's
+        effects only.
     """
 
     label = "local MR"
     unit = "sequences"
     device = "cpu"
 
-    def __init__(self, effects_path: str, directory: Path, options: LocalMROptions) -> None:
+    def __init__(
+        self, effects_path: str, directory: Path, options: LocalMROptions, replicates: Path | None = None
+    ) -> None:
         self.effects = EffectsStore.open(effects_path, mode="r")
         self.directory = directory.resolve()
+        self.replicates = None if replicates is None else replicates.resolve()
         self.options = options
         self.location = str(self.directory)
         self.failure_file = str(self.directory / FAILURE_FILE)
@@ -74,11 +86,14 @@ class LocalMRTask(ChunkTask):
 
     def setup(self, shard: int, resources: ActorResources) -> LocalMRWorker:
         """A worker reading ``effects.zarr`` (nothing to load)."""
-        return LocalMRWorker(self.effects, self.options)
+        return LocalMRWorker(self.effects, self.options, replicates=self.replicates is not None)
 
-    def commit(self, index: int, value: pa.Table) -> None:
-        """Write part ``index`` atomically."""
-        write_parquet_atomic(part_path(self.directory, index), value)
+    def commit(self, index: int, value: tuple[pa.Table, pa.Table | None]) -> None:
+        """Write part ``index`` atomically: the replicates' first, then the ensemble's."""
+        table, replicates = value
+        if self.replicates is not None and replicates is not None:
+            write_parquet_atomic(part_path(self.replicates, index), replicates)
+        write_parquet_atomic(part_path(self.directory, index), table)
 
     def is_committed(self, index: int) -> bool:
         """Whether part ``index`` exists."""
@@ -86,17 +101,23 @@ class LocalMRTask(ChunkTask):
 
 
 class LocalMRWorker:
-    """Computes the local-effects table of one effects chunk."""
+    """Computes the local-effects table of one effects chunk (and of each of its replicates)."""
 
-    def __init__(self, effects: EffectsStore, options: LocalMROptions) -> None:
+    def __init__(self, effects: EffectsStore, options: LocalMROptions, *, replicates: bool = False) -> None:
         self.effects = effects
         self.options = options
+        self.replicates = replicates
 
     def describe(self) -> str:
         """What it reads."""
         return f"local MR of {self.effects.location}"
 
-    def compute(self, index: int) -> pa.Table:
-        """The local effects of chunk ``index`` (:func:`~dmr_ray.deepmr.local.local_effects_table`)."""
+    def compute(self, index: int) -> tuple[pa.Table, pa.Table | None]:
+        """The local effects of chunk ``index`` (:func:`~dmr_ray.deepmr.local.local_effects_table`),
+        and every replicate's when asked (else None)."""
         chunk = self.effects.read_chunk(index)
-        return local_effects_table(chunk["beta"], chunk["se"], chunk["seq_id"], self.options)
+        table = local_effects_table(chunk["beta"], chunk["se"], chunk["seq_id"], self.options)
+        if not self.replicates:
+            return table, None
+        beta = read_replicate_beta(self.effects, *self.effects.chunk_bounds(index))
+        return table, replicate_local_effects(beta, chunk["se"], chunk["seq_id"], self.options)

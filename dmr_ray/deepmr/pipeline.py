@@ -18,6 +18,7 @@ Audit directory layout::
     instruments.json          pooled exposure moments used by the instrument filters, reused
                               while the effects' fingerprint is unchanged
     local_effects.parquet/    one Parquet part per effects chunk
+    local_replicates.parquet/ the same per replicate (``ism.keep_replicates``)
     global_effects.parquet    random-effects pooled causal effects
     attribution.json          attributions scored against motif positions (when configured)
     report/index.html         figures and tables
@@ -39,6 +40,7 @@ from dmr_ray.deepmr.instruments import ExposureMoments, effects_fingerprint, exp
 from dmr_ray.deepmr.local import LocalMROptions
 from dmr_ray.deepmr.stages import read_local_effects, run_global_stage, run_local_stage
 from dmr_ray.engine import EngineOptions
+from dmr_ray.errors import ConfigError
 from dmr_ray.stage import AuditDirectory, Stage, StageResult
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,7 @@ EFFECTS = "effects.zarr"
 MOMENTS_FILE = "instruments.json"
 """Pooled exposure moments, with the fingerprint of the effects they were computed from."""
 LOCAL = "local_effects.parquet"
+LOCAL_REPLICATES = "local_replicates.parquet"
 GLOBAL = "global_effects.parquet"
 REPORT = "report"
 
@@ -109,6 +112,11 @@ def run_audit(
 
     spec = load_model_spec(config.model)
     pairs = config.resolve_pairs(list(spec.task_names))
+    if config.ism.keep_replicates and spec.n_replicates < 2:
+        raise ConfigError(
+            f"ism.keep_replicates: {config.model} has {spec.n_replicates} replicate; per-replicate inference needs "
+            "at least 2 (set ism.keep_replicates: false and meta.inference: pooled)"
+        )
     audit = AuditDirectory.claim(Path(config.out), KIND, overwrite=overwrite)
     out = audit.root
     connect(config.engine.address, num_cpus=config.ray.num_cpus)  # joins RAY_ADDRESS under ray job submit
@@ -132,16 +140,20 @@ def run_audit(
     ism = Stage("ism", ism_identity, (EFFECTS, MOMENTS_FILE), resumable=True, keeps_outputs=True)
     ism_digest = run(ism, lambda: _ism(config, job))
     options = local_options(config, out / EFFECTS, pairs)
+    replicates = out / LOCAL_REPLICATES if config.ism.keep_replicates else None
     local = Stage(
         "local_mr",
         {"ism": ism_digest, "effects": _fingerprint(out / EFFECTS), "options": asdict(options)},
-        (LOCAL,),
+        (LOCAL, LOCAL_REPLICATES) if replicates else (LOCAL,),
         label="local MR",
         resumable=True,
     )
-    local_digest = run(local, lambda: _local(config, out / EFFECTS, out / LOCAL, options))
+    local_digest = run(local, lambda: _local(config, out / EFFECTS, out / LOCAL, options, replicates))
     meta_identity = {"local": local_digest, **config.meta.model_dump(), "alpha": config.methods.alpha}
-    meta_digest = run(Stage("meta", meta_identity, (GLOBAL,)), lambda: _meta(config, out / LOCAL, out / GLOBAL))
+    meta_replicates = replicates if config.meta.inference == "replicate" else None
+    meta_digest = run(
+        Stage("meta", meta_identity, (GLOBAL,)), lambda: _meta(config, out / LOCAL, out / GLOBAL, meta_replicates)
+    )
     attribution_digest = _attribution(config, spec, audit, ism_digest, run)
     if config.report.enabled:
         info = {**(run_info or {}), "stages": dict(summary.stages)}
@@ -257,9 +269,13 @@ def _read_record(path: Path) -> dict:
         return {}
 
 
-def _local(config: DeepMRConfig, effects_path: Path, local_dir: Path, options: LocalMROptions) -> str:
-    local_dir.mkdir(parents=True, exist_ok=True)
-    computed = run_local_stage(str(effects_path), local_dir, options, local_engine(config.engine))
+def _local(
+    config: DeepMRConfig, effects_path: Path, local_dir: Path, options: LocalMROptions, replicates: Path | None
+) -> str:
+    for directory in (local_dir, replicates):
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+    computed = run_local_stage(str(effects_path), local_dir, options, local_engine(config.engine), replicates)
     table = read_local_effects(local_dir)
     ok = sum(r == "ok" for r in table.column("reason").to_pylist())
     return f"{computed} chunks computed; {table.num_rows} region fits, {ok} with a result"
@@ -276,12 +292,16 @@ def local_engine(engine: EngineOptions) -> EngineOptions:
     )
 
 
-def _meta(config: DeepMRConfig, local_dir: Path, out: Path) -> str:
+def _meta(config: DeepMRConfig, local_dir: Path, out: Path, replicates: Path | None) -> str:
+    meta = config.meta
     table = run_global_stage(
-        local_dir, out, method=config.meta.method, test=config.meta.test, alpha=config.methods.alpha
+        local_dir, out, method=meta.method, test=meta.test, alpha=config.methods.alpha, replicates=replicates
     )
     significant = sum(p < config.methods.alpha for p in table.column("p_value").to_pylist() if p == p)
-    return f"{table.num_rows} pooled effects, {significant} significant at {config.methods.alpha}"
+    return (
+        f"{table.num_rows} pooled effects ({meta.inference} inference), "
+        f"{significant} significant at {config.methods.alpha}"
+    )
 
 
 def _report(

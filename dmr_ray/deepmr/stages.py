@@ -30,7 +30,11 @@ log = logging.getLogger(__name__)
 
 
 def run_local_stage(
-    effects_path: str, directory: Path, options: LocalMROptions, engine: EngineOptions | None = None
+    effects_path: str,
+    directory: Path,
+    options: LocalMROptions,
+    engine: EngineOptions | None = None,
+    replicates: Path | None = None,
 ) -> int:
     """Compute the missing parts of ``local_effects.parquet`` with the engine (CPU actors).
 
@@ -46,6 +50,9 @@ def run_local_stage(
     engine
         How (default :class:`~dmr_ray.engine.EngineOptions` (): one actor per CPU on Ray;
         ``actors=0`` computes in this process).
+    replicates
+        The ``local_replicates.parquet`` directory (it must exist) for every replicate's
+        local effects (the effects store must keep them), or None.
 
     Returns
     -------
@@ -62,9 +69,10 @@ def run_local_stage(
     StalledRunError
         No chunk finished within ``engine.stall_timeout_s``.
     """
-    if not directory.is_dir():
-        raise InputError(f"{directory}: the local-MR directory does not exist; create it first")
-    return run_task(LocalMRTask(str(effects_path), directory, options), engine).computed
+    for where in (directory, replicates):
+        if where is not None and not where.is_dir():
+            raise InputError(f"{where}: the local-MR directory does not exist; create it first")
+    return run_task(LocalMRTask(str(effects_path), directory, options, replicates), engine).computed
 
 
 def read_local_effects(directory: Path) -> pa.Table:
@@ -179,10 +187,29 @@ def _rank_within(groups: np.ndarray) -> np.ndarray:
     return rank
 
 
-def run_global_stage(local_dir: Path, out: Path, *, method: str, test: str, alpha: float = 0.05) -> pa.Table:
-    """Meta-analyse ``local_effects.parquet`` into ``global_effects.parquet`` (atomically)."""
+def run_global_stage(
+    local_dir: Path,
+    out: Path,
+    *,
+    method: str,
+    test: str,
+    alpha: float = 0.05,
+    replicates: Path | None = None,
+) -> pa.Table:
+    """Meta-analyse ``local_effects.parquet`` into ``global_effects.parquet`` (atomically).
+
+    With ``replicates`` (the ``local_replicates.parquet`` directory) the inference is the
+    replicates' (:func:`~dmr_ray.deepmr.replicates.with_replicate_inference`), else the pooled
+    one; the column ``inference`` says which (``"replicate"`` or ``"pooled"``).
+    """
+    from dmr_ray.deepmr.replicates import with_replicate_inference  # it builds on this module
+
     started = time.monotonic()
     table = global_effects_table(read_local_effects(local_dir), method=method, test=test, alpha=alpha)
+    if replicates is None:
+        table = table.append_column("inference", pa.array(["pooled"] * table.num_rows, type=pa.string()))
+    else:
+        table = with_replicate_inference(table, read_local_effects(replicates), alpha=alpha)
     write_parquet_atomic(out, table)
     log.info(
         "global effects: %d (exposure, outcome, method) groups in %.1f s", table.num_rows, time.monotonic() - started

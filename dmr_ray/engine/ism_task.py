@@ -6,15 +6,23 @@ with every replicate and the job's ``ddof`` and commits it itself; with several,
 computes its ``ddof=0`` result and the groups are merged exactly
 (:func:`~dmr_ray.engine.replicas.merge_groups`) before the commit. The in-process runner
 and the actors run the same :class:`IsmWorker`, so both write identical stores.
+
+With ``keep_replicates`` every replicate's effects are kept as well
+(:data:`REPLICATE_BETA` in ``effects.zarr``): the chunk is evaluated once by a predictor that
+presents the ``R`` replicates' ``T`` tasks as ``R * T`` tasks of one replicate
+(:class:`ReplicatesAsTasks`, so a calibration map still sees every replicate of an input
+together), and ``beta``/``se`` are their exact merge (:func:`~dmr_ray.engine.replicas.merge_groups`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import numpy as np
+import torch
 
 from dmr_ray import __version__
 from dmr_ray.engine.failures import chunk_failure, describe_rows
@@ -26,10 +34,16 @@ from dmr_ray.errors import InputError, ModelSpecError
 from dmr_ray.ism import FastPlanCache, ISMResult, NonFinitePredictionError, saturation_mutagenesis
 from dmr_ray.models import ModelSpec, load_model_spec, model_digest
 from dmr_ray.store import EffectsStore, SequenceStore, open_sequence_store
+from dmr_ray.store import _zarr_io as zio
 from dmr_ray.uncertainty import ReplicatePredictor, build_predictor
 from dmr_ray.uncertainty.calibrated import calibration_digest, with_calibration
 
 _SEQUENCE_INDEX = re.compile(r"^sequence (\d+):")
+
+REPLICATE_BETA = "beta_replicates"
+"""The array of per-replicate effects in ``effects.zarr`` (``keep_replicates``):
+``float32 [R, n_seq, L, 3, T]``, chunks ``(R, chunk_size, L, 3, T)``, written before the
+chunk's completion flag."""
 
 FAILURE_SUFFIX = ".failed_chunks.txt"
 """Appended to the location of ``effects.zarr`` to name the sibling file where a run with failed
@@ -79,6 +93,8 @@ def open_job(job: IsmJob, *, overwrite: bool = False) -> tuple[SequenceStore, Mo
         "calibration": calibration_digest(job.calibration),
         "sequence_store": job.store,
     }
+    if job.keep_replicates:  # absent otherwise, so stores written before the option still resume
+        attrs["keep_replicates"] = True
     effects = EffectsStore.create(
         job.out,
         seq_ids=sequences.seq_ids(),
@@ -89,7 +105,124 @@ def open_job(job: IsmJob, *, overwrite: bool = False) -> tuple[SequenceStore, Mo
         info={"code_version": __version__, "job": asdict(job)},
         overwrite=overwrite,
     )
+    if job.keep_replicates and REPLICATE_BETA not in _group(effects, "r"):
+        shape = (spec.n_replicates, effects.n_seq, effects.length, 3, effects.n_tasks)
+        chunks = (spec.n_replicates, effects.chunk_size, *shape[2:])
+        _group(effects, "r+").create_array(
+            REPLICATE_BETA, shape=shape, dtype=np.float32, chunks=chunks, fill_value=np.nan
+        )
     return sequences, spec, effects
+
+
+def _group(effects: EffectsStore, mode: zio.Mode):
+    """The Zarr group of ``effects``."""
+    return zio.open_group(effects.location, mode, None)
+
+
+def read_replicate_beta(effects: EffectsStore, start: int, stop: int) -> np.ndarray:
+    """Rows ``start:stop`` of every replicate's effects, ``float32 [R, stop - start, L, 3, T]``.
+
+    Raises
+    ------
+    InputError
+        The store was written without ``keep_replicates``, or a chunk of the rows is not complete.
+    """
+    group = _group(effects, "r")
+    if REPLICATE_BETA not in group:
+        raise InputError(f"{effects.location}: no per-replicate effects; run ISM with keep_replicates")
+    chunks = range(start // effects.chunk_size, -(-stop // effects.chunk_size))
+    missing = [i for i in chunks if not effects.is_chunk_complete(i)]
+    if missing:
+        raise InputError(f"{effects.location}: rows {start}..{stop} include incomplete chunks {missing[:10]}")
+    return np.asarray(group[REPLICATE_BETA][:, start:stop])
+
+
+class ReplicatesAsTasks(ReplicatePredictor):
+    """One replicate whose ``R * T`` tasks are every replicate's ``T`` tasks of ``base``
+    (replicate-major): ISM of it gives every replicate's effects in one pass.
+
+    Parameters
+    ----------
+    base
+        Any replicate predictor (calibrated ones included: :meth:`predict` calls
+        ``base.predict_all``).
+    """
+
+    layerwise = False
+
+    def __init__(self, base: ReplicatePredictor) -> None:
+        self.base = base
+        self.kind = base.kind
+        self.networks = base.networks
+        self.selector = None
+        self.input_length = base.input_length
+        self.device = base.device
+
+    @property
+    def n_replicates(self) -> int:
+        """One."""
+        return 1
+
+    def to(self, device: str | torch.device) -> ReplicatesAsTasks:
+        """Move ``base`` to ``device``; returns ``self``."""
+        self.base.to(device)
+        self.device = self.base.device
+        return self
+
+    def replicate_network(self, replicate: int) -> contextlib.AbstractContextManager:
+        """Not available: the output is several replicates'."""
+        raise NotImplementedError("ReplicatesAsTasks evaluates all replicates together")
+
+    @torch.inference_mode()
+    def predict(self, onehot: torch.Tensor, replicate: int) -> torch.Tensor:
+        """``float32 [batch, R * T]``: replicate ``r``'s task ``t`` in column ``r * T + t``."""
+        if replicate != 0:
+            raise InputError(f"replicate: {replicate} is out of range for 1 replicate")
+        preds = self.base.predict_all(onehot)
+        return preds.permute(1, 0, 2).reshape(preds.shape[1], -1)
+
+
+@dataclass(frozen=True)
+class ChunkEffects:
+    """One chunk's (or one replicate group's) ISM result, with its replicates' effects when kept.
+
+    Attributes
+    ----------
+    result : ISMResult
+        Moments over the replicates.
+    replicate_beta : numpy.ndarray or None
+        ``float32 [R, n, L, 3, T]`` (``keep_replicates``), else None.
+    """
+
+    result: ISMResult
+    replicate_beta: np.ndarray | None = None
+
+
+def replicate_ism(predictor: ReplicatePredictor, tokens, *, batch_size: int | None, ddof: int) -> ChunkEffects:
+    """ISM of ``tokens`` keeping every replicate's effects (exact path, float32).
+
+    ``beta``/``se`` (and the reference moments) are the exact merge of the single replicates,
+    as if they had been evaluated together.
+    """
+    wide = saturation_mutagenesis(ReplicatesAsTasks(predictor), tokens, batch_size=batch_size, fast=False)
+    n, length, alts, _ = wide.beta.shape
+    r = predictor.n_replicates
+    beta = np.moveaxis(wide.beta.reshape(n, length, alts, r, -1), 3, 0)
+    ref = np.moveaxis(wide.ref_mean.reshape(n, r, -1), 1, 0)
+    singles = [
+        ISMResult(
+            beta=b,
+            se=np.zeros_like(b),
+            ref_mean=m,
+            ref_se=np.zeros_like(m),
+            task_names=predictor.task_names,
+            n_replicates=1,
+            replicate_kind="single",
+            ddof=0,
+        )
+        for b, m in zip(beta, ref, strict=True)
+    ]
+    return ChunkEffects(merge_groups(singles, ddof, predictor.kind), np.ascontiguousarray(beta))
 
 
 class IsmTask(ChunkTask):
@@ -176,15 +309,22 @@ class IsmTask(ChunkTask):
         predictor = job_predictor(spec, self.job, resources.device, replicates=replicates)
         return IsmWorker(self, predictor, ddof=self.job.ddof if self.n_shards == 1 else 0)
 
-    def reduce(self, index: int, partials: Sequence[ISMResult]) -> ISMResult:
-        """One group's result as it is; several merged exactly with the job's ``ddof``."""
+    def reduce(self, index: int, partials: Sequence[ChunkEffects]) -> ChunkEffects:
+        """One group's result as it is; several merged exactly with the job's ``ddof`` (and
+        their replicates' effects concatenated in group order)."""
         if len(partials) == 1:
             return partials[0]
-        return merge_groups(partials, self.job.ddof, self.replicate_kind)
+        merged = merge_groups([p.result for p in partials], self.job.ddof, self.replicate_kind)
+        kept = [p.replicate_beta for p in partials if p.replicate_beta is not None]
+        return ChunkEffects(merged, np.concatenate(kept) if kept else None)
 
-    def commit(self, index: int, value: ISMResult) -> None:
-        """Write chunk ``index`` of ``effects.zarr`` (completion flag last)."""
-        self.effects.write_chunk(index, value.beta, value.se, value.ref_mean, value.ref_se, run_id=self.run_id)
+    def commit(self, index: int, value: ChunkEffects) -> None:
+        """Write chunk ``index`` of ``effects.zarr``: replicates' effects first, completion flag last."""
+        if value.replicate_beta is not None:
+            start, stop = self.effects.chunk_bounds(index)
+            _group(self.effects, "r+")[REPLICATE_BETA][:, start:stop] = value.replicate_beta
+        result = value.result
+        self.effects.write_chunk(index, result.beta, result.se, result.ref_mean, result.ref_se, run_id=self.run_id)
 
     def is_committed(self, index: int) -> bool:
         """Whether chunk ``index`` carries its completion flag."""
@@ -208,7 +348,7 @@ class IsmWorker:
         """Device and replicates."""
         return f"{self.predictor.device}, {self.predictor.n_replicates} replicate(s)"
 
-    def compute(self, index: int) -> ISMResult:
+    def compute(self, index: int) -> ChunkEffects:
         """The ISM result of chunk ``index`` (with ``ddof`` 0 when it is one group of several).
 
         Raises
@@ -221,14 +361,18 @@ class IsmWorker:
         start, stop = task.effects.chunk_bounds(index)
         try:
             tokens = task.sequences.read(start, stop)
-            return saturation_mutagenesis(
-                self.predictor,
-                tokens,
-                batch_size=job.batch_size,
-                fast=job.ism_fast,
-                ddof=self.ddof,
-                precision=job.precision,
-                plans=self.plans,
+            if job.keep_replicates:
+                return replicate_ism(self.predictor, tokens, batch_size=job.batch_size, ddof=self.ddof)
+            return ChunkEffects(
+                saturation_mutagenesis(
+                    self.predictor,
+                    tokens,
+                    batch_size=job.batch_size,
+                    fast=job.ism_fast,
+                    ddof=self.ddof,
+                    precision=job.precision,
+                    plans=self.plans,
+                )
             )
         except Exception as err:
             ids = task.sequences.seq_ids(start, stop)

@@ -50,12 +50,17 @@ class IsmJob:
         linear layers on differences (:func:`~dmr_ray.ism.saturation_mutagenesis`); other
         than float32 it needs ``fast`` set and no ``calibration`` (calibrated jobs run the
         exact path in float32).
+    keep_replicates
+        Also store every replicate's effects (``beta_replicates``, ``float32 [R, n_seq, L, 3, T]``
+        in ``effects.zarr``, :func:`~dmr_ray.engine.ism_task.read_replicate_beta`) for
+        inference across replicates. It runs the exact path (the fast path keeps moments
+        only) in float32, and is part of the store's identity.
 
     Raises
     ------
     InputError
         An unknown ``precision``, or one other than float32 with ``fast=False`` or with
-        ``calibration``; ``ddof`` not an integer >= 0; ``chunk_size`` or ``batch_size`` not
+        ``calibration`` or ``keep_replicates``; ``ddof`` not an integer >= 0; ``chunk_size`` or ``batch_size`` not
         an integer >= 1; ``device`` not a torch device; ``out`` the same location as
         ``store`` or ``calibration``.
     """
@@ -70,6 +75,7 @@ class IsmJob:
     fast: bool | Literal["auto"] = "auto"
     calibration: str | None = None
     precision: Precision = "float32"
+    keep_replicates: bool = False
 
     def __post_init__(self) -> None:
         if not is_int(self.ddof) or self.ddof < 0:
@@ -90,6 +96,11 @@ class IsmJob:
                 f"precision: {self.precision!r} cannot be combined with calibration "
                 "(calibrated jobs run the exact path in float32)"
             )
+        if self.keep_replicates and self.precision != "float32":
+            raise InputError(
+                f"precision: {self.precision!r} cannot be combined with keep_replicates "
+                "(per-replicate effects come from the exact path in float32)"
+            )
 
     def resolved(self) -> IsmJob:
         """The same job with absolute paths (workers may run in another directory)."""
@@ -104,8 +115,8 @@ class IsmJob:
 
     @property
     def ism_fast(self) -> bool | Literal["auto"]:
-        """The ``fast`` argument ISM runs with: the exact path when calibrated."""
-        return False if self.calibration else self.fast
+        """The ``fast`` argument ISM runs with: the exact path when calibrated or keeping replicates."""
+        return False if self.calibration or self.keep_replicates else self.fast
 
 
 @dataclass(frozen=True)

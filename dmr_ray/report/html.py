@@ -27,6 +27,7 @@ from dmr_ray._atomic import write_atomic, write_text_atomic
 from dmr_ray.errors import InputError
 from dmr_ray.report.attribution import METRIC_HEADER, example_tracks_figure, metric_rows, metrics_figure
 from dmr_ray.report.data import CalibrationCurves, ScatterData
+from dmr_ray.report.direction import direction_calls
 from dmr_ray.report.figures import (
     SIGNIFICANCE_NOTE,
     calibration_figure,
@@ -118,6 +119,7 @@ def write_report(
     rows = filter_table(global_table, method=primary).to_pylist() if primary else []
     sections = [
         _summary_section(rows, primary),
+        _direction_section(global_table, local_table),
         _how_to_read_section(),
         _heatmap_section(figures, global_table, methods),
         _forest_section(figures, rows, local_table, primary),
@@ -253,7 +255,13 @@ def _summary_section(rows: list[dict[str, Any]], primary: str | None) -> str:
         f"causal effect significant at p &lt; {ALPHA} (not adjusted for multiple testing).</p>"
     ]
     if significant:
-        parts.append("<p>What the model learned (significant pairs, most significant first):</p>")
+        replicate = all(r.get("inference") == "replicate" for r in rows)
+        parts.append(
+            "<p>What the model learned (significant pairs, most significant first; replicate test):</p>"
+            if replicate
+            else "<p>Significant under pooled inference (no replicate test, so not a direction finding; "
+            "see Direction calls), most significant first:</p>"
+        )
         parts.append(
             _table(
                 ["pair", "direction", "effect", "95 % CI", "p", "regions pooled"],
@@ -280,6 +288,19 @@ def _summary_section(rows: list[dict[str, Any]], primary: str | None) -> str:
     if missing:
         parts.append("<p>Not estimable (no region with an estimate): " + "; ".join(_pair(r) for r in missing) + ".</p>")
     return _section("Summary", "summary", "\n".join(parts))
+
+
+def _direction_section(global_table: pa.Table, local_table: pa.Table) -> str:
+    calls = direction_calls(global_table, local_table, alpha=ALPHA)
+    if not calls:
+        return _section("Direction calls", "direction", "<p>No pair was audited in both directions.</p>")
+    items = "\n".join(f'<li class="{"sig" if c.verdict == "supported" else "muted"}">{_e(c.text)}</li>' for c in calls)
+    intro = (
+        "<p>Per pair of tasks audited both ways, the direction the audit supports and on what "
+        "evidence. A direction is a finding only under the replicate test (inference across "
+        "ensemble members), with no method significant the other way.</p>"
+    )
+    return _section("Direction calls", "direction", f"{intro}<ul>\n{items}\n</ul>")
 
 
 def _how_to_read_section() -> str:

@@ -67,6 +67,10 @@ def test_planted_effect_is_recovered_and_reverse_is_not(audited) -> None:
     assert forward["ci_low"] <= planted <= forward["ci_high"], (forward, planted)
     reverse = rows[("TAL1", "GATA", "deepmr")]
     assert not (reverse["p_value"] < 0.05 and reverse["estimate"] > 0.5 * planted), reverse
+    for method in ("deepmr", "ivw"):  # every reported method: the replicate test (the default)
+        assert rows[("GATA", "TAL1", method)]["inference"] == "replicate"
+        assert rows[("GATA", "TAL1", method)]["p_value"] < 0.05
+        assert not rows[("TAL1", "GATA", method)]["p_value"] < 0.05, rows[("TAL1", "GATA", method)]
     assert [line.split("]")[0] for line in lines] == ["[calibration", "[ism", "[local MR", "[meta", "[report"]
 
 

@@ -1,0 +1,259 @@
+"""Replicate inference wired through the audit: ISM keeps every member's effects, the local
+stage fits each member, the meta stage infers across members, the report calls a direction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+import yaml
+
+from dmr_ray.config import config_from_dict, load_config
+from dmr_ray.deepmr.local import LocalMROptions, local_effects_table
+from dmr_ray.deepmr.pipeline import run_audit
+from dmr_ray.deepmr.stages import global_effects_table, run_global_stage, run_local_stage
+from dmr_ray.engine import EngineOptions, IsmJob, run_ism
+from dmr_ray.engine.ism_task import REPLICATE_BETA, IsmTask, read_replicate_beta, replicate_ism
+from dmr_ray.errors import ConfigError, InputError, ResumeConflictError
+from dmr_ray.ism import saturation_mutagenesis
+from dmr_ray.models import load_model_spec, save_weights
+from dmr_ray.models.architectures import small_cnn
+from dmr_ray.report.direction import direction_calls
+from dmr_ray.store import EffectsStore, write_sequence_store
+from dmr_ray.store import _zarr_io as zio
+from dmr_ray.uncertainty import ReplicateSubset, build_predictor
+
+L = 16
+CNN = {"length": L, "filters": 4, "kernel": 3, "n_conv": 1, "n_dense": 1, "hidden": 6, "n_tasks": 2}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    """A 3-member CNN ensemble with tasks X and Y, and 6 random sequences of 16 bp (chunks of 3)."""
+    torch.set_num_threads(1)
+    folder = tmp_path_factory.mktemp("tiny")
+    names = []
+    for i in range(3):
+        torch.manual_seed(i)
+        save_weights(small_cnn(**CNN), folder / f"m{i}.safetensors")
+        names.append(f"m{i}.safetensors")
+    spec = {
+        "entrypoint": "dmr_ray.models.architectures:small_cnn",
+        "kwargs": CNN,
+        "weights": names,
+        "input_length": L,
+        "outputs": [{"name": "X", "index": 0}, {"name": "Y", "index": 1}],
+        "replicates": {"kind": "ensemble"},
+    }
+    (folder / "spec.yaml").write_text(yaml.safe_dump(spec))
+    tokens = np.random.default_rng(0).integers(0, 4, size=(6, L)).astype(np.uint8)
+    write_sequence_store(folder / "sequences.zarr", tokens, [f"s{i}" for i in range(6)], chunk_size=3)
+    return folder
+
+
+def test_ism_keeps_each_members_effects_and_their_exact_moments(tiny, tmp_path) -> None:
+    job = IsmJob(str(tiny / "sequences.zarr"), str(tiny / "spec.yaml"), str(tmp_path / "e.zarr"), ddof=1)
+    run_ism(job, EngineOptions(actors=0))
+    kept = IsmJob(**{**job.__dict__, "out": str(tmp_path / "k.zarr"), "keep_replicates": True})
+    run_ism(kept, EngineOptions(actors=0))
+    plain, store = (EffectsStore.open(str(tmp_path / name), mode="r") for name in ("e.zarr", "k.zarr"))
+    members = read_replicate_beta(store, 0, 6)
+    assert members.shape == (3, 6, L, 3, 2)
+    predictor = build_predictor(load_model_spec(tiny / "spec.yaml"))
+    tokens = np.asarray(zio.open_group(str(tiny / "sequences.zarr"), "r", None)["tokens"][:])
+    one = saturation_mutagenesis(ReplicateSubset(predictor, [1]), tokens).beta
+    np.testing.assert_allclose(members[1], one, atol=1e-6)
+    for name in ("beta", "se", "ref_mean", "ref_se"):
+        np.testing.assert_allclose(store.read()[name], plain.read()[name], atol=1e-5, err_msg=name)
+    np.testing.assert_allclose(members.mean(0), store.read()["beta"], atol=1e-6)
+    # replicate groups (one per actor): their kept effects concatenate, their moments merge exactly
+    whole = replicate_ism(predictor, tokens, batch_size=None, ddof=1)
+    groups = [replicate_ism(ReplicateSubset(predictor, g), tokens, batch_size=None, ddof=0) for g in ([0, 1], [2])]
+    merged = IsmTask.reduce(SimpleNamespace(job=kept, replicate_kind="ensemble"), 0, groups)
+    np.testing.assert_array_equal(merged.replicate_beta, whole.replicate_beta)
+    np.testing.assert_allclose(merged.result.se, whole.result.se, atol=1e-6)
+    with pytest.raises(ResumeConflictError, match="keep_replicates"):
+        run_ism(IsmJob(**{**job.__dict__, "out": kept.out}), EngineOptions(actors=0))
+    with pytest.raises(InputError, match="keep_replicates"):
+        read_replicate_beta(plain, 0, 3)
+
+
+# --- local and meta stages on hand-built member effects ---------------------------------------
+
+THETA = 0.7
+SHIFT = np.array([0.0, 0.7, 0.6, 0.8, -0.2])
+"""Each member's GATA-like response at Y's motif, shared by all its instruments (docs/direction.md)."""
+
+
+def _members(n: int = 12, length: int = 20, seed: int = 0) -> np.ndarray:
+    """``[R, n, L, 3, 2]``: X's motif (0-4) drives Y by THETA; at Y's motif (10-14) every
+    member moves X by its own shift, the same at every instrument (a reverse artefact)."""
+    rng = np.random.default_rng(seed)
+    beta = rng.normal(0, 0.05, (SHIFT.size, n, length, 3, 2))
+    bx = -8 + rng.normal(0, 0.3, (SHIFT.size, n, 5, 3))
+    beta[:, :, :5, :, 0] = bx
+    beta[:, :, :5, :, 1] = THETA * bx + rng.normal(0, 0.1, bx.shape)
+    beta[:, :, 10:15, :, 1] = -6 + rng.normal(0, 0.3, (SHIFT.size, n, 5, 3))
+    beta[:, :, 10:15, :, 0] = -SHIFT[:, None, None, None] + rng.normal(0, 0.05, (SHIFT.size, n, 5, 3))
+    return beta.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def staged(tmp_path_factory) -> tuple[Path, np.ndarray, LocalMROptions]:
+    """An effects store with its members' effects, and both local stages run on it (in process)."""
+    root = tmp_path_factory.mktemp("staged")
+    members = _members()
+    beta, se = members.mean(0), members.std(0)
+    attrs = {
+        "model_digest": "hand-built",
+        "replicate_kind": "ensemble",
+        "replicate_count": SHIFT.size,
+        "calibration": "none",
+        "ddof": 0,
+        "code_version": "test",
+        "sequence_store": "none",
+        "keep_replicates": True,
+    }
+    ids = [f"seq{i}" for i in range(beta.shape[0])]
+    store = EffectsStore.create(
+        root / "effects.zarr", seq_ids=ids, length=20, tasks=["X", "Y"], chunk_size=4, attrs=attrs
+    )
+    group = zio.open_group(store.location, "r+", None)
+    group.create_array(REPLICATE_BETA, shape=members.shape, dtype=np.float32, chunks=(5, 4, 20, 3, 2))
+    group[REPLICATE_BETA][:] = members
+    for i in range(store.n_chunks):
+        start, stop = store.chunk_bounds(i)
+        zeros = np.zeros((stop - start, 2), np.float32)
+        store.write_chunk(i, beta[start:stop], se[start:stop], zeros, zeros)
+    options = LocalMROptions(
+        tasks=("X", "Y"),
+        pairs=(("X", "Y"), ("Y", "X")),
+        estimators=("ivw", "weighted_median"),
+        filter="zscore",
+        threshold=1.0,
+        moments_mean=tuple(beta.mean(axis=(0, 1, 2)).tolist()),
+        moments_sd=tuple(beta.std(axis=(0, 1, 2)).tolist()),
+        region_width=20,
+        direction_sd=(1.0, 1.0),
+        iterations=200,
+    )
+    for name in ("local", "replicates"):
+        (root / name).mkdir()
+    run_local_stage(str(root / "effects.zarr"), root / "local", options, EngineOptions(actors=0), root / "replicates")
+    return root, members, options
+
+
+def _by_key(table: pa.Table) -> dict:
+    return {(r["exposure"], r["outcome"], r["method"]): r for r in table.to_pylist()}
+
+
+def test_member_specific_reverse_artefact_is_significant_pooled_but_not_replicate_wise(staged) -> None:
+    root, _, _ = staged
+    pooled = _by_key(run_global_stage(root / "local", root / "p.parquet", method="DL", test="z"))
+    wise = _by_key(
+        run_global_stage(root / "local", root / "r.parquet", method="DL", test="z", replicates=root / "replicates")
+    )
+    for method in ("ivw", "weighted_median"):
+        assert pooled["Y", "X", method]["inference"] == "pooled" and pooled["Y", "X", method]["p_value"] < 1e-6
+        reverse, forward = wise["Y", "X", method], wise["X", "Y", method]
+        assert reverse["inference"] == "replicate" and reverse["n_replicates"] == SHIFT.size
+        assert reverse["p_value"] > 0.05
+        assert forward["p_value"] < 1e-3 and forward["estimate"] == pytest.approx(THETA, abs=0.02)
+        assert np.isnan(forward["pi_low"]) and forward["i2"] == pooled["X", "Y", method]["i2"]
+    assert pq.read_table(root / "r.parquet").column("inference").to_pylist() == ["replicate"] * 4
+
+
+def test_replicate_global_mean_equals_each_members_own_audit(staged) -> None:
+    root, members, options = staged
+    wise = _by_key(
+        run_global_stage(root / "local", root / "b.parquet", method="DL", test="z", replicates=root / "replicates")
+    )
+    se = members.std(0)
+    ids = np.array([f"seq{i}" for i in range(members.shape[1])])
+    brute = [_by_key(global_effects_table(local_effects_table(b, se, ids, options))) for b in members]
+    for key, row in wise.items():
+        each = [audit[key]["estimate"] for audit in brute]
+        assert row["replicate_estimates"] == pytest.approx(each)
+        assert row["estimate"] == pytest.approx(np.mean(each))
+        assert row["se"] == pytest.approx(np.std(each, ddof=1) / np.sqrt(len(each)))
+
+
+# --- stage identities through run_audit --------------------------------------------------------
+
+
+def test_changing_meta_inference_reruns_only_meta_onward(tiny, tmp_path, ray_local) -> None:
+    config = {
+        "store": str(tiny / "sequences.zarr"),
+        "model": str(tiny / "spec.yaml"),
+        "out": str(tmp_path / "audit"),
+        "methods": {"estimators": ["ivw"], "iterations": 50},
+        "instruments": {"filter": "wald", "threshold": 0.5},
+        "engine": {"actors": 0},
+        "report": {"enabled": True, "scatter_sequences": 0},
+    }
+    path = tmp_path / "audit.yaml"
+    ran = {}
+    for inference in ("replicate", "pooled", "replicate"):
+        path.write_text(yaml.safe_dump({**config, "meta": {"inference": inference}}))
+        lines: list[str] = []
+        run_audit(load_config(path), echo=lines.append)
+        # a resumable stage (ISM, local MR) that finds every chunk done computes none
+        ran[inference] = {
+            line.split("]")[0][1:]: not ("reused" in line or " 0 chunks computed" in line) for line in lines
+        }
+        table = pq.read_table(tmp_path / "audit" / "global_effects.parquet")
+        assert set(table.column("inference").to_pylist()) == {inference}
+    assert ran["pooled"] == {"ism": False, "local MR": False, "meta": True, "report": True}
+    assert ran["replicate"] == ran["pooled"]  # back again: meta and report rerun, nothing upstream
+    assert (tmp_path / "audit" / "local_replicates.parquet").is_dir()
+
+
+def test_replicate_inference_needs_the_replicates_and_float32() -> None:
+    minimal = {"store": "s.zarr", "model": "m.yaml", "out": "o"}
+    assert config_from_dict(minimal).meta.inference == "replicate"
+    with pytest.raises(ConfigError, match="needs ism.keep_replicates"):
+        config_from_dict({**minimal, "ism": {"keep_replicates": False}})
+    with pytest.raises(ConfigError, match="keep_replicates"):
+        config_from_dict({**minimal, "ism": {"precision": "bfloat16", "fast": True}})
+    pooled = {**minimal, "ism": {"keep_replicates": False}, "meta": {"inference": "pooled"}}
+    assert config_from_dict(pooled).ism.keep_replicates is False
+
+
+# --- the report's direction call ----------------------------------------------------------------
+
+
+def _row(exposure: str, outcome: str, method: str, estimate: float, p_value: float, inference: str) -> dict:
+    return {
+        "exposure": exposure,
+        "outcome": outcome,
+        "method": method,
+        "estimate": estimate,
+        "p_value": p_value,
+        "q_p": 0.5,
+        "inference": inference,
+        "n_replicates": 5,
+    }
+
+
+def test_direction_call_on_a_planted_forward_only_case() -> None:
+    rows = [
+        _row("GATA", "TAL1", "deepmr", 0.71, 3e-5, "replicate"),
+        _row("GATA", "TAL1", "ivw", 0.65, 5e-6, "replicate"),
+        _row("TAL1", "GATA", "deepmr", -0.02, 0.4, "replicate"),
+        _row("TAL1", "GATA", "ivw", 0.06, 0.18, "replicate"),
+    ]
+    (call,) = direction_calls(pa.Table.from_pylist(rows))
+    assert call.verdict == "supported" and call.direction == ("GATA", "TAL1")
+    assert call.text.startswith("GATA → TAL1 supported (increases): 2 of 2 methods agree")
+    assert "t on 4 df" in call.text and "TAL1 → GATA not significant for any method" in call.text
+    # The same numbers without a replicate test: the pooled reverse IVW is never called a direction.
+    pooled = [{**r, "inference": "pooled"} for r in rows[:3]] + [{**rows[3], "inference": "pooled", "p_value": 1e-12}]
+    (untested,) = direction_calls(pa.Table.from_pylist(pooled))
+    assert untested.verdict == "untested" and untested.direction is None and "no direction called" in untested.text
+    both = rows[:3] + [{**rows[3], "p_value": 0.01}]
+    assert direction_calls(pa.Table.from_pylist(both))[0].verdict == "both"
