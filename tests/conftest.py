@@ -33,3 +33,13 @@ def ray_local():
         )
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def ray_job_head(tmp_path_factory):
+    """A second Ray, started once with ``ray start --head`` and token authentication, for the
+    tests that ``ray job submit`` for real (tests/ray_head.py)."""
+    from ray_head import ray_head
+
+    with ray_head(tmp_path_factory.mktemp("ray_head")) as head:
+        yield head

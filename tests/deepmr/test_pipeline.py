@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import shutil
-import socket
 import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from ray_head import checkout
 
 from dmr_ray.config import load_config
 from dmr_ray.deepmr import pipeline
@@ -28,7 +22,6 @@ from dmr_ray.store import EffectsStore
 
 # The demo's training recipe (a weaker ensemble underfits the planted slope); fewer sequences.
 SMALL = DemoSettings(n_calibration=400, n_audit=32)
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -201,22 +194,8 @@ def load_config_from(cfg: dict, directory: Path):
     return load_config(path)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _checkout(directory: Path) -> Path:
-    """What ``--working-dir .`` uploads from a checkout: the package and the job entrypoints."""
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for name in ("dmr_ray", "jobs"):
-        shutil.copytree(REPO / name, directory / name, ignore=ignore)
-    return directory
-
-
 @pytest.mark.slow
-def test_ray_job_submit_against_a_local_head(prepared, tmp_path) -> None:
+def test_ray_job_submit_against_a_local_head(prepared, tmp_path, ray_job_head) -> None:
     """The README's ``ray job submit`` for real: a head started with ``ray start --head`` on
     127.0.0.1 with token authentication, the token read from a secret file
     (``RAY_AUTH_TOKEN_PATH``), and ``python jobs/run.py`` submitted from a checkout."""
@@ -230,93 +209,30 @@ def test_ray_job_submit_against_a_local_head(prepared, tmp_path) -> None:
     cfg["calibration"] = {"method": "none"}
     job_config = tmp_path / "job.yaml"
     job_config.write_text(yaml.safe_dump(cfg))
-    checkout = _checkout(tmp_path / "checkout")
-
-    ray_bin = Path(sys.executable).parent / "ray"
-    ray_cmd = str(ray_bin) if ray_bin.exists() else shutil.which("ray")
-    gcs, dashboard = _free_port(), _free_port()
-    # As documented: the token lives in a file only its owner reads (a mounted secret on a
-    # cluster); head and clients find it through RAY_AUTH_TOKEN_PATH with RAY_AUTH_MODE=token.
-    secret = tmp_path / "secrets" / "ray_auth_token"
-    secret.parent.mkdir(mode=0o700)
-    secret.write_text(secrets.token_hex(32))
-    secret.chmod(0o600)
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(secret)}
-    for name in ("RAY_ADDRESS", "RAY_AUTH_TOKEN"):
-        env.pop(name, None)
-    temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Unix socket paths are capped
-    head = subprocess.Popen(
-        [
-            ray_cmd,
-            "start",
-            "--head",
-            "--block",
-            f"--port={gcs}",
-            "--num-cpus=2",
-            "--node-ip-address=127.0.0.1",
-            "--dashboard-host=127.0.0.1",
-            f"--dashboard-port={dashboard}",
-            "--include-dashboard=true",
-            f"--temp-dir={temp_dir}",
-            # Another Ray instance (this test session's) already holds the default agent ports.
-            f"--dashboard-agent-listen-port={_free_port()}",
-            f"--dashboard-agent-grpc-port={_free_port()}",
-            f"--metrics-export-port={_free_port()}",
-            f"--runtime-env-agent-port={_free_port()}",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+    head = ray_job_head
+    # Without RAY_AUTH_MODE=token the client sends no token, and the job server refuses it.
+    refused = subprocess.run(
+        [head.ray, "job", "list", "--address", head.address],
+        env={**head.env, "RAY_AUTH_MODE": "disabled"},
+        capture_output=True,
+        text=True,
     )
-    try:
-        address = f"http://127.0.0.1:{dashboard}"
-        deadline = time.monotonic() + 120
-        while True:
-            probe = subprocess.run(
-                [ray_cmd, "job", "list", "--address", address], env=env, capture_output=True, text=True
-            )
-            if probe.returncode == 0:
-                break
-            assert time.monotonic() < deadline, f"Ray head did not come up: {probe.stderr[-2000:]}"
-            time.sleep(2)
-        # Without RAY_AUTH_MODE=token the client sends no token, and the job server refuses it.
-        refused = subprocess.run(
-            [ray_cmd, "job", "list", "--address", address],
-            env={**env, "RAY_AUTH_MODE": "disabled"},
-            capture_output=True,
-            text=True,
-        )
-        assert refused.returncode != 0 and "Missing authentication token" in refused.stdout + refused.stderr
-        submit_cmd = [
-            ray_cmd,
-            "job",
-            "submit",
-            "--address",
-            address,
-            "--working-dir",
-            ".",
-            "--entrypoint-num-cpus",
-            "0",
-            "--",
-            "python",
-            "jobs/run.py",
-            str(job_config),
-        ]
-        while True:
-            submit = subprocess.run(submit_cmd, env=env, capture_output=True, text=True, timeout=600, cwd=checkout)
-            # The job agent can come up after the job API answers; Ray asks to try again.
-            if "No available agent" not in submit.stderr or time.monotonic() > deadline + 120:
-                break
-            time.sleep(3)
-        assert submit.returncode == 0, submit.stdout[-4000:] + submit.stderr[-4000:]
-        assert "succeeded" in submit.stdout.lower()
-        assert f"audit written to {tmp_path / 'audit'}" in submit.stdout
-        table = pq.read_table(tmp_path / "audit" / "global_effects.parquet")
-        assert table.num_rows == 4  # 2 ordered pairs x 2 methods
-        assert np.isfinite(table.column("estimate").to_numpy()).all()
-        assert (tmp_path / "audit" / ".dmr_ray" / "stages" / "meta.json").exists()
-    finally:
-        os.killpg(head.pid, 15)
-        head.wait(timeout=60)
-        shutil.rmtree(temp_dir, ignore_errors=True)
+    assert refused.returncode != 0 and "Missing authentication token" in refused.stdout + refused.stderr
+    submit = head.submit(
+        "--working-dir",
+        ".",
+        "--entrypoint-num-cpus",
+        "0",
+        "--",
+        "python",
+        "jobs/run.py",
+        str(job_config),
+        cwd=checkout(tmp_path / "checkout"),
+    )
+    assert submit.returncode == 0, submit.stdout[-4000:] + submit.stderr[-4000:]
+    assert "succeeded" in submit.stdout.lower()
+    assert f"audit written to {tmp_path / 'audit'}" in submit.stdout
+    table = pq.read_table(tmp_path / "audit" / "global_effects.parquet")
+    assert table.num_rows == 4  # 2 ordered pairs x 2 methods
+    assert np.isfinite(table.column("estimate").to_numpy()).all()
+    assert (tmp_path / "audit" / ".dmr_ray" / "stages" / "meta.json").exists()
