@@ -19,7 +19,13 @@ from dmr_ray.errors import DmrRayError
 
 log = logging.getLogger("dmr_ray")
 
-COMMAND_MODULES = ("dmr_ray.store.cli", "dmr_ray.engine.cli", "dmr_ray.config.cli", "dmr_ray.deepmr.cli")
+COMMAND_MODULES = (
+    "dmr_ray.store.cli",
+    "dmr_ray.engine.cli",
+    "dmr_ray.config.cli",
+    "dmr_ray.deepmr.cli",
+    "dmr_ray.attribution.cli",
+)
 """Packages whose ``register(CommandGroup)`` adds subcommands, in the order ``--help`` lists them."""
 
 

@@ -16,7 +16,10 @@ from dmr_ray.errors import ConfigError
 
 DEFAULT_KIND = "deep_mr"
 
-PIPELINES: dict[str, str] = {"deep_mr": "dmr_ray.deepmr.config:DeepMRConfig"}
+PIPELINES: dict[str, str] = {
+    "deep_mr": "dmr_ray.deepmr.config:DeepMRConfig",
+    "attribution": "dmr_ray.attribution.config:AttributionConfig",
+}
 """Pipeline kind -> ``module:ClassName`` of its :class:`PipelineConfig` subclass."""
 
 
