@@ -97,7 +97,7 @@ def gap_curves(
     with torch.no_grad():
         full = prob(x_t).gather(1, target_t)[:, 0].double()
         for name, order in orders.items():
-            order_t = torch.as_tensor(np.ascontiguousarray(order, dtype=np.int64))
+            order_t = torch.tensor(np.asarray(order), dtype=torch.int64)
             curve = []
             for c in counts:
                 masked = x_t.clone()
