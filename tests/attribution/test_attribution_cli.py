@@ -28,7 +28,7 @@ def test_help_lists_the_options_and_an_example(capsys):
 def test_benchmark_command_writes_the_summary(tmp_path, capsys):
     out = tmp_path / "bench"
     argv = ["attribution", "benchmark", "--model", "mlp", "--seeds", "1", "--out", str(out), *SMALL]
-    argv += ["--methods", "ig", "saliency", "--n-random", "1", "--actors", "0"]
+    argv += ["--methods", "ig", "saliency", "--no-gaps", "--actors", "0"]
     assert main(argv) == 0
     assert str(out) in capsys.readouterr().out
     summary = json.loads((out / "summary.json").read_text())
