@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "dmr_ray.deepmr.cli",
     "dmr_ray.grids.cli",
     "dmr_ray.audit.cli",
+    "dmr_ray.attribution.cli",
 )
 """Packages whose ``register(CommandGroup)`` adds subcommands, in the order ``--help`` lists them."""
 

@@ -19,6 +19,7 @@ DEFAULT_KIND = "deep_mr"
 PIPELINES: dict[str, str] = {
     "deep_mr": "dmr_ray.deepmr.config:DeepMRConfig",
     "grids": "dmr_ray.grids.config:GridsConfig",
+    "attribution": "dmr_ray.attribution.config:AttributionConfig",
 }
 """Pipeline kind -> ``module:ClassName`` of its :class:`PipelineConfig` subclass."""
 
