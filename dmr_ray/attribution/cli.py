@@ -22,9 +22,12 @@ SIZE_OVERRIDES = ("n_samples", "n_genes", "n_pathways", "n_subclasses", "pathway
 
 
 def register(commands: CommandGroup) -> CommandGroup:
-    """Add the ``attribution`` group with ``benchmark``; returns the group (for more commands)."""
-    group = commands.group("attribution", help="how far attributions recover known biomarkers")
+    """Add the ``attribution`` group with ``benchmark`` and ``sequences``; returns the group (for more commands)."""
+    from dmr_ray.attribution.sequences_cli import add_sequences
+
+    group = commands.group("attribution", help="how far attributions recover known biomarkers and motifs")
     add_benchmark(group)
+    add_sequences(group)
     return group
 
 
