@@ -19,6 +19,8 @@ from dmr_ray.models.architectures import small_cnn
 from dmr_ray.store import EffectsStore, write_sequence_store
 from dmr_ray.store import _zarr_io as zio
 from dmr_ray.uncertainty import ReplicateSubset, build_predictor
+from dmr_ray.uncertainty.calibrated import CalibratedPredictor
+from dmr_ray.uncertainty.calibration import VarianceScaler
 
 L = 200
 CNN = {"length": L, "filters": 4, "kernel": 5, "n_conv": 2, "n_dense": 1, "hidden": 6, "n_tasks": 2}
@@ -117,3 +119,22 @@ def test_engine_job_keeps_members_on_the_fast_path_and_resumes(members, tmp_path
     summary = run_ism(fast_job, EngineOptions(actors=0))
     assert (summary.computed, summary.skipped) == (1, 1) and runs == [True, True, True]
     np.testing.assert_array_equal(read_replicate_beta(EffectsStore.open(fast_job.out, mode="r"), 0, 4), before)
+
+
+def test_calibrated_members_stay_exact_and_are_kept(members) -> None:
+    """A recalibration maps all members of an input together: ``fast`` falls back to the
+    exact path, whose kept members are the calibrated predictions' paired differences."""
+    base = build_predictor(load_model_spec(members / "spec.yaml"))
+    predictor = CalibratedPredictor(base, VarianceScaler(np.array([2.0, 0.5])))
+    tokens = _tokens(members)[:1, :]
+    result = saturation_mutagenesis(predictor, tokens, fast=True, keep_replicates=True)
+    onehot = torch.nn.functional.one_hot(torch.from_numpy(tokens[0]).long(), 4).T.float()
+    for pos, slot in ((0, 0), (97, 2), (L - 1, 1)):
+        alt = [a for a in range(4) if a != tokens[0, pos]][slot]
+        mutant = onehot.clone()
+        mutant[:, pos] = torch.nn.functional.one_hot(torch.tensor(alt), 4).float()
+        truth = predictor.predict_all(mutant[None]) - predictor.predict_all(onehot[None])
+        np.testing.assert_allclose(result.replicate_beta[:, 0, pos, slot], truth[:, 0].numpy(), **TOL)
+    uncalibrated = saturation_mutagenesis(base, tokens, keep_replicates=True)
+    assert not np.allclose(result.replicate_beta, uncalibrated.replicate_beta, **TOL)
+    np.testing.assert_allclose(result.beta, uncalibrated.beta, **TOL)  # the scaler keeps each input's mean
