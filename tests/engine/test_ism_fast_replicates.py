@@ -50,6 +50,15 @@ def members(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture
+def fast_runs(monkeypatch) -> list[bool]:
+    """The ``keep_replicates`` argument of each :meth:`FastISM.run` call from now on."""
+    runs: list[bool] = []
+    original = ism_fast.FastISM.run
+    monkeypatch.setattr(ism_fast.FastISM, "run", lambda self, *a: runs.append(a[-1]) or original(self, *a))
+    return runs
+
+
 def _tokens(folder: Path) -> np.ndarray:
     return np.asarray(zio.open_group(str(folder / "sequences.zarr"), "r", None)["tokens"][:])
 
@@ -79,34 +88,28 @@ def test_fast_path_keeps_the_exact_paths_member_effects_and_moments(members) -> 
     np.testing.assert_array_equal(plain.se, fast.se)
 
 
-def test_auto_takes_the_fast_path_with_kept_members(members, monkeypatch) -> None:
+def test_auto_takes_the_fast_path_with_kept_members(members, fast_runs) -> None:
     predictor = build_predictor(load_model_spec(members / "spec.yaml"))
     with torch.inference_mode():
         path = ism_fast.plan_fast_path(predictor, L, "auto", None)
     assert path is not None and path.work_ratio < ism_fast.AUTO_MAX_WORK_RATIO
-    runs: list[bool] = []
-    original = ism_fast.FastISM.run
-    monkeypatch.setattr(ism_fast.FastISM, "run", lambda self, *a: runs.append(a[-1]) or original(self, *a))
     auto = replicate_ism(predictor, _tokens(members), batch_size=None, ddof=0, fast="auto")
-    assert runs == [True]
+    assert fast_runs == [True]
     exact = replicate_ism(predictor, _tokens(members), batch_size=None, ddof=0)
-    assert runs == [True]
+    assert fast_runs == [True]
     _assert_same(auto.result, exact.result)
     np.testing.assert_array_equal(auto.replicate_beta, auto.result.replicate_beta)
 
 
-def test_engine_job_keeps_members_on_the_fast_path_and_resumes(members, tmp_path, monkeypatch) -> None:
-    runs: list[bool] = []
-    original = ism_fast.FastISM.run
-    monkeypatch.setattr(ism_fast.FastISM, "run", lambda self, *a: runs.append(a[-1]) or original(self, *a))
+def test_engine_job_keeps_members_on_the_fast_path_and_resumes(members, tmp_path, fast_runs) -> None:
     base = {"store": str(members / "sequences.zarr"), "model": str(members / "spec.yaml"), "ddof": 1}
     exact_job = IsmJob(**base, out=str(tmp_path / "exact.zarr"), fast=False, keep_replicates=True)
     fast_job = IsmJob(**base, out=str(tmp_path / "fast.zarr"), keep_replicates=True)  # fast="auto"
     assert fast_job.ism_fast == "auto" and exact_job.ism_fast is False
     run_ism(exact_job, EngineOptions(actors=0))
-    assert runs == []
+    assert fast_runs == []
     run_ism(fast_job, EngineOptions(actors=0))
-    assert runs == [True, True]  # one fast call per chunk
+    assert fast_runs == [True, True]  # one fast call per chunk
     exact, fast = (EffectsStore.open(job.out, mode="r") for job in (exact_job, fast_job))
     np.testing.assert_allclose(read_replicate_beta(fast, 0, 4), read_replicate_beta(exact, 0, 4), **TOL)
     for name in ("beta", "se", "ref_mean", "ref_se"):
@@ -117,7 +120,7 @@ def test_engine_job_keeps_members_on_the_fast_path_and_resumes(members, tmp_path
     group["complete"][1] = False
     group["beta_replicates"][:, 2:4] = np.nan
     summary = run_ism(fast_job, EngineOptions(actors=0))
-    assert (summary.computed, summary.skipped) == (1, 1) and runs == [True, True, True]
+    assert (summary.computed, summary.skipped) == (1, 1) and fast_runs == [True, True, True]
     np.testing.assert_array_equal(read_replicate_beta(EffectsStore.open(fast_job.out, mode="r"), 0, 4), before)
 
 
