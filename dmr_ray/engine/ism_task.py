@@ -8,21 +8,19 @@ computes its ``ddof=0`` result and the groups are merged exactly
 and the actors run the same :class:`IsmWorker`, so both write identical stores.
 
 With ``keep_replicates`` every replicate's effects are kept as well
-(:data:`REPLICATE_BETA` in ``effects.zarr``): the chunk is evaluated once by a predictor that
-presents the ``R`` replicates' ``T`` tasks as ``R * T`` tasks of one replicate
-(:class:`ReplicatesAsTasks`, so a calibration map still sees every replicate of an input
-together), and ``beta``/``se`` are their exact merge (:func:`~dmr_ray.engine.replicas.merge_groups`).
+(:data:`REPLICATE_BETA` in ``effects.zarr``): ISM keeps each replicate's paired differences
+as it computes them, on the path the job's ``fast`` chooses (the fast path runs one replicate
+at a time anyway), and ``beta``/``se`` are the moments of those same differences.
 """
 
 from __future__ import annotations
 
-import contextlib
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 import numpy as np
-import torch
 
 from dmr_ray import __version__
 from dmr_ray.engine.failures import chunk_failure, describe_rows
@@ -137,51 +135,6 @@ def read_replicate_beta(effects: EffectsStore, start: int, stop: int) -> np.ndar
     return np.asarray(group[REPLICATE_BETA][:, start:stop])
 
 
-class ReplicatesAsTasks(ReplicatePredictor):
-    """One replicate whose ``R * T`` tasks are every replicate's ``T`` tasks of ``base``
-    (replicate-major): ISM of it gives every replicate's effects in one pass.
-
-    Parameters
-    ----------
-    base
-        Any replicate predictor (calibrated ones included: :meth:`predict` calls
-        ``base.predict_all``).
-    """
-
-    layerwise = False
-
-    def __init__(self, base: ReplicatePredictor) -> None:
-        self.base = base
-        self.kind = base.kind
-        self.networks = base.networks
-        self.selector = None
-        self.input_length = base.input_length
-        self.device = base.device
-
-    @property
-    def n_replicates(self) -> int:
-        """One."""
-        return 1
-
-    def to(self, device: str | torch.device) -> ReplicatesAsTasks:
-        """Move ``base`` to ``device``; returns ``self``."""
-        self.base.to(device)
-        self.device = self.base.device
-        return self
-
-    def replicate_network(self, replicate: int) -> contextlib.AbstractContextManager:
-        """Not available: the output is several replicates'."""
-        raise NotImplementedError("ReplicatesAsTasks evaluates all replicates together")
-
-    @torch.inference_mode()
-    def predict(self, onehot: torch.Tensor, replicate: int) -> torch.Tensor:
-        """``float32 [batch, R * T]``: replicate ``r``'s task ``t`` in column ``r * T + t``."""
-        if replicate != 0:
-            raise InputError(f"replicate: {replicate} is out of range for 1 replicate")
-        preds = self.base.predict_all(onehot)
-        return preds.permute(1, 0, 2).reshape(preds.shape[1], -1)
-
-
 @dataclass(frozen=True)
 class ChunkEffects:
     """One chunk's (or one replicate group's) ISM result, with its replicates' effects when kept.
@@ -198,31 +151,27 @@ class ChunkEffects:
     replicate_beta: np.ndarray | None = None
 
 
-def replicate_ism(predictor: ReplicatePredictor, tokens, *, batch_size: int | None, ddof: int) -> ChunkEffects:
-    """ISM of ``tokens`` keeping every replicate's effects (exact path, float32).
+def replicate_ism(
+    predictor: ReplicatePredictor,
+    tokens,
+    *,
+    batch_size: int | None,
+    ddof: int,
+    fast: bool | Literal["auto"] = False,
+    plans: FastPlanCache | None = None,
+) -> ChunkEffects:
+    """ISM of ``tokens`` keeping every replicate's effects, on the path ``fast`` chooses.
 
-    ``beta``/``se`` (and the reference moments) are the exact merge of the single replicates,
-    as if they had been evaluated together.
+    Both paths evaluate one replicate at a time and fold ``beta``/``se`` (and the reference
+    moments) from the very differences they keep, so the exact and the fast path agree to
+    float32 rounding and groups of replicates merge exactly
+    (:func:`~dmr_ray.engine.replicas.merge_groups`). A calibrated predictor serves each
+    replicate from a joint evaluation of all of them (and takes the exact path).
     """
-    wide = saturation_mutagenesis(ReplicatesAsTasks(predictor), tokens, batch_size=batch_size, fast=False)
-    n, length, alts, _ = wide.beta.shape
-    r = predictor.n_replicates
-    beta = np.moveaxis(wide.beta.reshape(n, length, alts, r, -1), 3, 0)
-    ref = np.moveaxis(wide.ref_mean.reshape(n, r, -1), 1, 0)
-    singles = [
-        ISMResult(
-            beta=b,
-            se=np.zeros_like(b),
-            ref_mean=m,
-            ref_se=np.zeros_like(m),
-            task_names=predictor.task_names,
-            n_replicates=1,
-            replicate_kind="single",
-            ddof=0,
-        )
-        for b, m in zip(beta, ref, strict=True)
-    ]
-    return ChunkEffects(merge_groups(singles, ddof, predictor.kind), np.ascontiguousarray(beta))
+    result = saturation_mutagenesis(
+        predictor, tokens, batch_size=batch_size, fast=fast, ddof=ddof, plans=plans, keep_replicates=True
+    )
+    return ChunkEffects(result, result.replicate_beta)
 
 
 class IsmTask(ChunkTask):
@@ -361,19 +310,17 @@ class IsmWorker:
         start, stop = task.effects.chunk_bounds(index)
         try:
             tokens = task.sequences.read(start, stop)
-            if job.keep_replicates:
-                return replicate_ism(self.predictor, tokens, batch_size=job.batch_size, ddof=self.ddof)
-            return ChunkEffects(
-                saturation_mutagenesis(
-                    self.predictor,
-                    tokens,
-                    batch_size=job.batch_size,
-                    fast=job.ism_fast,
-                    ddof=self.ddof,
-                    precision=job.precision,
-                    plans=self.plans,
-                )
+            result = saturation_mutagenesis(
+                self.predictor,
+                tokens,
+                batch_size=job.batch_size,
+                fast=job.ism_fast,
+                ddof=self.ddof,
+                precision=job.precision,
+                plans=self.plans,
+                keep_replicates=job.keep_replicates,
             )
+            return ChunkEffects(result, result.replicate_beta)
         except Exception as err:
             ids = task.sequences.seq_ids(start, stop)
             reason = str(err)

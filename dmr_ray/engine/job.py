@@ -53,8 +53,8 @@ class IsmJob:
     keep_replicates
         Also store every replicate's effects (``beta_replicates``, ``float32 [R, n_seq, L, 3, T]``
         in ``effects.zarr``, :func:`~dmr_ray.engine.ism_task.read_replicate_beta`) for
-        inference across replicates. It runs the exact path (the fast path keeps moments
-        only) in float32, and is part of the store's identity.
+        inference across replicates. Both ISM paths keep them (``fast`` chooses as without
+        the option); it needs float32 and is part of the store's identity.
 
     Raises
     ------
@@ -99,7 +99,7 @@ class IsmJob:
         if self.keep_replicates and self.precision != "float32":
             raise InputError(
                 f"precision: {self.precision!r} cannot be combined with keep_replicates "
-                "(per-replicate effects come from the exact path in float32)"
+                "(per-replicate effects are computed and stored in float32)"
             )
 
     def resolved(self) -> IsmJob:
@@ -115,8 +115,9 @@ class IsmJob:
 
     @property
     def ism_fast(self) -> bool | Literal["auto"]:
-        """The ``fast`` argument ISM runs with: the exact path when calibrated or keeping replicates."""
-        return False if self.calibration or self.keep_replicates else self.fast
+        """The ``fast`` argument ISM runs with: the exact path when calibrated (the map needs
+        every replicate's absolute prediction of an input together), else ``fast``."""
+        return False if self.calibration else self.fast
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,8 @@ def check_references(ref_pred: torch.Tensor, task_names: tuple[str, ...] | None,
 
 
 class EffectTable:
-    """``beta`` and ``se`` ``float32 [n, L, 3, T]`` on the compute device, NaN until written.
+    """``beta`` and ``se`` ``float32 [n, L, 3, T]`` on the compute device, NaN until written,
+    and optionally every replicate's effects ``float32 [R, n, L, 3, T]``.
 
     Parameters
     ----------
@@ -41,16 +42,31 @@ class EffectTable:
         Sequences, positions and tasks.
     device
         Where the table lives.
+    n_replicates
+        ``R`` to keep every replicate's effects (:attr:`replicates`), ``0`` (default) to keep
+        only their moments.
     """
 
-    def __init__(self, n: int, length: int, n_tasks: int, device: torch.device):
+    def __init__(self, n: int, length: int, n_tasks: int, device: torch.device, n_replicates: int = 0):
         self.beta = torch.full((n, length, 3, n_tasks), float("nan"), device=device)
         self.se = torch.full_like(self.beta, float("nan"))
+        self.replicates = torch.full((n_replicates, *self.beta.shape), float("nan"), device=device)
 
-    def put(self, sites: MutantSites, mean: torch.Tensor, sd: torch.Tensor) -> None:
-        """Write the ``[B, T]`` replicate mean and SD of the mutants ``sites``."""
+    def put(self, sites: MutantSites, mean: torch.Tensor, sd: torch.Tensor, diffs: torch.Tensor) -> None:
+        """Write the ``[B, T]`` replicate mean and SD of the mutants ``sites`` (and, when
+        replicates are kept, their ``[R, B, T]`` paired differences ``diffs``)."""
         self.beta[sites.seq, sites.pos, sites.slot] = mean.float()
         self.se[sites.seq, sites.pos, sites.slot] = sd.float()
+        if len(self.replicates):
+            self.replicates[:, sites.seq, sites.pos, sites.slot] = diffs.float()
+
+    def put_replicate(self, replicate: int, start: int, diffs: torch.Tensor, valid: torch.Tensor) -> None:
+        """Keep replicate ``replicate``'s ``[g, L, 3, T]`` effects of sequences ``start ..
+        start+g-1`` at their ``valid`` ``[g, L]`` positions (no-op when replicates are not kept)."""
+        if len(self.replicates):
+            rows = slice(start, start + diffs.shape[0])
+            kept = self.replicates[replicate, rows]
+            self.replicates[replicate, rows] = torch.where(valid[:, :, None, None], diffs.float(), kept)
 
     def put_rows(self, start: int, mean: torch.Tensor, sd: torch.Tensor, valid: torch.Tensor) -> None:
         """Write the ``[g, L, 3, T]`` mean and SD of sequences ``start .. start+g-1`` at their
@@ -81,7 +97,8 @@ class EffectTable:
         NonFinitePredictionError
             A mutant's effect or SD is not finite; names the sequence and position.
         """
-        bad = ~(torch.isfinite(self.beta) & torch.isfinite(self.se)).all(dim=3).all(dim=2) & valid
+        finite = torch.isfinite(self.beta) & torch.isfinite(self.se) & torch.isfinite(self.replicates).all(dim=0)
+        bad = ~finite.all(dim=3).all(dim=2) & valid
         if bad.any():
             seq, pos = (int(v[0]) for v in torch.nonzero(bad).T)
             raise NonFinitePredictionError(
@@ -97,6 +114,7 @@ class EffectTable:
             n_replicates=predictor.n_replicates,
             replicate_kind=predictor.kind,
             ddof=ddof,
+            replicate_beta=self.replicates.cpu().numpy() if len(self.replicates) else None,
         )
 
 

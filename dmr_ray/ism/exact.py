@@ -57,6 +57,7 @@ def saturation_mutagenesis(
     memory_budget: int | None = None,
     precision: Precision = "float32",
     plans: FastPlanCache | None = None,
+    keep_replicates: bool = False,
 ) -> ISMResult:
     """Effects of all ``3 L`` single-base substitutions of each reference, over replicates.
 
@@ -90,11 +91,15 @@ def saturation_mutagenesis(
         Keeps fast-path plans across calls with the same predictor object (e.g. the chunks
         of an engine actor), so each is built once (:class:`~dmr_ray.ism.fast.FastPlanCache`);
         ``None`` plans for this call only.
+    keep_replicates
+        Also return every replicate's paired differences (:attr:`ISMResult.replicate_beta`,
+        ``float32 [R, n, L, 3, T]``); both paths keep them, and ``beta``/``se`` are their moments.
 
     Returns
     -------
     ISMResult
-        ``beta``, ``se`` ``float32 [n, L, 3, T]``; ``ref_mean``, ``ref_se`` ``float32 [n, T]``.
+        ``beta``, ``se`` ``float32 [n, L, 3, T]``; ``ref_mean``, ``ref_se`` ``float32 [n, T]``;
+        ``replicate_beta`` with ``keep_replicates``.
 
     Raises
     ------
@@ -121,8 +126,8 @@ def saturation_mutagenesis(
     with torch.inference_mode():
         path = fast_path(predictor, tokens, fast, PRECISIONS[precision], plans) if fast is not False else None
         if path is not None:
-            return path.run(tokens, batch_size, ddof, memory_budget)
-        return _exact(predictor, tokens, batch_size, ddof, memory_budget)
+            return path.run(tokens, batch_size, ddof, memory_budget, keep_replicates)
+        return _exact(predictor, tokens, batch_size, ddof, memory_budget, keep_replicates)
 
 
 def auto_batch_size(predictor: ReplicatePredictor, length: int, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> int:
@@ -148,7 +153,12 @@ def auto_batch_size(predictor: ReplicatePredictor, length: int, memory_budget: i
 
 
 def _exact(
-    predictor: ReplicatePredictor, tokens: torch.Tensor, batch_size: int | None, ddof: int, memory_budget: int
+    predictor: ReplicatePredictor,
+    tokens: torch.Tensor,
+    batch_size: int | None,
+    ddof: int,
+    memory_budget: int,
+    keep_replicates: bool,
 ) -> ISMResult:
     n, length = tokens.shape
     reference = reference_onehot(tokens)
@@ -163,7 +173,8 @@ def _exact(
         ]
     )
     check_references(ref_pred, predictor.task_names)
-    table = EffectTable(n, length, ref_pred.shape[2], tokens.device)
+    kept = predictor.n_replicates if keep_replicates else 0
+    table = EffectTable(n, length, ref_pred.shape[2], tokens.device, kept)
     for start in range(0, plan.n_mutants, batch_size):
         sites = plan.sites(start, min(start + batch_size, plan.n_mutants))
         mutants = build_mutants(reference, sites)
@@ -174,5 +185,5 @@ def _exact(
             ]
         )
         sd, mean = torch.std_mean(diffs.double(), dim=0, correction=ddof)
-        table.put(sites, mean, sd)
+        table.put(sites, mean, sd, diffs)
     return table.result(ref_pred, plan.valid, predictor, ddof)

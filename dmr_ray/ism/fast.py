@@ -201,12 +201,16 @@ class FastISM:
         """Whether every network declares its layout (else :meth:`matches_exact` checks the path)."""
         return all(runner.plan.declared for runner in self.runners.values())
 
-    def run(self, tokens: torch.Tensor, batch_size: int | None, ddof: int, memory_budget: int) -> ISMResult:
+    def run(
+        self, tokens: torch.Tensor, batch_size: int | None, ddof: int, memory_budget: int, keep_replicates: bool = False
+    ) -> ISMResult:
         """Saturation mutagenesis of ``tokens`` ``uint8 [n, L]`` (on the predictor's device).
 
         References are processed in groups of whole sequences (as many as ``memory_budget``
         holds) and each group's mutants in runs of consecutive mutated positions of one
         sequence, at most ``batch_size`` mutants each (default: as many as the budget holds).
+        With ``keep_replicates`` each replicate's effects are kept as they are computed (the
+        moments are folded from the same values), ``float32 [R, n, L, 3, T]`` in all.
         """
         predictor = self.predictor
         n, length = tokens.shape
@@ -238,8 +242,11 @@ class FastISM:
                         diffs[row, first:last] = effects.view(last - first, N_ALT, -1)
                 if ref_pred is None:
                     ref_pred = torch.empty(predictor.n_replicates, n, ref_tasks.shape[1], device=tokens.device)
-                    table = EffectTable(n, length, ref_tasks.shape[1], tokens.device)
+                    kept = predictor.n_replicates if keep_replicates else 0
+                    table = EffectTable(n, length, ref_tasks.shape[1], tokens.device, kept)
+                assert table is not None  # mypy: made just above for the first replicate
                 ref_pred[r, start:stop] = ref_tasks
+                table.put_replicate(r, start, diffs, valid[start:stop])
                 moments.add(diffs)
             assert table is not None  # made by the first replicate (every predictor has one)
             sd, mean = moments.std_mean(ddof)

@@ -31,6 +31,9 @@ class ISMResult:
         ``"ensemble"``, ``"mc_dropout"`` or ``"single"``.
     ddof : int
         Delta degrees of freedom of ``se`` and ``ref_se``.
+    replicate_beta : numpy.ndarray or None
+        ``float32 [R, n, L, 3, T]``: every replicate's paired differences ``f_r(mut) -
+        f_r(ref)`` (``keep_replicates``; NaN at positions holding N), else ``None``.
     """
 
     beta: np.ndarray
@@ -41,3 +44,4 @@ class ISMResult:
     n_replicates: int
     replicate_kind: str
     ddof: int
+    replicate_beta: np.ndarray | None = None
