@@ -67,10 +67,11 @@ def test_result_layout_reuse_and_a_given_surrogate(simulated, tmp_path):
 
 
 def test_on_the_default_simulation_grids_recovers_the_group_and_beats_every_baseline(simulated, tmp_path):
-    """The README path: G1 in T1, L = 3, every default method, a small surrogate trained 1000 steps.
+    """The README path: G1 in T1, every default method, a small surrogate trained 1000 steps.
 
-    GRIDS selects exactly G1's OR-group; Saliency and SmoothGrad take activators or a single
-    member and lower G1 less; IG and FIMAP find the same group here, so GRIDS ties them (never worse).
+    At L = 3 GRIDS selects exactly G1's OR-group; Saliency and SmoothGrad take activators or a
+    single member and lower G1 less; IG and FIMAP find the same group (the best 3-set), so GRIDS
+    ties them. At L = 4 GRIDS adds a planted activator and beats every baseline.
     """
     torch.set_num_threads(1)
     root, _ = simulated
@@ -83,6 +84,12 @@ def test_on_the_default_simulation_grids_recovers_the_group_and_beats_every_base
     assert delta["grids"] < delta["random"]
     assert all(delta["grids"] <= delta[name] + 1e-6 for name in ("integrated_gradients", "fimap"))
     assert methods["grids"]["metrics"]["expression_change"]["rel_delta"] < -0.5
+
+    four = run_search(root / "d.h5mu", "T1", "G1", 4, out=tmp_path / "L4", truth=root / "truth.json",
+                      surrogate=tmp_path / "surrogate")["methods"]  # fmt: skip
+    delta = {name: entry["metrics"]["expression_change"]["avg_delta"] for name, entry in four.items()}
+    assert four["grids"]["metrics"]["recovery"]["groups_recovered"] == [True]
+    assert all(delta["grids"] < delta[name] for name in four if name != "grids"), delta
 
 
 def test_split_is_the_originals_random_split(simulated):
