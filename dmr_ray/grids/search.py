@@ -161,7 +161,7 @@ def select_peaks(
     With ``candidates`` (``int64 [m]``, m >= L), only those peaks may be selected. The method
     runs on ``threads`` torch CPU threads (1 by default: its batches of ~100 cells gain nothing
     from more, and on a shared or busy machine torch's default of one thread per core made
-    FIMAP 40× slower).
+    FIMAP about 40× slower).
     """
     with torch_threads(threads):
         return _select_peaks(method, model, x_search, objective, L, x_eval, candidates, k, steps, restarts, seed)
