@@ -95,15 +95,15 @@ class SimulationOptions:
         Seeds everything.
     """
 
-    n_cells: int = 900
+    n_cells: int = 600
     n_cell_types: int = 3
     n_chromosomes: int = 3
-    n_genes: int = 24
+    n_genes: int = 10
     n_targets: int = 3
     group_size: int = 3
     n_activators: int = 3
     n_markers: int = 8
-    n_background: int = 150
+    n_background: int = 40
     marker_open: float = 0.25
     group_open: float = 0.65
     activator_open: float = 0.9
