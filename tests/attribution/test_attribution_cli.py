@@ -66,10 +66,9 @@ def test_bad_option_is_one_line_and_writes_nothing(tmp_path, capsys, options, fi
     assert not out.exists()
 
 
-def test_another_module_can_add_a_command_to_the_group():
+def test_the_group_holds_benchmark_and_sequences():
     parser = argparse.ArgumentParser()
-    commands = CommandGroup(parser.add_subparsers(dest="command", required=True))
-    group = register(commands)
-    group.command("sequences", lambda args: 0, help="h", example="e", interrupted="i")
-    args = parser.parse_args(["attribution", "sequences"])
-    assert args.func(args) == 0
+    register(CommandGroup(parser.add_subparsers(dest="command", required=True)))
+    for command in ("benchmark", "sequences"):
+        args = parser.parse_args(["attribution", command, "--out", "o"])
+        assert args.command == "attribution" and callable(args.func)
