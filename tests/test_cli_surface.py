@@ -113,7 +113,8 @@ def test_run_dispatches_on_kind(tmp_path, capsys) -> None:
     config.write_text(yaml.safe_dump({"kind": "nonesuch", "out": "o"}))
     assert main(["run", str(config)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == f"dmr-ray: error: {config}: kind: unknown pipeline 'nonesuch'; choose from ['attribution', 'deep_mr', 'grids']"
+    kinds = "['attribution', 'deep_mr', 'grids']"
+    assert err == f"dmr-ray: error: {config}: kind: unknown pipeline 'nonesuch'; choose from {kinds}"
     config.write_text(yaml.safe_dump({"store": "s.zarr", "out": "o", "engine": {"actors": "many"}}))
     assert main(["run", str(config)]) == 2
     err = capsys.readouterr().err.strip()

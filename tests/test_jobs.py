@@ -22,6 +22,7 @@ def test_entrypoints_dispatch_on_kind_from_any_directory(tmp_path: Path, entrypo
         [sys.executable, str(REPO / entrypoint), str(config)], capture_output=True, text=True, cwd=tmp_path
     )
     assert done.returncode == 2
-    expected = f"dmr-ray: error: {config}: kind: unknown pipeline 'nonesuch'; choose from ['attribution', 'deep_mr', 'grids']"
+    kinds = "['attribution', 'deep_mr', 'grids']"
+    expected = f"dmr-ray: error: {config}: kind: unknown pipeline 'nonesuch'; choose from {kinds}"
     assert done.stderr.strip() == expected
     assert not (tmp_path / "o").exists()
