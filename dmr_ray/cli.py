@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "dmr_ray.grids.cli",
     "dmr_ray.audit.cli",
     "dmr_ray.attribution.cli",
+    "dmr_ray.experiments.cli",
 )
 """Packages whose ``register(CommandGroup)`` adds subcommands, in the order ``--help`` lists them."""
 

@@ -1,0 +1,43 @@
+"""``dmr-ray experiment simulation``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from dmr_ray.config.commands import CommandGroup
+
+
+def register(commands: CommandGroup) -> None:
+    """Add ``experiment simulation``."""
+    from dmr_ray.experiments.simulation import SCENARIOS, SIZES
+
+    experiment = commands.group("experiment", help="ground-truth experiments with planted causal effects")
+    simulation = experiment.command(
+        "simulation",
+        _simulation,
+        help="the Deep MR simulation study: rounds of simulate, train, audit, score against truth",
+        example="dmr-ray experiment simulation --scenario none --rounds 5 --quick --out /tmp/sim_none",
+        interrupted="finished rounds (rounds/<i>/round.json) are kept and a rerun computes only the missing ones",
+    )
+    simulation.add_argument("--scenario", required=True, help=f"confounding scenario: {', '.join(SCENARIOS)}")
+    simulation.add_argument("--rounds", type=int, required=True, help="number of rounds (each seeded by its index)")
+    simulation.add_argument(
+        "--quick", action="store_const", const="quick", dest="size", help="small rounds (about a minute on 2 cores)"
+    )
+    simulation.add_argument("--size", choices=tuple(SIZES), default="full", help=argparse.SUPPRESS)
+    simulation.add_argument("--seed", type=int, default=0, help="seed of the round draws")
+    simulation.add_argument("--out", type=Path, required=True, help="experiment directory")
+    simulation.add_argument(
+        "--overwrite", action="store_true", help="remove the rounds and summary this command wrote there first"
+    )
+
+
+def _simulation(args: argparse.Namespace) -> int:
+    from dmr_ray.experiments.simulation import run_simulation_experiment
+
+    run_simulation_experiment(
+        args.scenario, args.rounds, args.out, size=args.size, seed=args.seed, overwrite=args.overwrite
+    )
+    print(f"summary: {args.out / 'summary.json'} and {args.out / 'summary.md'}")
+    return 0

@@ -1,0 +1,78 @@
+"""``dmr-ray experiment simulation`` at the tiny size: scores, resume and errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dmr_ray.cli import main
+from dmr_ray.experiments import simulation
+
+KEYS = {"global_accuracy", "global_coverage", "local_coverage", "local_ci_width", "power", "false_direction_rate"}
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory, ray_local):
+    out = tmp_path_factory.mktemp("exp") / "sim"
+    argv = ["experiment", "simulation", "--scenario", "random", "--rounds", "2", "--size", "tiny", "--out", str(out)]
+    assert main(argv) == 0
+    return out, argv
+
+
+def test_summary_has_every_method_and_fractions(experiment) -> None:
+    out, _ = experiment
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["scenario"] == "random" and len(summary["per_round"]) == 2
+    aggregate = summary["aggregate"]
+    for method in ("deepmr", "ivw", "weighted_median"):
+        assert set(aggregate[method]) == KEYS
+        assert aggregate[method]["global_accuracy"] is None  # fewer than 3 rounds
+        for key in ("global_coverage", "local_coverage", "power", "false_direction_rate"):
+            assert 0.0 <= aggregate[method][key] <= 1.0, (method, key)
+        assert aggregate[method]["local_ci_width"] > 0
+    assert 0.0 <= aggregate["naive_ratio"]["global_coverage"] <= 1.0
+    for row in summary["per_round"]:
+        assert row["true_global"] > 0  # the planted GATA -> TAL1 effect
+        assert row["methods"]["deepmr"]["n_local"] > 0
+    assert (out / "rounds" / "1" / "round.json").exists()
+    assert "| random | deepmr |" in (out / "summary.md").read_text()
+
+
+def test_rerun_computes_no_round(experiment, monkeypatch) -> None:
+    out, argv = experiment
+    before = (out / "rounds" / "0" / "round.json").read_bytes()
+
+    def computed(*args, **kwargs):
+        raise AssertionError("a finished round was recomputed")
+
+    monkeypatch.setattr(simulation, "run_round", computed)
+    assert main(argv) == 0
+    assert (out / "rounds" / "0" / "round.json").read_bytes() == before
+
+
+def test_round_draws_are_seeded_by_index() -> None:
+    assert simulation.RoundDraw.for_round(0, 3) == simulation.RoundDraw.for_round(0, 3)
+    assert simulation.RoundDraw.for_round(0, 3) != simulation.RoundDraw.for_round(0, 4)
+
+
+def test_help(capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["experiment", "simulation", "--help"])
+    assert exc.value.code == 0
+    assert "--scenario" in capsys.readouterr().out
+
+
+def test_bad_scenario_is_one_line_before_any_output(tmp_path, capsys) -> None:
+    out = tmp_path / "never"
+    assert main(["experiment", "simulation", "--scenario", "bogus", "--rounds", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "bogus" in err
+    assert not out.exists()
+
+
+def test_foreign_directory_is_refused(tmp_path) -> None:
+    (tmp_path / "user.txt").write_text("mine")
+    with pytest.raises(simulation.InputError, match="not a dmr_ray simulation"):
+        simulation.run_simulation_experiment("none", 1, tmp_path, size="tiny")
+    assert (tmp_path / "user.txt").read_text() == "mine"
