@@ -45,13 +45,33 @@ ALPHA = 0.05
 BASELINE_Z = 1.96
 """Mutations with ``|bx / se_x|`` at least this enter the naive ratio-mean baseline."""
 
-SIZES: dict[str, DemoSettings] = {
-    "quick": DemoSettings(n_train=2000, n_calibration=500, n_audit=32, members=5, epochs=15),
-    "full": DemoSettings(n_train=10_000, n_calibration=1000, n_audit=100, members=5, epochs=50),
-    "tiny": DemoSettings(n_train=300, n_calibration=100, n_audit=6, members=2, epochs=1),
+
+@dataclass(frozen=True)
+class ExperimentSize:
+    """The size of one round: data and training, and the audit engine's actors.
+
+    Attributes
+    ----------
+    settings
+        Sequences, ensemble members and training recipe (the demo's fields).
+    engine_actors
+        ``engine.actors`` of the round's audit: ``None`` keeps the demo's Ray actors, 0 runs
+        ISM and local MR in this process.
+    """
+
+    settings: DemoSettings
+    engine_actors: int | None = None
+
+
+SIZES: dict[str, ExperimentSize] = {
+    "quick": ExperimentSize(DemoSettings(n_train=2000, n_calibration=500, n_audit=32, members=5, epochs=15)),
+    "full": ExperimentSize(DemoSettings(n_train=10_000, n_calibration=1000, n_audit=100, members=5, epochs=50)),
+    "tiny": ExperimentSize(
+        DemoSettings(n_train=300, n_calibration=100, n_audit=6, members=2, epochs=1), engine_actors=0
+    ),
 }
 """Round sizes: ``quick`` (about a minute on 2 cores), ``full`` (the README command's
-training set, 10,000 sequences), ``tiny`` (tests only)."""
+training set, 10,000 sequences), ``tiny`` (tests only: in-process engine)."""
 
 MARKER = Path(".dmr_ray") / "experiment.json"
 
@@ -106,7 +126,7 @@ def run_simulation_experiment(
             rows.append(json.loads(path.read_text()))
             continue
         echo(f"[round {index}] simulating, training and auditing")
-        row = run_round(scenario, index, path.parent, settings=SIZES[size], seed=seed)
+        row = run_round(scenario, index, path.parent, size=SIZES[size], seed=seed)
         write_text_atomic(path, json.dumps(row, indent=1))
         echo(f"[round {index}] " + _round_line(row))
         rows.append(row)
@@ -135,13 +155,16 @@ def _claim(out: Path, identity: dict[str, Any], overwrite: bool) -> None:
     write_text_atomic(marker, json.dumps(identity))
 
 
-def run_round(scenario: str, index: int, work: Path, *, settings: DemoSettings, seed: int) -> dict[str, Any]:
+def run_round(scenario: str, index: int, work: Path, *, size: ExperimentSize, seed: int) -> dict[str, Any]:
     """Simulate, train, audit and score round ``index``; ``work`` keeps its data and audit."""
+    import yaml
+
     from dmr_ray.deepmr.config import DeepMRConfig
     from dmr_ray.deepmr.pipeline import run_audit
     from dmr_ray.demo import _config, _subset, _write_stores, train_simulation_ensemble
     from dmr_ray.sim import local_true_effects, simulate_tf_coop
 
+    settings = size.settings
     draw = RoundDraw.for_round(seed, index)
     round_seed = seed * 100_003 + index
     total = settings.n_train + settings.n_calibration + 8 * settings.n_audit
@@ -172,7 +195,12 @@ def run_round(scenario: str, index: int, work: Path, *, settings: DemoSettings, 
         reuse=True,
     )
     _write_stores(sim, audit, calibration, work)
-    config = DeepMRConfig.load(_config(work, spec))
+    config_path = _config(work, spec)
+    if size.engine_actors is not None:
+        raw = yaml.safe_load(config_path.read_text())
+        raw["engine"] = {"actors": size.engine_actors}
+        write_text_atomic(config_path, yaml.safe_dump(raw, sort_keys=False))
+    config = DeepMRConfig.load(config_path)
     truth = local_true_effects(_subset(sim, audit))
     ids = [f"sim{i:05d}" for i in audit]
     run_audit(config, echo=lambda _: None, run_info={"simulation": {"scenario": scenario, "round": index}})
