@@ -215,7 +215,8 @@ def score_round(audit: Path, truth: dict[str, float]) -> dict[str, Any]:
     -------
     dict
         ``methods``: per method the forward global estimate, its CI and p, the reverse p,
-        local coverage, median local CI width, power and the number of local estimates;
+        whether the CI (and the original's estimate ± 2τ) holds the true global effect, local
+        coverage, median local CI width, power and the number of local estimates;
         ``baseline``: the naive ratio-mean estimate and its 95 % interval.
     """
     import pyarrow.parquet as pq
@@ -246,7 +247,9 @@ def score_round(audit: Path, truth: dict[str, float]) -> dict[str, Any]:
             "ci_low": forward["ci_low"],
             "ci_high": forward["ci_high"],
             "p_value": forward["p_value"],
+            "tau": forward["tau"],
             "global_covered": bool(forward["ci_low"] <= true_global <= forward["ci_high"]),
+            "global_covered_2tau": bool(abs(forward["estimate"] - true_global) <= 2 * forward["tau"]),
             "reverse_estimate": reverse["estimate"],
             "reverse_p_value": reverse["p_value"],
             "false_direction": bool(reverse["p_value"] < ALPHA),
@@ -284,7 +287,9 @@ def aggregate(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Scores over rounds, per method and for the baseline.
 
     ``global_accuracy`` is the correlation of estimated and true global effects across rounds
-    (None with fewer than 3 rounds); the local scores pool every round's local estimates.
+    (None with fewer than 3 rounds); ``global_coverage`` the fraction of rounds whose global
+    95 % CI holds the true global effect, ``global_coverage_2tau`` the original's check
+    (truth within estimate ± 2τ); the local scores pool every round's local estimates.
     """
     truth = [r["true_global"] for r in rows]
     out: dict[str, Any] = {}
@@ -294,6 +299,7 @@ def aggregate(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         out[method] = {
             "global_accuracy": _correlation([s["estimate"] for s in scores], truth),
             "global_coverage": _mean([s["global_covered"] for s in scores]),
+            "global_coverage_2tau": _mean([s.get("global_covered_2tau") for s in scores]),
             "local_coverage": _weighted([s["local_coverage"] for s in scores], weights),
             "local_ci_width": _median([s["local_ci_width"] for s in scores]),
             "power": _weighted([s["power"] for s in scores], weights),
@@ -315,8 +321,9 @@ def summary_table(summary: dict[str, Any]) -> str:
         f"size {summary['size']}, seed {summary['seed']}",
         "",
         "| scenario | method | global CE true (mean) | global CE estimated (mean) | global accuracy | "
-        "global coverage | local coverage | median local CI width | power | false-direction rate |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "global coverage (95 % CI) | global coverage (± 2τ) | local coverage | median local CI width | power | "
+        "false-direction rate |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     true_mean = _fmt(float(np.mean([r["true_global"] for r in summary["per_round"]])))
     for method in (*METHODS, "naive_ratio"):
@@ -329,6 +336,7 @@ def summary_table(summary: dict[str, Any]) -> str:
             _fmt(float(np.mean([s["estimate"] for s in source]))),
             _fmt(a["global_accuracy"]),
             _fmt(a["global_coverage"]),
+            _fmt(a.get("global_coverage_2tau")),
             *(_fmt(a.get(k)) for k in ("local_coverage", "local_ci_width", "power", "false_direction_rate")),
         ]
         lines.append("| " + " | ".join(cells) + " |")

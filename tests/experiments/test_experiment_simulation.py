@@ -9,7 +9,15 @@ import pytest
 from dmr_ray.cli import main
 from dmr_ray.experiments import simulation
 
-KEYS = {"global_accuracy", "global_coverage", "local_coverage", "local_ci_width", "power", "false_direction_rate"}
+KEYS = {
+    "global_accuracy",
+    "global_coverage",
+    "global_coverage_2tau",
+    "local_coverage",
+    "local_ci_width",
+    "power",
+    "false_direction_rate",
+}
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +36,7 @@ def test_summary_has_every_method_and_fractions(experiment) -> None:
     for method in ("deepmr", "ivw", "weighted_median"):
         assert set(aggregate[method]) == KEYS
         assert aggregate[method]["global_accuracy"] is None  # fewer than 3 rounds
-        for key in ("global_coverage", "local_coverage", "power", "false_direction_rate"):
+        for key in ("global_coverage", "global_coverage_2tau", "local_coverage", "power", "false_direction_rate"):
             assert 0.0 <= aggregate[method][key] <= 1.0, (method, key)
         assert aggregate[method]["local_ci_width"] > 0
     assert 0.0 <= aggregate["naive_ratio"]["global_coverage"] <= 1.0
