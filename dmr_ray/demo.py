@@ -111,7 +111,10 @@ def train_simulation_ensemble(
     return spec_path
 
 
-def _write_stores(sim, audit: np.ndarray, calibration: np.ndarray, out: Path) -> None:
+def write_demo_stores(sim, audit: np.ndarray, calibration: np.ndarray, out: Path) -> None:
+    """Write ``sequences.zarr`` (rows ``audit``), ``calibration.zarr`` and ``calibration_labels.npy``
+    (rows ``calibration``) of a simulation into ``out``; stores already there are kept (resume).
+    Sequence ids are ``simNNNNN``, the row index in ``sim``."""
     from dmr_ray.store import write_sequence_store
 
     ids = np.array([f"sim{i:05d}" for i in range(len(sim.tokens))])
@@ -127,7 +130,8 @@ def _write_stores(sim, audit: np.ndarray, calibration: np.ndarray, out: Path) ->
     np.save(out / "calibration_labels.npy", sim.labels[calibration].astype(np.float64))
 
 
-def _config(out: Path, spec: Path) -> Path:
+def audit_config(out: Path, spec: Path) -> Path:
+    """Write the demo's Deep MR configuration as ``out/audit.yaml`` (paths relative to ``out``) and return its path."""
     config = {
         "store": "sequences.zarr",
         "model": str(spec.relative_to(out)),
@@ -175,17 +179,18 @@ def prepare_demo(out: Path, *, seed: int = 0, settings: DemoSettings = DemoSetti
         threads=settings.train_threads,
         reuse=True,
     )
-    _write_stores(sim, audit, calibration, out)
+    write_demo_stores(sim, audit, calibration, out)
     truth = {
         "planted exposure": "GATA",
         "planted outcome": "TAL1",
-        "true global causal effect GATA→TAL1": global_true_effect(_subset(sim, audit)),
+        "true global causal effect GATA→TAL1": global_true_effect(subset_simulation(sim, audit)),
         "true effect TAL1→GATA": 0.0,
     }
-    return _config(out, spec), truth
+    return audit_config(out, spec), truth
 
 
-def _subset(sim, rows: np.ndarray):
+def subset_simulation(sim, rows: np.ndarray):
+    """The simulation restricted to ``rows``: every array field indexed, everything else kept."""
     from dataclasses import fields, replace
 
     arrays = {f.name: getattr(sim, f.name)[rows] for f in fields(sim) if isinstance(getattr(sim, f.name), np.ndarray)}

@@ -161,7 +161,7 @@ def run_round(scenario: str, index: int, work: Path, *, size: ExperimentSize, se
 
     from dmr_ray.deepmr.config import DeepMRConfig
     from dmr_ray.deepmr.pipeline import run_audit
-    from dmr_ray.demo import _config, _subset, _write_stores, train_simulation_ensemble
+    from dmr_ray.demo import audit_config, subset_simulation, train_simulation_ensemble, write_demo_stores
     from dmr_ray.sim import local_true_effects, simulate_tf_coop
 
     settings = size.settings
@@ -194,14 +194,14 @@ def run_round(scenario: str, index: int, work: Path, *, size: ExperimentSize, se
         threads=settings.train_threads,
         reuse=True,
     )
-    _write_stores(sim, audit, calibration, work)
-    config_path = _config(work, spec)
+    write_demo_stores(sim, audit, calibration, work)
+    config_path = audit_config(work, spec)
     if size.engine_actors is not None:
         raw = yaml.safe_load(config_path.read_text())
         raw["engine"] = {"actors": size.engine_actors}
         write_text_atomic(config_path, yaml.safe_dump(raw, sort_keys=False))
     config = DeepMRConfig.load(config_path)
-    truth = local_true_effects(_subset(sim, audit))
+    truth = local_true_effects(subset_simulation(sim, audit))
     ids = [f"sim{i:05d}" for i in audit]
     run_audit(config, echo=lambda _: None, run_info={"simulation": {"scenario": scenario, "round": index}})
     scores = score_round(Path(config.out), dict(zip(ids, truth.tolist(), strict=True)))
