@@ -153,18 +153,28 @@ def audit_config(out: Path, spec: Path) -> Path:
     return path
 
 
-def prepare_demo(out: Path, *, seed: int = 0, settings: DemoSettings = DemoSettings()) -> tuple[Path, dict]:
-    """Simulate, train and write everything the demo audit needs; returns (config path, truth)."""
-    from dmr_ray.sim import global_true_effect, simulate_tf_coop
+def simulated_sequences(settings: DemoSettings) -> int:
+    """How many sequences to simulate for ``settings``: training, calibration and a pool that
+    holds ``n_audit`` pair sequences (both motifs) with room to spare."""
+    return settings.n_train + settings.n_calibration + 8 * settings.n_audit
 
+
+def prepare_simulated_audit(sim, settings: DemoSettings, out: Path, seed: int) -> tuple[Path, np.ndarray]:
+    """Split a simulation, train (or reuse) the ensemble, write the stores and the audit config.
+
+    Rows ``[0, n_train)`` train the ensemble (seeded by ``seed``), the next ``n_calibration``
+    calibrate it, and the first ``n_audit`` pair sequences after them are audited: the
+    sequences the truth is defined on (both motifs); the original sampled all
+    exposure-carrying sequences but scored against pair-only truths (its quirk #3).
+
+    Returns
+    -------
+    The path of ``out/audit.yaml`` and the ``int64 [n_audit]`` rows of ``sim`` it audits.
+    """
     out.mkdir(parents=True, exist_ok=True)
-    total = settings.n_train + settings.n_calibration + 8 * settings.n_audit
-    sim = simulate_tf_coop(total, length=settings.length, effect=settings.effect, seed=seed)
     train = np.arange(settings.n_train)
     calibration = np.arange(settings.n_train, settings.n_train + settings.n_calibration)
-    rest = np.arange(settings.n_train + settings.n_calibration, total)
-    # Audit the sequences the truth is defined on (both motifs): the original sampled all
-    # exposure-carrying sequences but scored against pair-only truths (its quirk #3).
+    rest = np.arange(settings.n_train + settings.n_calibration, len(sim.tokens))
     audit = rest[sim.is_pair[rest]][: settings.n_audit]
     spec = train_simulation_ensemble(
         sim.tokens[train],
@@ -180,13 +190,22 @@ def prepare_demo(out: Path, *, seed: int = 0, settings: DemoSettings = DemoSetti
         reuse=True,
     )
     write_demo_stores(sim, audit, calibration, out)
+    return audit_config(out, spec), audit
+
+
+def prepare_demo(out: Path, *, seed: int = 0, settings: DemoSettings = DemoSettings()) -> tuple[Path, dict]:
+    """Simulate, train and write everything the demo audit needs; returns (config path, truth)."""
+    from dmr_ray.sim import global_true_effect, simulate_tf_coop
+
+    sim = simulate_tf_coop(simulated_sequences(settings), length=settings.length, effect=settings.effect, seed=seed)
+    config_path, audit = prepare_simulated_audit(sim, settings, out, seed)
     truth = {
         "planted exposure": "GATA",
         "planted outcome": "TAL1",
         "true global causal effect GATA→TAL1": global_true_effect(subset_simulation(sim, audit)),
         "true effect TAL1→GATA": 0.0,
     }
-    return audit_config(out, spec), truth
+    return config_path, truth
 
 
 def subset_simulation(sim, rows: np.ndarray):

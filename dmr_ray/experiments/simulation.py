@@ -161,41 +161,21 @@ def run_round(scenario: str, index: int, work: Path, *, size: ExperimentSize, se
 
     from dmr_ray.deepmr.config import DeepMRConfig
     from dmr_ray.deepmr.pipeline import run_audit
-    from dmr_ray.demo import audit_config, subset_simulation, train_simulation_ensemble, write_demo_stores
+    from dmr_ray.demo import prepare_simulated_audit, simulated_sequences, subset_simulation
     from dmr_ray.sim import local_true_effects, simulate_tf_coop
 
     settings = size.settings
     draw = RoundDraw.for_round(seed, index)
     round_seed = seed * 100_003 + index
-    total = settings.n_train + settings.n_calibration + 8 * settings.n_audit
     sim = simulate_tf_coop(
-        total,
+        simulated_sequences(settings),
         length=settings.length,
         alpha=draw.alpha,
         effect=draw.effect,
         seed=round_seed,
         **SCENARIOS[scenario],
     )
-    train = np.arange(settings.n_train)
-    calibration = np.arange(settings.n_train, settings.n_train + settings.n_calibration)
-    rest = np.arange(settings.n_train + settings.n_calibration, total)
-    audit = rest[sim.is_pair[rest]][: settings.n_audit]
-    work.mkdir(parents=True, exist_ok=True)
-    spec = train_simulation_ensemble(
-        sim.tokens[train],
-        sim.labels[train],
-        work / "model",
-        members=settings.members,
-        epochs=settings.epochs,
-        batch_size=settings.batch_size,
-        learning_rate=settings.learning_rate,
-        length=settings.length,
-        seed=round_seed,
-        threads=settings.train_threads,
-        reuse=True,
-    )
-    write_demo_stores(sim, audit, calibration, work)
-    config_path = audit_config(work, spec)
+    config_path, audit = prepare_simulated_audit(sim, settings, work, round_seed)
     if size.engine_actors is not None:
         raw = yaml.safe_load(config_path.read_text())
         raw["engine"] = {"actors": size.engine_actors}
