@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ import numpy as np
 from dmr_ray._atomic import write_text_atomic
 from dmr_ray.demo import DemoSettings
 from dmr_ray.errors import InputError
+from dmr_ray.experiments.model_truth import MotifSpans, model_local_effects
 
 SCENARIOS: dict[str, dict[str, Any]] = {
     "none": {},
@@ -64,7 +65,7 @@ class ExperimentSize:
 
 
 SIZES: dict[str, ExperimentSize] = {
-    "quick": ExperimentSize(DemoSettings(n_train=2000, n_calibration=500, n_audit=32, members=5, epochs=15)),
+    "quick": ExperimentSize(DemoSettings(n_train=4000, n_calibration=500, n_audit=32, members=5, epochs=25)),
     "full": ExperimentSize(DemoSettings(n_train=10_000, n_calibration=1000, n_audit=100, members=5, epochs=50)),
     "tiny": ExperimentSize(
         DemoSettings(n_train=300, n_calibration=100, n_audit=6, members=2, epochs=1), engine_actors=0
@@ -163,6 +164,7 @@ def run_round(scenario: str, index: int, work: Path, *, size: ExperimentSize, se
     from dmr_ray.deepmr.pipeline import run_audit
     from dmr_ray.demo import prepare_simulated_audit, simulated_sequences, subset_simulation
     from dmr_ray.sim import local_true_effects, simulate_tf_coop
+    from dmr_ray.sim.tf_coop import EXPOSURE_MOTIF, OUTCOME_MOTIF
 
     settings = size.settings
     draw = RoundDraw.for_round(seed, index)
@@ -181,27 +183,41 @@ def run_round(scenario: str, index: int, work: Path, *, size: ExperimentSize, se
         raw["engine"] = {"actors": size.engine_actors}
         write_text_atomic(config_path, yaml.safe_dump(raw, sort_keys=False))
     config = DeepMRConfig.load(config_path)
-    truth = local_true_effects(subset_simulation(sim, audit))
+    audited = subset_simulation(sim, audit)
+    truth = local_true_effects(audited)
     ids = [f"sim{i:05d}" for i in audit]
+    spans = {
+        seq_id: MotifSpans(int(e), EXPOSURE_MOTIF.length, int(o), OUTCOME_MOTIF.length)
+        for seq_id, e, o in zip(ids, audited.exposure_start, audited.outcome_start, strict=True)
+    }
     run_audit(config, echo=lambda _: None, run_info={"simulation": {"scenario": scenario, "round": index}})
-    scores = score_round(Path(config.out), dict(zip(ids, truth.tolist(), strict=True)))
+    scores = score_round(Path(config.out), dict(zip(ids, truth.tolist(), strict=True)), spans)
     return {"round": index, **asdict(draw), "true_global": float(np.nanmean(truth)), **scores}
 
 
-def score_round(audit: Path, truth: dict[str, float]) -> dict[str, Any]:
+def score_round(audit: Path, truth: dict[str, float], spans: Mapping[str, MotifSpans]) -> dict[str, Any]:
     """Score one audit directory against the local truths (``seq_id`` → true local effect).
+
+    ``spans`` (the planted motifs of each audited sequence) give the model's own local effects
+    (:mod:`dmr_ray.experiments.model_truth`), against which the local intervals are scored too.
 
     Returns
     -------
     dict
         ``methods``: per method the forward global estimate, its CI and p, the reverse p,
         whether the CI (and the original's estimate ± 2τ) holds the true global effect, local
-        coverage, median local CI width, power and the number of local estimates;
+        coverage (of the truth, and of the model's own local effect), median local CI width,
+        power and the number of local estimates; ``model``: the median ratio of the model's
+        local effect to the truth and the mean of its reverse local effects (planted 0);
         ``baseline``: the naive ratio-mean estimate and its 95 % interval.
     """
     import pyarrow.parquet as pq
 
     from dmr_ray.deepmr.stages import read_local_effects
+    from dmr_ray.store import EffectsStore
+
+    effects = EffectsStore.open(str(audit / "effects.zarr")).read()
+    learned = model_local_effects(effects["beta"], effects["seq_id"], spans)
 
     global_rows = {
         (r["exposure"], r["outcome"], r["method"]): r
@@ -221,6 +237,11 @@ def score_round(audit: Path, truth: dict[str, float]) -> dict[str, Any]:
             and _finite(r["ci_low"], r["ci_high"], truth[r["seq_id"]])
         ]
         covered = [r["ci_low"] <= truth[r["seq_id"]] <= r["ci_high"] for r in rows]
+        covered_model = [
+            r["ci_low"] <= learned[r["seq_id"]][0] <= r["ci_high"]
+            for r in rows
+            if math.isfinite(learned.get(r["seq_id"], (math.nan,))[0])
+        ]
         nonzero = [r for r in rows if truth[r["seq_id"]] != 0.0]
         methods[method] = {
             "estimate": forward["estimate"],
@@ -235,10 +256,20 @@ def score_round(audit: Path, truth: dict[str, float]) -> dict[str, Any]:
             "false_direction": bool(reverse["p_value"] < ALPHA),
             "n_local": len(rows),
             "local_coverage": _mean(covered),
+            "local_coverage_model": _mean(covered_model),
             "local_ci_width": float(np.median([r["ci_high"] - r["ci_low"] for r in rows])) if rows else None,
             "power": _mean([r["ci_low"] > 0 or r["ci_high"] < 0 for r in nonzero]),
         }
-    return {"methods": methods, "baseline": naive_ratio_baseline(audit / "effects.zarr", true_global)}
+    ratios = [f / truth[k] for k, (f, _) in learned.items() if k in truth and truth[k] != 0 and math.isfinite(f)]
+    model = {
+        "local_ratio_median": _median(ratios),
+        "reverse_effect_mean": _mean([r for _, r in learned.values() if math.isfinite(r)]),
+    }
+    return {
+        "methods": methods,
+        "model": model,
+        "baseline": naive_ratio_baseline(audit / "effects.zarr", true_global),
+    }
 
 
 def naive_ratio_baseline(effects: Path, true_global: float) -> dict[str, Any]:
@@ -281,10 +312,16 @@ def aggregate(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "global_coverage": _mean([s["global_covered"] for s in scores]),
             "global_coverage_2tau": _mean([s.get("global_covered_2tau") for s in scores]),
             "local_coverage": _weighted([s["local_coverage"] for s in scores], weights),
+            "local_coverage_model": _weighted([s.get("local_coverage_model") for s in scores], weights),
             "local_ci_width": _median([s["local_ci_width"] for s in scores]),
             "power": _weighted([s["power"] for s in scores], weights),
             "false_direction_rate": _mean([s["false_direction"] for s in scores]),
         }
+    models = [r["model"] for r in rows if "model" in r]
+    out["model"] = {
+        "local_ratio_median": _median([m["local_ratio_median"] for m in models]),
+        "reverse_effect_mean": _mean([m["reverse_effect_mean"] for m in models]),
+    }
     baseline = [r["baseline"] for r in rows]
     out["naive_ratio"] = {
         "global_accuracy": _correlation([b["estimate"] for b in baseline], truth),
@@ -301,9 +338,9 @@ def summary_table(summary: dict[str, Any]) -> str:
         f"size {summary['size']}, seed {summary['seed']}",
         "",
         "| scenario | method | global CE true (mean) | global CE estimated (mean) | global accuracy | "
-        "global coverage (95 % CI) | global coverage (± 2τ) | local coverage | median local CI width | power | "
-        "false-direction rate |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "global coverage (95 % CI) | global coverage (± 2τ) | local coverage | local coverage of the model's own "
+        "effect | median local CI width | power | false-direction rate |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     true_mean = _fmt(float(np.mean([r["true_global"] for r in summary["per_round"]])))
     for method in (*METHODS, "naive_ratio"):
@@ -317,9 +354,19 @@ def summary_table(summary: dict[str, Any]) -> str:
             _fmt(a["global_accuracy"]),
             _fmt(a["global_coverage"]),
             _fmt(a.get("global_coverage_2tau")),
-            *(_fmt(a.get(k)) for k in ("local_coverage", "local_ci_width", "power", "false_direction_rate")),
+            *(
+                _fmt(a.get(k))
+                for k in ("local_coverage", "local_coverage_model", "local_ci_width", "power", "false_direction_rate")
+            ),
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    model = agg.get("model", {})
+    lines += [
+        "",
+        f"The model's own effects (the truth's substitutions through the audited ensemble): median local "
+        f"model / truth ratio {_fmt(model.get('local_ratio_median'))}, mean reverse local effect "
+        f"{_fmt(model.get('reverse_effect_mean'))} (planted 0).",
+    ]
     lines += ["", "Per round (deepmr):", "", "| round | α | effect | true global | estimate | 95 % CI | reverse p |"]
     lines.append("|---|---|---|---|---|---|---|")
     for r in summary["per_round"]:

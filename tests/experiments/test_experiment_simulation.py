@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -14,6 +15,7 @@ KEYS = {
     "global_coverage",
     "global_coverage_2tau",
     "local_coverage",
+    "local_coverage_model",
     "local_ci_width",
     "power",
     "false_direction_rate",
@@ -40,6 +42,8 @@ def test_summary_has_every_method_and_fractions(experiment) -> None:
             assert 0.0 <= aggregate[method][key] <= 1.0, (method, key)
         assert aggregate[method]["local_ci_width"] > 0
     assert 0.0 <= aggregate["naive_ratio"]["global_coverage"] <= 1.0
+    assert set(aggregate["model"]) == {"local_ratio_median", "reverse_effect_mean"}
+    assert math.isfinite(aggregate["model"]["local_ratio_median"])
     for row in summary["per_round"]:
         assert row["true_global"] > 0  # the planted GATA -> TAL1 effect
         assert row["methods"]["deepmr"]["n_local"] > 0
