@@ -83,8 +83,13 @@ class InstrumentOptions(Options):
     filter: Literal["zscore", "wald"] = "zscore"
     threshold: float = Field(default=1.0, gt=0)
     direction_filter: bool = False
-    """Steiger-style: keep only instruments that move the exposure more than the outcome
-    (each scaled by its SD over the reference sequences). Off reproduces the original."""
+    """Steiger-style: keep only instruments that move the exposure more than the outcome, each
+    on its own scale (``direction_scale``). Off reproduces the original."""
+    direction_scale: Literal["region", "reference"] = "region"
+    """The scale of each output in the direction filter: ``region``, the root mean square of
+    its effects over every substitution of the region being fitted; ``reference``, its SD over
+    the reference sequences (the first version, which truncates regions whose local slope
+    exceeds the global ratio of SDs)."""
 
 
 class RegionOptions(Options):

@@ -9,12 +9,16 @@ them while the effects' :func:`effects_fingerprint` is unchanged. The per-varian
 (``|beta / se| >= threshold``) needs no pooled statistics.
 
 The optional direction filter is the in-silico analogue of Steiger filtering: a substitution
-is kept as an instrument for exposure X on outcome Y only if it moves X more than Y, on the
-scale of each output's spread over the reference sequences
-(``|bx| / sd(X_ref) > |by| / sd(Y_ref)``). A variant acting on Y only through X moves Y by
-θ·bx while sd(Y) ≥ |θ|·sd(X), so it always passes; a variant acting on Y directly (reverse
-causation) fails. Without it, variants of the outcome's own drivers make the reverse
-direction look causal.
+is kept as an instrument for exposure X on outcome Y only if it moves X more than Y, each on
+its own scale (``|bx| / s_X > |by| / s_Y``). The default scale is the region's own: the root
+mean square of each output's effects over all substitutions of the region being fitted
+(:func:`region_rms`). A variant acting on Y only through X moves Y by θ·bx while
+``s_Y ≥ |θ|·s_X`` in every region, whatever its local slope θ, so it passes; a variant acting
+on Y directly (reverse causation) fails. The first version scaled by each output's SD over
+the reference sequences (``direction_scale: reference``): one ratio for all regions, which
+sits near the typical local slope, so regions with steeper slopes lose their instruments in
+the true direction and lend them to the reverse one (docs/direction.md). Without a direction
+filter, variants of the outcome's own drivers make the reverse direction look causal.
 
 Substitutions that cannot be instruments whatever the filter (exposure effect exactly 0, a
 non-finite effect, or a standard error that is not a positive number) are excluded before MR
@@ -128,16 +132,72 @@ def _sd(moments: Moments[np.ndarray]) -> np.ndarray:
     return np.sqrt(np.divide(m2, count, out=np.zeros_like(m2), where=count > 0))
 
 
-def passes_direction(beta_x: np.ndarray, beta_y: np.ndarray, sd_x: float, sd_y: float) -> np.ndarray:
-    """Substitutions that move the exposure more than the outcome, each on the scale of its
-    spread over the reference sequences (see the module docstring)."""
-    if not (sd_x > 0 and sd_y > 0):
+def passes_direction(
+    beta_x: np.ndarray, beta_y: np.ndarray, sd_x: float | np.ndarray, sd_y: float | np.ndarray
+) -> np.ndarray:
+    """Substitutions that move the exposure more than the outcome, each on its own scale.
+
+    Parameters
+    ----------
+    beta_x, beta_y
+        Exposure and outcome effects, any shape.
+    sd_x, sd_y
+        Their scales: floats (the SDs over the reference sequences, which must be positive)
+        or arrays broadcasting against the effects (:func:`region_rms`; a zero scale means
+        the output does not move in that region, so it counts as moved by 0).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``|beta_x| / sd_x > |beta_y| / sd_y``, False where an effect is not finite.
+    """
+    if np.ndim(sd_x) == 0 and np.ndim(sd_y) == 0 and not (sd_x > 0 and sd_y > 0):
         raise InputError(
             f"the direction filter needs outputs that vary over the reference "
             f"sequences; their SDs are {sd_x} and {sd_y}"
         )
-    with np.errstate(invalid="ignore"):
-        return np.abs(beta_x) / sd_x > np.abs(beta_y) / sd_y
+    with np.errstate(invalid="ignore", divide="ignore"):
+        moved_x = np.where(np.asarray(sd_x) > 0, np.abs(beta_x) / sd_x, 0.0)
+        moved_y = np.where(np.asarray(sd_y) > 0, np.abs(beta_y) / sd_y, 0.0)
+        return moved_x > moved_y
+
+
+def region_rms(beta: np.ndarray, width: int) -> np.ndarray:
+    """Root mean square of the effects over each region's finite substitutions, per substitution.
+
+    Parameters
+    ----------
+    beta
+        ``[n, L, 3]`` effects of one output.
+    width
+        Region width in bp (the last region of a sequence may be shorter).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``float64 [n, L, 3]``: every substitution carries ``sqrt(mean(beta²))`` of its region
+        (0 for a region without a finite effect).
+
+    Notes
+    -----
+    This is the region's own scale for the direction filter. For substitutions acting on the
+    outcome Y only through the exposure X (``by = θ·bx``) and Y's own drivers (``bx = 0``),
+    ``rms(by)² = θ²·rms(bx)² + (mean square of Y's own effects)``, so ``rms(by) / rms(bx) ≥ |θ|``
+    whatever the local slope θ of the region: mediated substitutions pass and Y's own
+    drivers fail. The SDs over reference sequences give one ratio for every region, below the
+    local slope of the regions with the steepest slopes.
+    """
+    beta = np.asarray(beta, dtype=np.float64)
+    n, length, alts = beta.shape
+    n_regions = -(-length // width)
+    padded = np.full((n, n_regions * width, alts), np.nan)
+    padded[:, :length] = beta
+    blocks = padded.reshape(n, n_regions, width * alts)
+    finite = np.isfinite(blocks)
+    count = finite.sum(axis=2)
+    square = np.where(finite, blocks, 0.0) ** 2
+    rms = np.sqrt(np.divide(square.sum(axis=2), count, out=np.zeros(count.shape), where=count > 0))
+    return np.repeat(rms, width, axis=1)[:, :length, None].repeat(alts, axis=2)
 
 
 def usable(beta_x: np.ndarray, se_x: np.ndarray, beta_y: np.ndarray, se_y: np.ndarray) -> np.ndarray:

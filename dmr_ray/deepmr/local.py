@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+from scipy import stats
 
-from dmr_ray.deepmr.instruments import passes_direction, passes_filter, usable
+from dmr_ray.deepmr.instruments import passes_direction, passes_filter, region_rms, usable
 from dmr_ray.errors import InputError
 from dmr_ray.stats import batched
 from dmr_ray.stats.batched import Reason
@@ -49,8 +50,11 @@ SCHEMA = pa.schema(
     ]
     + [(name, pa.float64()) for name in _MR_FIELDS]
     + [("direction", pa.int8()), ("n_instruments", pa.int32()), ("n_unusable", pa.int32()), ("reason", pa.string())]
+    + [("inference", pa.string())]
 )
-"""Columns of ``local_effects.parquet``."""
+"""Columns of ``local_effects.parquet``. ``inference`` says where a row's SE, CI and p-value
+come from: ``ensemble`` (the fit of the ensemble's effects) or ``replicate`` (the spread of
+the replicates' fits, :func:`local_replicate_inference`)."""
 
 REPLICATE = "replicate"
 """The column of ``local_replicates.parquet`` naming the replicate (0 .. R - 1) of a row."""
@@ -77,8 +81,16 @@ class LocalMROptions:
     direction_sd
         Per-task SD of the reference predictions; when given, the direction (Steiger-style)
         filter keeps only instruments that move the exposure more than the outcome.
+    direction_scale
+        Each output's scale in the direction filter: ``"reference"`` (``direction_sd``) or
+        ``"region"`` (the root mean square of its effects over the region's substitutions;
+        :func:`dmr_ray.deepmr.instruments.region_rms`).
     alpha, iterations, seed
         Confidence level and bootstrap settings of the estimators.
+    inference
+        ``"ensemble"``: each row's inference is its fit of the ensemble's effects;
+        ``"replicate"``: from the spread of the replicates' fits (the local stage then needs
+        every replicate's effects).
     """
 
     tasks: tuple[str, ...]
@@ -90,9 +102,11 @@ class LocalMROptions:
     moments_sd: tuple[float, ...]
     region_width: int
     direction_sd: tuple[float, ...] = ()
+    direction_scale: str = "reference"
     alpha: float = 0.05
     iterations: int = 10_000
     seed: int = 314159265
+    inference: str = "ensemble"
 
 
 @dataclass(frozen=True)
@@ -116,16 +130,47 @@ def _tile(a: np.ndarray, width: int, fill: float) -> np.ndarray:
     return padded.reshape(n * n_regions, width * alts)
 
 
-def region_rows(beta: np.ndarray, se: np.ndarray, exposure: int, outcome: int, options: LocalMROptions) -> RegionRows:
-    """Gather the instruments of one pair into padded region rows (kept ones first)."""
+def instrument_mask(
+    beta: np.ndarray, se: np.ndarray, exposure: int, outcome: int, options: LocalMROptions
+) -> np.ndarray:
+    """``bool [n, L, 3]``: the substitutions that are instruments of one pair (usable, passing
+    the strength filter and, when on, the direction filter)."""
+    bx, sx = beta[..., exposure], se[..., exposure]
+    by, sy = beta[..., outcome], se[..., outcome]
+    mean = options.moments_mean[exposure] if options.moments_mean else None
+    sd = options.moments_sd[exposure] if options.moments_sd else None
+    keep = usable(bx, sx, by, sy) & passes_filter(
+        bx, sx, kind=options.filter, threshold=options.threshold, mean=mean, sd=sd
+    )
+    if options.direction_sd:
+        scale_x: float | np.ndarray
+        scale_y: float | np.ndarray
+        if options.direction_scale == "region":
+            scale_x, scale_y = region_rms(bx, options.region_width), region_rms(by, options.region_width)
+        else:
+            scale_x, scale_y = options.direction_sd[exposure], options.direction_sd[outcome]
+        keep &= passes_direction(bx, by, scale_x, scale_y)
+    return keep
+
+
+def region_rows(
+    beta: np.ndarray,
+    se: np.ndarray,
+    exposure: int,
+    outcome: int,
+    options: LocalMROptions,
+    instruments: np.ndarray | None = None,
+) -> RegionRows:
+    """Gather the instruments of one pair into padded region rows (kept ones first).
+
+    ``instruments`` (``bool [n, L, 3]``) fixes which substitutions are instruments, e.g. the
+    ensemble's when ``beta`` is one replicate's; by default :func:`instrument_mask` of ``beta``.
+    A given mask is narrowed to the substitutions usable in ``beta``.
+    """
     bx, sx = beta[..., exposure], se[..., exposure]
     by, sy = beta[..., outcome], se[..., outcome]
     ok = usable(bx, sx, by, sy)
-    mean = options.moments_mean[exposure] if options.moments_mean else None
-    sd = options.moments_sd[exposure] if options.moments_sd else None
-    keep = ok & passes_filter(bx, sx, kind=options.filter, threshold=options.threshold, mean=mean, sd=sd)
-    if options.direction_sd:
-        keep &= passes_direction(bx, by, options.direction_sd[exposure], options.direction_sd[outcome])
+    keep = instrument_mask(beta, se, exposure, outcome, options) if instruments is None else instruments & ok
     width = options.region_width
     exists = _tile(np.isfinite(bx), width, False)
     keep_rows = _tile(keep, width, False)
@@ -205,7 +250,14 @@ def _deepmr_rows(rows: RegionRows, options: LocalMROptions) -> tuple[dict, np.nd
     return cols, estimator
 
 
-def local_effects_table(beta: np.ndarray, se: np.ndarray, seq_ids: np.ndarray, options: LocalMROptions) -> pa.Table:
+def local_effects_table(
+    beta: np.ndarray,
+    se: np.ndarray,
+    seq_ids: np.ndarray,
+    options: LocalMROptions,
+    *,
+    select_on: np.ndarray | None = None,
+) -> pa.Table:
     """Local causal effects of one chunk of ``effects.zarr``.
 
     Parameters
@@ -216,6 +268,9 @@ def local_effects_table(beta: np.ndarray, se: np.ndarray, seq_ids: np.ndarray, o
         ``[n]`` identifiers; every row of the output carries its sequence's id.
     options
         What to compute.
+    select_on
+        ``[n, L, 3, T]`` effects on which instruments are selected (:func:`instrument_mask`
+        with ``se``); ``beta`` itself by default.
 
     Returns
     -------
@@ -229,7 +284,9 @@ def local_effects_table(beta: np.ndarray, se: np.ndarray, seq_ids: np.ndarray, o
     index = {name: i for i, name in enumerate(options.tasks)}
     parts = []
     for exposure, outcome in options.pairs:
-        rows = region_rows(beta, se, index[exposure], index[outcome], options)
+        x, y = index[exposure], index[outcome]
+        chosen = None if select_on is None else instrument_mask(select_on, se, x, y, options)
+        rows = region_rows(beta, se, x, y, options, chosen)
         for method in options.estimators:
             cols, estimator = _run_estimator(method, rows, options)
             parts.append(
@@ -239,10 +296,19 @@ def local_effects_table(beta: np.ndarray, se: np.ndarray, seq_ids: np.ndarray, o
 
 
 def replicate_local_effects(
-    replicate_beta: np.ndarray, se: np.ndarray, seq_ids: np.ndarray, options: LocalMROptions
+    replicate_beta: np.ndarray,
+    se: np.ndarray,
+    seq_ids: np.ndarray,
+    options: LocalMROptions,
+    *,
+    select_on: np.ndarray | None = None,
 ) -> pa.Table:
     """Local effects of every replicate: :func:`~dmr_ray.deepmr.local.local_effects_table` of
     each replicate's effects with the ensemble's SEs, plus the column :data:`REPLICATE`.
+
+    With ``select_on`` (the ensemble's ``[n, L, 3, T]`` effects) every replicate is fitted on
+    the ensemble's instruments, so the replicates differ only in their effects, not in which
+    substitutions they use.
 
     Parameters
     ----------
@@ -274,7 +340,7 @@ def replicate_local_effects(
         )
     tables = []
     for r, beta in enumerate(replicate_beta):
-        table = local_effects_table(beta, se, seq_ids, options)
+        table = local_effects_table(beta, se, seq_ids, options, select_on=select_on)
         tables.append(table.append_column(REPLICATE, pa.array(np.full(table.num_rows, r, dtype=np.int16))))
     return pa.concat_tables(tables)
 
@@ -307,7 +373,65 @@ def _part(
         "n_instruments": cols["n_instruments"],
         "n_unusable": n_unusable,
         "reason": np.array([Reason(int(r)).name.lower() for r in reason], dtype=object),
+        "inference": np.full(n_rows, "ensemble", dtype=object),
     }
     for name in _MR_FIELDS:
         data[name] = cols.get(name, np.full(n_rows, np.nan))
     return pa.Table.from_pydict({f.name: pa.array(data[f.name], type=f.type) for f in SCHEMA}, schema=SCHEMA)
+
+
+def across_replicates(estimates: np.ndarray, alpha: float) -> dict[str, np.ndarray]:
+    """Inference from ``estimates [rows, R]``: the mean, SE = SD (ddof 1) / sqrt(R), and the
+    CI and two-sided p-value from Student's t on R - 1 df (NaN wherever a replicate is)."""
+    n_rep = estimates.shape[1]
+    mean = estimates.mean(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sem = estimates.std(axis=1, ddof=1) / np.sqrt(n_rep)
+        half = stats.t.ppf(1 - alpha / 2, n_rep - 1) * sem
+        p_value = 2 * stats.t.sf(np.abs(mean / sem), n_rep - 1)
+    return {"estimate": mean, "se": sem, "ci_low": mean - half, "ci_high": mean + half, "p_value": p_value}
+
+
+def local_replicate_inference(local: pa.Table, local_replicates: pa.Table, *, alpha: float = 0.05) -> pa.Table:
+    """``local`` (the ensemble's region fits) with each row's inference taken from its replicates.
+
+    Per row, the estimate is the mean of the R replicates' fits of the same region on the
+    same instruments (:func:`replicate_local_effects` with
+    ``select_on``), its SE their SD (ddof 1) / sqrt(R), and the CI and p-value come from
+    Student's t on R - 1 df: an interval for the effect the model's members agree on, whose
+    width is their disagreement, rather than the ensemble fit's, whose SEs count one member's
+    error shared by all instruments as independent evidence. The fit's other columns
+    (intercept, heterogeneity, instruments) stay the ensemble's; ``inference`` is ``replicate``.
+
+    Parameters
+    ----------
+    local
+        Local effects of one chunk (:func:`local_effects_table`).
+    local_replicates
+        The same chunk's replicate rows: R copies of ``local``'s rows, in its order, with
+        the column :data:`REPLICATE`.
+    alpha
+        1 - confidence level.
+
+    Raises
+    ------
+    InputError
+        Fewer than two replicates, or replicate rows that do not match ``local``'s.
+    """
+    n_rows = local.num_rows
+    if n_rows == 0 or local_replicates.num_rows % n_rows or local_replicates.num_rows < 2 * n_rows:
+        raise InputError(
+            f"local replicate inference needs R >= 2 copies of the {n_rows} ensemble rows, "
+            f"got {local_replicates.num_rows} replicate rows"
+        )
+    n_rep = local_replicates.num_rows // n_rows
+    for name in ("seq_id", "region", "exposure", "outcome", "method"):
+        mine, theirs = local.column(name).to_pylist(), local_replicates.column(name).to_pylist()
+        if theirs != mine * n_rep:
+            raise InputError(f"replicate rows do not match the ensemble's local rows (column {name!r})")
+    estimates = local_replicates.column("estimate").to_numpy(zero_copy_only=False).reshape(n_rep, n_rows).T
+    table = local
+    for name, values in across_replicates(estimates, alpha).items():
+        table = table.set_column(table.schema.get_field_index(name), name, pa.array(values, type=pa.float64()))
+    index = table.schema.get_field_index("inference")
+    return table.set_column(index, "inference", pa.array(["replicate"] * n_rows, type=pa.string()))

@@ -8,9 +8,11 @@ not at all and a rerun computes only the missing parts. Progress counts sequence
 chunk is named with its rows and seq_ids.
 
 With a ``replicates`` directory (an effects store written with ``keep_replicates``), each
-chunk also gets every replicate's local effects
-(:func:`~dmr_ray.deepmr.local.replicate_local_effects`) as the part of the same name
-there, written before the ensemble's part, so a chunk counts as done only when both exist.
+chunk also gets every replicate's local effects, fitted on the ensemble's instruments
+(:func:`~dmr_ray.deepmr.local.replicate_local_effects` with ``select_on``), as the part of
+the same name there, written before the ensemble's part, so a chunk counts as done only when
+both exist. With ``options.inference == "replicate"`` the ensemble's rows take their
+inference from those fits (:func:`~dmr_ray.deepmr.local.local_replicate_inference`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,12 @@ from pathlib import Path
 import pyarrow as pa
 
 from dmr_ray._atomic import write_parquet_atomic
-from dmr_ray.deepmr.local import LocalMROptions, local_effects_table, replicate_local_effects
+from dmr_ray.deepmr.local import (
+    LocalMROptions,
+    local_effects_table,
+    local_replicate_inference,
+    replicate_local_effects,
+)
 from dmr_ray.engine import ActorResources, ChunkTask, describe_rows
 from dmr_ray.engine.ism_task import read_replicate_beta
 from dmr_ray.store import EffectsStore
@@ -120,4 +127,7 @@ class LocalMRWorker:
         if not self.replicates:
             return table, None
         beta = read_replicate_beta(self.effects, *self.effects.chunk_bounds(index))
-        return table, replicate_local_effects(beta, chunk["se"], chunk["seq_id"], self.options)
+        replicates = replicate_local_effects(beta, chunk["se"], chunk["seq_id"], self.options, select_on=chunk["beta"])
+        if self.options.inference == "replicate":
+            table = local_replicate_inference(table, replicates, alpha=self.options.alpha)
+        return table, replicates

@@ -229,6 +229,8 @@ def local_options(config: DeepMRConfig, effects_path: Path, pairs: list[tuple[st
         moments_sd=tuple(moments.sd.tolist()) if zscore else (),
         region_width=config.regions.region_width(effects.length),
         direction_sd=tuple(moments.reference_sd.tolist()) if instruments.direction_filter else (),
+        direction_scale=instruments.direction_scale,
+        inference="replicate" if config.meta.inference == "replicate" else "ensemble",
         alpha=methods.alpha,
         iterations=methods.iterations,
         seed=methods.seed,

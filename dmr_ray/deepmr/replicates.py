@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-from scipy import stats
 
-from dmr_ray.deepmr.local import REPLICATE, LocalMROptions, replicate_local_effects
+from dmr_ray.deepmr.local import REPLICATE, LocalMROptions, across_replicates, replicate_local_effects
 from dmr_ray.deepmr.stages import GROUP_KEYS, global_effects_table
 from dmr_ray.errors import InputError
 
@@ -66,21 +65,11 @@ def replicate_inference(
     ]
     keys = {name: tables[0].column(name) for name in GROUP_KEYS}
     estimates = np.stack([t.column("estimate").to_numpy(zero_copy_only=False) for t in tables], axis=1)
-    n_rep = estimates.shape[1]
-    mean = estimates.mean(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        sem = estimates.std(axis=1, ddof=1) / np.sqrt(n_rep)
-        half = stats.t.ppf(1 - alpha / 2, n_rep - 1) * sem
-        p_value = 2 * stats.t.sf(np.abs(mean / sem), n_rep - 1)
     return pa.table(
         {
             **keys,
-            "estimate": mean,
-            "se": sem,
-            "ci_low": mean - half,
-            "ci_high": mean + half,
-            "p_value": p_value,
-            "n_replicates": np.full(mean.shape, n_rep, dtype=np.int32),
+            **across_replicates(estimates, alpha),
+            "n_replicates": np.full(estimates.shape[0], estimates.shape[1], dtype=np.int32),
             "replicate_estimates": pa.array(estimates.tolist(), type=pa.list_(pa.float64())),
         }
     )
@@ -127,9 +116,11 @@ def replicate_global_effects(
     *,
     meta_method: str = "DL",
     alpha: float = 0.05,
+    select_on: np.ndarray | None = None,
 ) -> pa.Table:
     """:func:`replicate_inference` of :func:`replicate_local_effects` (in memory; the audit runs
-    the two through its local and meta stages).
+    the two through its local and meta stages). ``select_on``: the ensemble's effects, whose
+    instruments every replicate is fitted on (each replicate's own by default).
 
     Returns
     -------
@@ -141,5 +132,5 @@ def replicate_global_effects(
     InputError
         Fewer than two replicates, or shapes that do not match.
     """
-    local = replicate_local_effects(replicate_beta, se, seq_ids, options)
+    local = replicate_local_effects(replicate_beta, se, seq_ids, options, select_on=select_on)
     return replicate_inference(local, method=meta_method, alpha=alpha)

@@ -12,11 +12,12 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
+from scipy import stats
 
 from dmr_ray.config import config_from_dict, load_config
-from dmr_ray.deepmr.local import LocalMROptions, local_effects_table
+from dmr_ray.deepmr.local import LocalMROptions, local_effects_table, local_replicate_inference
 from dmr_ray.deepmr.pipeline import run_audit
-from dmr_ray.deepmr.stages import global_effects_table, run_global_stage, run_local_stage
+from dmr_ray.deepmr.stages import global_effects_table, read_local_effects, run_global_stage, run_local_stage
 from dmr_ray.engine import EngineOptions, IsmJob, run_ism
 from dmr_ray.engine.ism_task import REPLICATE_BETA, IsmTask, read_replicate_beta, replicate_ism
 from dmr_ray.errors import ConfigError, InputError, ResumeConflictError
@@ -173,9 +174,12 @@ def test_replicate_global_mean_equals_each_members_own_audit(staged) -> None:
     wise = _by_key(
         run_global_stage(root / "local", root / "b.parquet", method="DL", test="z", replicates=root / "replicates")
     )
-    se = members.std(0)
+    stored = EffectsStore.open(str(root / "effects.zarr")).read()
+    se, ensemble = stored["se"], stored["beta"]
     ids = np.array([f"seq{i}" for i in range(members.shape[1])])
-    brute = [_by_key(global_effects_table(local_effects_table(b, se, ids, options))) for b in members]
+    brute = [
+        _by_key(global_effects_table(local_effects_table(b, se, ids, options, select_on=ensemble))) for b in members
+    ]
     for key, row in wise.items():
         each = [audit[key]["estimate"] for audit in brute]
         assert row["replicate_estimates"] == pytest.approx(each)
@@ -183,10 +187,40 @@ def test_replicate_global_mean_equals_each_members_own_audit(staged) -> None:
         assert row["se"] == pytest.approx(np.std(each, ddof=1) / np.sqrt(len(each)))
 
 
+def test_every_replicate_is_fitted_on_the_ensembles_instruments(staged) -> None:
+    root, members, options = staged
+    replicates = read_local_effects(root / "replicates").to_pylist()
+    ensemble = read_local_effects(root / "local").to_pylist()
+    n_instruments: dict = {}
+    for row in replicates:
+        key = (row["seq_id"], row["region"], row["exposure"], row["outcome"], row["method"])
+        n_instruments.setdefault(key, set()).add(row["n_instruments"])
+    assert all(len(counts) == 1 for counts in n_instruments.values())
+    for row in ensemble:
+        key = (row["seq_id"], row["region"], row["exposure"], row["outcome"], row["method"])
+        assert n_instruments[key] == {row["n_instruments"]}
+
+
+def test_local_replicate_inference_is_the_t_interval_of_the_replicates_fits(staged) -> None:
+    root, _, _ = staged
+    ensemble = pq.read_table(root / "local" / "part-000000.parquet")
+    replicates = pq.read_table(root / "replicates" / "part-000000.parquet")
+    n_rep, n_rows = SHIFT.size, ensemble.num_rows
+    wise = local_replicate_inference(ensemble, replicates)
+    assert wise.column("inference").to_pylist() == ["replicate"] * n_rows
+    fits = replicates.column("estimate").to_numpy().reshape(n_rep, n_rows)
+    half = stats.t.ppf(0.975, n_rep - 1) * fits.std(axis=0, ddof=1) / np.sqrt(n_rep)
+    np.testing.assert_allclose(wise.column("estimate").to_numpy(), fits.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(wise.column("ci_high").to_numpy(), fits.mean(axis=0) + half, rtol=1e-12)
+    assert wise.column("n_instruments").to_pylist() == ensemble.column("n_instruments").to_pylist()
+    with pytest.raises(InputError, match="do not match"):
+        local_replicate_inference(ensemble.slice(1), replicates.slice(0, replicates.num_rows - n_rep))
+
+
 # --- stage identities through run_audit --------------------------------------------------------
 
 
-def test_changing_meta_inference_reruns_only_meta_onward(tiny, tmp_path, ray_local) -> None:
+def test_changing_meta_inference_reruns_local_mr_onward_not_ism(tiny, tmp_path, ray_local) -> None:
     config = {
         "store": str(tiny / "sequences.zarr"),
         "model": str(tiny / "spec.yaml"),
@@ -208,8 +242,11 @@ def test_changing_meta_inference_reruns_only_meta_onward(tiny, tmp_path, ray_loc
         }
         table = pq.read_table(tmp_path / "audit" / "global_effects.parquet")
         assert set(table.column("inference").to_pylist()) == {inference}
-    assert ran["pooled"] == {"ism": False, "local MR": False, "meta": True, "report": True}
-    assert ran["replicate"] == ran["pooled"]  # back again: meta and report rerun, nothing upstream
+        local = read_local_effects(tmp_path / "audit" / "local_effects.parquet")
+        assert set(local.column("inference").to_pylist()) == {"ensemble" if inference == "pooled" else "replicate"}
+    # local rows take their inference from the same setting, so local MR reruns too; ISM never
+    assert ran["pooled"] == {"ism": False, "local MR": True, "meta": True, "report": True}
+    assert ran["replicate"] == ran["pooled"]
     assert (tmp_path / "audit" / "local_replicates.parquet").is_dir()
 
 

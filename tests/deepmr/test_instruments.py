@@ -118,3 +118,50 @@ def test_recorded_moments_are_reused_only_for_the_same_effects(tmp_path, monkeyp
     pipeline.pooled_moments(effects, record)
     pipeline.pooled_moments(effects, record)
     assert calls == [1, 1, 1]
+
+
+def _chain(slopes: tuple[float, ...], seed: int = 0) -> np.ndarray:
+    """``[n, 40, 3, 2]`` effects of X → Y chains: X's motif (positions 0-7) moves Y by each
+    sequence's own slope; Y's own motif (20-27) moves Y only; small noise elsewhere."""
+    rng = np.random.default_rng(seed)
+    beta = rng.normal(0, 0.01, (len(slopes), 40, 3, 2))
+    for i, slope in enumerate(slopes):
+        bx = -rng.uniform(1, 4, (8, 3))
+        beta[i, :8, :, 0] = bx
+        beta[i, :8, :, 1] = slope * bx
+        beta[i, 20:28, :, 1] = -rng.uniform(1, 4, (8, 3))
+    return beta
+
+
+@pytest.mark.parametrize("scale", ["region", "reference"])
+def test_region_scale_keeps_steep_regions_mediated_instruments_out_of_the_reverse(scale) -> None:
+    from dmr_ray.deepmr.local import LocalMROptions, local_effects_table
+
+    slopes = (0.5, 0.5, 2.5)  # the reference SDs give one ratio for all, between the slopes
+    beta = _chain(slopes)
+    se = np.full(beta.shape, 0.05)
+    options = LocalMROptions(
+        tasks=("X", "Y"),
+        pairs=(("X", "Y"), ("Y", "X")),
+        estimators=("ivw",),
+        filter="wald",
+        threshold=3.0,
+        moments_mean=(),
+        moments_sd=(),
+        region_width=40,
+        direction_sd=(1.0, 1.2),
+        direction_scale=scale,
+    )
+    rows = {
+        (r["seq_id"], r["exposure"]): r
+        for r in local_effects_table(beta, se, np.array(["a", "b", "c"]), options).to_pylist()
+    }
+    if scale == "region":
+        for seq_id, slope in zip("abc", slopes, strict=True):
+            assert rows[seq_id, "X"]["estimate"] == pytest.approx(slope, rel=0.01)
+            assert rows[seq_id, "X"]["n_instruments"] == 24  # every X-motif substitution
+            assert abs(rows[seq_id, "Y"]["estimate"]) < 0.01  # Y's own drivers: no reverse effect
+    else:  # the steep sequence lends its X-motif substitutions to the reverse direction
+        assert rows["c", "X"]["n_instruments"] == 0
+        assert rows["c", "Y"]["n_instruments"] == 48  # Y's own drivers and X's motif
+        assert rows["c", "Y"]["estimate"] > 0.25  # a reverse effect nobody planted
