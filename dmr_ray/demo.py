@@ -196,12 +196,16 @@ def prepare_simulated_audit(sim, settings: DemoSettings, out: Path, seed: int) -
 def prepare_demo(out: Path, *, seed: int = 0, settings: DemoSettings = DemoSettings()) -> tuple[Path, dict]:
     """Simulate, train and write everything the demo audit needs; returns (config path, truth)."""
     from dmr_ray.sim import global_true_effect, simulate_tf_coop
+    from dmr_ray.sim.jaspar import JASPAR_RELEASE
+    from dmr_ray.sim.tf_coop import EXPOSURE_MATRIX, EXPOSURE_MOTIF, OUTCOME_MATRIX, OUTCOME_MOTIF
 
     sim = simulate_tf_coop(simulated_sequences(settings), length=settings.length, effect=settings.effect, seed=seed)
     config_path, audit = prepare_simulated_audit(sim, settings, out, seed)
     truth = {
         "planted exposure": "GATA",
         "planted outcome": "TAL1",
+        f"motifs ({JASPAR_RELEASE})": f"GATA {EXPOSURE_MATRIX} {EXPOSURE_MOTIF.name}, "
+        f"TAL1 {OUTCOME_MATRIX} {OUTCOME_MOTIF.name}",
         "true global causal effect GATA→TAL1": global_true_effect(subset_simulation(sim, audit)),
         "true effect TAL1→GATA": 0.0,
     }

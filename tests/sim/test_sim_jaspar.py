@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 from dmr_ray.errors import InputError
-from dmr_ray.sim.jaspar import JASPAR_RELEASE, jaspar_motif
-from dmr_ray.sim.motifs import PSEUDOCOUNT
+from dmr_ray.sim.jaspar import JASPAR_RELEASE, PSEUDOCOUNT, jaspar_motif
 
 
 def test_sox2_matrix_matches_its_counts():

@@ -1,4 +1,4 @@
-"""The sim.GATA → sim.TAL1 cooperativity simulation and its ground truth."""
+"""The GATA → TAL1 cooperativity simulation and its ground truth."""
 
 from __future__ import annotations
 
@@ -45,13 +45,13 @@ def test_class_frequencies_match_the_design(data):
 
 def test_layout_pairs_are_ordered_spaced_and_confounder_does_not_overlap(data):
     pair = data.is_pair
-    gap = data.outcome_start[pair] - (data.exposure_start[pair] + sim.GATA.length)
+    gap = data.outcome_start[pair] - (data.exposure_start[pair] + sim.EXPOSURE_MOTIF.length)
     assert gap.min() >= max(data.params.motif_lengths)
-    assert (data.outcome_start[pair] + sim.TAL1.length).max() <= 100
-    conf = data.has_confounder
-    for start, k in ((data.exposure_start, sim.GATA.length), (data.outcome_start, sim.TAL1.length)):
+    assert (data.outcome_start[pair] + sim.OUTCOME_MOTIF.length).max() <= 100
+    conf, k_conf = data.has_confounder, sim.CONFOUNDER_MOTIF.length
+    for start, k in ((data.exposure_start, sim.EXPOSURE_MOTIF.length), (data.outcome_start, sim.OUTCOME_MOTIF.length)):
         both = conf & (start >= 0)
-        apart = (data.confounder_start[both] + 10 <= start[both]) | (start[both] + k <= data.confounder_start[both])
+        apart = (data.confounder_start[both] + k_conf <= start[both]) | (start[both] + k <= data.confounder_start[both])
         assert apart.all()
     q_exp = data.occupancy[:, 0]
     assert np.median(q_exp[data.has_exposure]) > 0.99
@@ -64,7 +64,7 @@ def test_expected_counts_follow_the_formula_with_separate_taus():
     b = d.random_confounder.astype(float)
     np.testing.assert_allclose(d.expected_counts[:, 0], 1 + 100.0 * q_exp + 20.0 * q_conf + 5.0 * b)
     np.testing.assert_allclose(d.expected_counts[:, 1], 1 + 40.0 * q_exp * q_out + 30.0 * q_conf + 60.0 * b)
-    np.testing.assert_allclose(d.occupancy[:, 1], sim.occupancy(d.tokens, sim.TAL1))
+    np.testing.assert_allclose(d.occupancy[:, 1], sim.occupancy(d.tokens, sim.OUTCOME_MOTIF))
 
 
 def test_random_confounder_changes_only_counts():
@@ -139,3 +139,89 @@ def test_bad_parameters_name_the_parameter(kwargs, name):
 def test_bad_n(n):
     with pytest.raises(ConfigError, match="n must"):
         sim.simulate_tf_coop(n, seed=0)
+
+
+def test_confounder_motif_switch_changes_only_the_confounder():
+    plain = sim.simulate_tf_coop(2000, seed=4)
+    conf = sim.simulate_tf_coop(2000, seed=4, confounder_motif=True)
+    for field in ("has_exposure", "has_outcome", "random_confounder"):
+        np.testing.assert_array_equal(getattr(plain, field), getattr(conf, field))
+    assert not plain.has_confounder.any() and not plain.occupancy[:, 2].any()
+    assert conf.has_confounder.mean() == pytest.approx(0.5, abs=0.04)
+    # Only pairs change their layout (the confounder widens the gap's range); the other rows
+    # keep their motif starts, and without an embedded confounder their whole sequence.
+    single = ~plain.is_pair
+    np.testing.assert_array_equal(plain.exposure_start[single], conf.exposure_start[single])
+    np.testing.assert_array_equal(plain.outcome_start[single], conf.outcome_start[single])
+    same = single & ~conf.has_confounder
+    np.testing.assert_array_equal(plain.tokens[same], conf.tokens[same])
+    np.testing.assert_array_equal(plain.occupancy[same, :2], conf.occupancy[same, :2])
+    shift = conf.expected_counts[same] - plain.expected_counts[same]
+    q_conf = conf.occupancy[same, 2]
+    np.testing.assert_allclose(shift, np.stack([20.0 * q_conf, 30.0 * q_conf], axis=1), atol=1e-12)
+    assert not np.array_equal(plain.tokens[single & conf.has_confounder], conf.tokens[single & conf.has_confounder])
+    q_embedded = conf.occupancy[conf.has_confounder, 2]
+    assert np.median(q_embedded) > 0.99 and np.median(conf.occupancy[~conf.has_confounder, 2]) < 0.05
+
+
+@pytest.mark.parametrize("p", [0.0, 0.75, 1.0])
+def test_confounder_motif_frequency_follows_its_probability(p):
+    d = sim.simulate_tf_coop(3000, seed=8, confounder_motif=True, confounder_motif_prob=p)
+    assert d.has_confounder.mean() == pytest.approx(p, abs=0.03)
+
+
+def _one_pair(tokens: np.ndarray, exposure_start: int, outcome_start: int, beta: float) -> sim.TFCoopData:
+    """A one-sequence data set holding a pair at the given starts (only what the truth reads)."""
+    flag = np.array([True])
+    return sim.TFCoopData(
+        tokens=tokens[None],
+        labels=np.zeros((1, 2), np.float32),
+        expected_counts=np.zeros((1, 2)),
+        occupancy=np.zeros((1, 3)),
+        has_exposure=flag,
+        has_outcome=flag,
+        has_confounder=~flag,
+        random_confounder=~flag,
+        exposure_start=np.array([exposure_start]),
+        outcome_start=np.array([outcome_start]),
+        confounder_start=np.array([-1]),
+        params=sim.TFCoopParams(alpha=100.0, beta=beta),
+    )
+
+
+@pytest.mark.parametrize("beta", [100.0, 50.0, 0.0])
+def test_truth_on_a_hand_checkable_pair(beta):
+    """Consensus GATA3 at 2 and TAL1::TCF3 at 18 in a TC repeat that binds neither.
+
+    The outcome site is saturated (q_out = 1), so the oracle gives c_exp = 1 + α q and
+    c_out = 1 + β q, where a substitution of base b at exposure position j turns the single
+    site's energy E into E + e[j, b] − e[j, consensus_j] and q = 1/(1 + exp(E)). The slope
+    through the origin of ΔA(c_out) on ΔA(c_exp), A(c) = 2√(c + 3/8), follows by hand;
+    with β = α it is exactly 1.
+    """
+    gata, tal1 = sim.EXPOSURE_MOTIF, sim.OUTCOME_MOTIF
+    tokens = np.array([3, 1] * 15, dtype=np.uint8)
+    assert sim.occupancy(tokens[None], gata)[0] < 1e-6 and sim.occupancy(tokens[None], tal1)[0] < 1e-6
+    site = np.array(["ACGT".index(c) for c in gata.consensus])
+    tokens[2 : 2 + gata.length] = site
+    tokens[18 : 18 + tal1.length] = np.array(["ACGT".index(c) for c in tal1.consensus])
+    energies = gata.energies()
+    e_ref = energies[np.arange(gata.length), site].sum()
+    q = [
+        1.0 / (1.0 + np.exp(e_ref - energies[j, site[j]] + energies[j, b]))
+        for j in range(gata.length)
+        for b in range(4)
+        if b != site[j]
+    ]
+    q_ref = 1.0 / (1.0 + np.exp(e_ref))
+
+    def a(c):
+        return 2.0 * np.sqrt(np.asarray(c) + 0.375)
+
+    d_exp = a(1 + 100.0 * np.array(q)) - a(1 + 100.0 * q_ref)
+    d_out = a(1 + beta * np.array(q)) - a(1 + beta * q_ref)
+    by_hand = (d_exp * d_out).sum() / (d_exp**2).sum()
+    truth = sim.local_true_effects(_one_pair(tokens, 2, 18, beta))[0]
+    assert truth == pytest.approx(by_hand, rel=1e-4, abs=1e-9)
+    if beta == 100.0:
+        assert truth == pytest.approx(1.0, abs=1e-4)

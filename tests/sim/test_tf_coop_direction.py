@@ -20,20 +20,21 @@ def test_outcome_motif_substitutions_leave_the_oracle_exposure_unchanged():
     ref = anscombe(oracle_counts(tokens, data.params))
     rows = np.arange(pairs.size)
     max_exposure, mean_outcome = 0.0, []
-    for offset in range(sim.TAL1.length):
+    for offset in range(sim.OUTCOME_MOTIF.length):
         for shift in (1, 2, 3):
             mutant = tokens.copy()
             mutant[rows, start + offset] = (mutant[rows, start + offset] + shift) % 4
             delta = anscombe(oracle_counts(mutant, data.params)) - ref
             max_exposure = max(max_exposure, float(np.abs(delta[:, 0]).max()))
             mean_outcome.append(float(np.abs(delta[:, 1]).mean()))
-    assert max_exposure < 1e-3  # chance GATA-like sites only: no planted TAL1 → GATA path
+    assert max_exposure < 1e-3  # chance GATA3 sites only: no planted TAL1 → GATA path
     assert max(mean_outcome) > 1.0  # while the same substitutions move the outcome
 
 
 def test_exposure_counts_do_not_depend_on_the_outcome_motif_where_the_exposure_motif_is():
     # Only where no exposure motif is embedded does an outcome motif matter, and there it
-    # lowers c_exp slightly (its 10 bp cannot hold a chance GATA-like site): no positive path.
+    # lowers c_exp slightly (its 10 bp take the place of background that could hold a chance
+    # GATA3 site): no positive path.
     data = sim.simulate_tf_coop(20_000, effect=0.5, seed=1)
     counts = data.expected_counts[:, 0]
     means = {
