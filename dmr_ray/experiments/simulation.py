@@ -181,7 +181,7 @@ def _run_missing(
             line = _round_line(outcome.record) if outcome.record is not None else f"FAILED: {outcome.error}"
             echo(f"[round {outcome.index}] {line}")
 
-        work = partial(compute_round, out, scenario=identity["scenario"], size=identity["size"], seed=identity["seed"])
+        work = partial(compute_round, out, scenario=identity["scenario"], size=size, seed=identity["seed"])
         outcomes = run_rounds(
             work,
             missing,
@@ -199,7 +199,7 @@ def _run_missing(
         raise DmrRayError(f"{len(failed)} round(s) failed ({listed}); the others are kept, rerun to retry")
 
 
-def compute_round(out: Path, index: int, *, scenario: str, size: str, seed: int) -> dict[str, Any]:
+def compute_round(out: Path, index: int, *, scenario: str, size: ExperimentSize, seed: int) -> dict[str, Any]:
     """Compute round ``index`` from nothing and write ``round.json`` (atomically, last); returns its record.
 
     Whatever an interrupted attempt left in ``rounds/<index>`` is removed first: member weights
@@ -208,7 +208,7 @@ def compute_round(out: Path, index: int, *, scenario: str, size: str, seed: int)
     path = round_file(out, index)
     if path.parent.exists():
         shutil.rmtree(path.parent)
-    row = run_round(scenario, index, path.parent, size=SIZES[size], seed=seed)
+    row = run_round(scenario, index, path.parent, size=size, seed=seed)
     write_text_atomic(path, json.dumps(row, indent=1))
     return row
 
