@@ -7,9 +7,10 @@ global estimates against the planted truth joined on ``seq_id``. A finished roun
 ``rounds/<i>/round.json`` (written atomically, last); a rerun computes only the missing rounds.
 
 Rounds run as Ray tasks, ``parallel`` at a time, each in a placement group of its size's
-``round_cpus`` that its audit's actor pools run in (:mod:`dmr_ray.experiments.rounds`);
-``parallel = 1`` is the sequential run. A round without ``round.json`` (interrupted, or
-failed) starts again from nothing: its half-written data, model and audit are removed first.
+``round_cpus`` (:mod:`dmr_ray.experiments.rounds`); the audit's engine runs in the round's
+process (:attr:`ExperimentSize.engine_actors`). ``parallel = 1`` is the sequential run. A
+round without ``round.json`` (interrupted, or failed) starts again from nothing: its
+half-written data, model and audit are removed first.
 
 Directory layout::
 
@@ -63,27 +64,28 @@ class ExperimentSize:
     settings
         Sequences, ensemble members and training recipe (the demo's fields).
     engine_actors
-        ``engine.actors`` of the round's audit: ``None`` keeps the demo's Ray actors, 0 runs
-        ISM and local MR in the round's own process.
+        ``engine.actors`` of the round's audit: 0 runs ISM and local MR in the round's own
+        process (one thread), ``None`` keeps the demo's two Ray actors, their pools nested in
+        the round's placement group (then ``round_cpus`` must hold them: 2). In process is the
+        default: at ``--quick`` size a round's ISM and local MR took 8–11 s in process against
+        22–50 s as nested actor pools, whose every actor imports torch and compiles the numba
+        kernels anew (docs/experiments.md).
     round_cpus
-        CPUs a round reserves (its placement group's bundle): training takes one thread, the
-        audit's actor pools share the bundle.
+        CPUs a round reserves (its placement group's bundle).
     """
 
     settings: DemoSettings
-    engine_actors: int | None = None
-    round_cpus: float = 2.0
+    engine_actors: int | None = 0
+    round_cpus: float = 1.0
 
 
 SIZES: dict[str, ExperimentSize] = {
     "quick": ExperimentSize(DemoSettings(n_train=2000, n_calibration=500, n_audit=32, members=5, epochs=15)),
     "full": ExperimentSize(DemoSettings(n_train=10_000, n_calibration=1000, n_audit=100, members=5, epochs=50)),
-    "tiny": ExperimentSize(
-        DemoSettings(n_train=300, n_calibration=100, n_audit=6, members=2, epochs=1), engine_actors=0, round_cpus=1.0
-    ),
+    "tiny": ExperimentSize(DemoSettings(n_train=300, n_calibration=100, n_audit=6, members=2, epochs=1)),
 }
 """Round sizes: ``quick`` (about a minute on 2 cores), ``full`` (the README command's
-training set, 10,000 sequences), ``tiny`` (tests only: in-process engine)."""
+training set, 10,000 sequences), ``tiny`` (tests only)."""
 
 MARKER = Path(".dmr_ray") / "experiment.json"
 
