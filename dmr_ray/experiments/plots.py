@@ -98,7 +98,7 @@ def score_bars_figure(summaries: Sequence[Summary], scores: Sequence[tuple[str, 
         ``(aggregate key, axis label, reference lines)`` per panel.
     """
     methods = methods_of(summaries[0])
-    figure = Figure(figsize=(1.2 + (0.5 + 0.35 * len(methods)) * len(summaries) * len(scores), 3.4))
+    figure = Figure(figsize=(0.6 + (1.2 + 0.8 * len(summaries)) * len(scores), 3.4))
     axes = figure.subplots(1, len(scores), squeeze=False)[0]
     width = 0.8 / len(methods)
     positions = np.arange(len(summaries))
@@ -146,7 +146,8 @@ def local_scatter_figure(summaries: Sequence[Summary]) -> Figure:
         chosen = representative_round(summary, methods[0])
         for ax, method in zip(row_axes, methods, strict=True):
             if chosen is None:
-                ax.text(0.5, 0.5, "no local estimates", ha="center", va="center", transform=ax.transAxes)
+                ax.text(0.5, 0.5, f"{summary['scenario']}: no local estimates", ha="center", transform=ax.transAxes)
+                ax.set_axis_off()
                 continue
             local = chosen["local"][method]
             truth = np.array([r["truth"] for r in local])

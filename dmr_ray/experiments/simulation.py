@@ -177,7 +177,8 @@ def _run_missing(
     try:
         in_flight = plan_parallel(parallel, size.round_cpus, cluster_cpus())
         _claim(out, identity, overwrite)
-        echo(f"{len(missing)} round(s) to compute, {in_flight} at a time ({size.round_cpus:g} CPUs each)")
+        at_once = min(in_flight, len(missing))
+        echo(f"{len(missing)} round(s) to compute, {at_once} at a time ({size.round_cpus:g} CPUs each)")
 
         def finished(outcome: RoundOutcome) -> None:
             line = _round_line(outcome.record) if outcome.record is not None else f"FAILED: {outcome.error}"
