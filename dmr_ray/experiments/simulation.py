@@ -67,9 +67,9 @@ class ExperimentSize:
         ``engine.actors`` of the round's audit: 0 runs ISM and local MR in the round's own
         process (one thread), ``None`` keeps the demo's two Ray actors, their pools nested in
         the round's placement group (then ``round_cpus`` must hold them: 2). In process is the
-        default: at ``--quick`` size a round's ISM and local MR took 8–11 s in process against
-        22–50 s as nested actor pools, whose every actor imports torch and compiles the numba
-        kernels anew (docs/experiments.md).
+        default: at ``--quick`` size a round's ISM and local MR took 8–28 s in process against
+        48–92 s as nested actor pools, whose every actor is a new process that imports torch
+        and numba and loads the ensemble (docs/experiments.md).
     round_cpus
         CPUs a round reserves (its placement group's bundle).
     """
