@@ -73,3 +73,14 @@ def test_experiment_sim_failed_round_is_reported_and_the_others_kept(ray_local) 
     assert sorted((o.index, o.record) for o in outcomes) == [(0, 0), (1, None), (2, 4)]
     (failed,) = [o for o in outcomes if o.error]
     assert failed.index == 1 and failed.error == "ValueError: round 1 is bad"
+
+
+def test_experiment_sim_cli_refuses_more_parallel_rounds_than_cpus_before_any_output(ray_local, tmp_path, capsys):
+    from dmr_ray.cli import main
+
+    out = tmp_path / "never"
+    argv = ["experiment", "simulation", "--scenario", "none", "--rounds", "4", "--size", "tiny", "--parallel", "3"]
+    assert main([*argv, "--out", str(out)]) == 2  # ray_local has 2 CPUs, a tiny round takes 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "at most --parallel 2" in err
+    assert not out.exists()
