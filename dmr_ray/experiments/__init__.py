@@ -2,6 +2,11 @@
 
 * :mod:`dmr_ray.experiments.simulation` – the Deep MR TF-cooperativity simulation study
   (four confounding scenarios, rounds scored against the planted local and global truths).
+* :mod:`dmr_ray.experiments.rounds` – independent rounds as Ray tasks, each in its own
+  placement group, a few at a time (resumable, Ctrl-C safe).
+* :mod:`dmr_ray.experiments.tables` – the original's table and the scores per scenario × method.
+* :mod:`dmr_ray.experiments.plots` – the experiment's figures (one or several scenarios).
+* :mod:`dmr_ray.experiments.combined` – one table and one set of figures across scenarios.
 """
 
 from dmr_ray.experiments.simulation import SCENARIOS, SIZES, run_simulation_experiment

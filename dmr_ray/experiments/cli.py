@@ -1,4 +1,4 @@
-"""``dmr-ray experiment simulation``."""
+"""``dmr-ray experiment simulation`` and ``dmr-ray experiment simulation-summary``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dmr_ray.config.commands import CommandGroup
 
 
 def register(commands: CommandGroup) -> None:
-    """Add ``experiment simulation``."""
+    """Add ``experiment simulation`` and ``experiment simulation-summary``."""
     from dmr_ray.experiments.simulation import SCENARIOS, SIZES
 
     experiment = commands.group("experiment", help="ground-truth experiments with planted causal effects")
@@ -18,7 +18,8 @@ def register(commands: CommandGroup) -> None:
         _simulation,
         help="the Deep MR simulation study: rounds of simulate, train, audit, score against truth",
         example="dmr-ray experiment simulation --scenario none --rounds 5 --quick --out /tmp/sim_none",
-        interrupted="finished rounds (rounds/<i>/round.json) are kept and a rerun computes only the missing ones",
+        interrupted="finished rounds (rounds/<i>/round.json) are kept; the rounds in flight are lost and a rerun "
+        "computes only the missing ones",
     )
     simulation.add_argument("--scenario", required=True, help=f"confounding scenario: {', '.join(SCENARIOS)}")
     simulation.add_argument("--rounds", type=int, required=True, help="number of rounds (each seeded by its index)")
@@ -27,17 +28,47 @@ def register(commands: CommandGroup) -> None:
     )
     simulation.add_argument("--size", choices=tuple(SIZES), default="full", help=argparse.SUPPRESS)
     simulation.add_argument("--seed", type=int, default=0, help="seed of the round draws")
+    simulation.add_argument(
+        "--parallel",
+        type=int,
+        default=None,
+        help="rounds at once, each a Ray task with its own CPUs (default: as many as the cluster's CPUs hold; "
+        "1 runs them one after another)",
+    )
     simulation.add_argument("--out", type=Path, required=True, help="experiment directory")
     simulation.add_argument(
         "--overwrite", action="store_true", help="remove the rounds and summary this command wrote there first"
     )
+    combined = experiment.command(
+        "simulation-summary",
+        _simulation_summary,
+        help="one table (a row per scenario x method) and one set of figures across simulation experiments",
+        example="dmr-ray experiment simulation-summary /tmp/sim_none /tmp/sim_sequence --out /tmp/sim_all",
+        interrupted="rerun it: it only reads the experiments and rewrites its own files",
+    )
+    combined.add_argument("directories", nargs="+", type=Path, help="simulation experiment directories")
+    combined.add_argument("--out", type=Path, required=True, help="directory for the combined table and figures")
 
 
 def _simulation(args: argparse.Namespace) -> int:
     from dmr_ray.experiments.simulation import run_simulation_experiment
 
     run_simulation_experiment(
-        args.scenario, args.rounds, args.out, size=args.size, seed=args.seed, overwrite=args.overwrite
+        args.scenario,
+        args.rounds,
+        args.out,
+        size=args.size,
+        seed=args.seed,
+        parallel=args.parallel,
+        overwrite=args.overwrite,
     )
+    print(f"summary: {args.out / 'summary.json'} and {args.out / 'summary.md'}")
+    return 0
+
+
+def _simulation_summary(args: argparse.Namespace) -> int:
+    from dmr_ray.experiments.combined import combine_simulation_summaries
+
+    combine_simulation_summaries(args.directories, args.out)
     print(f"summary: {args.out / 'summary.json'} and {args.out / 'summary.md'}")
     return 0

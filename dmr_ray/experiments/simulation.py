@@ -4,15 +4,22 @@ Each round ``i`` draws α ~ N(100, 3) and an effect (N(10, .5) with p = .5, else
 clipped at 0) from ``seed`` and ``i``, simulates the scenario's data, trains an ensemble, runs
 the whole Deep MR audit (:func:`dmr_ray.deepmr.pipeline.run_audit`) and scores its local and
 global estimates against the planted truth joined on ``seq_id``. A finished round is kept as
-``rounds/<i>/round.json``; a rerun computes only the missing rounds.
+``rounds/<i>/round.json`` (written atomically, last); a rerun computes only the missing rounds.
+
+Rounds run as Ray tasks, ``parallel`` at a time, each in a placement group of its size's
+``round_cpus`` (:mod:`dmr_ray.experiments.rounds`); the audit's engine runs in the round's
+process (:attr:`ExperimentSize.engine_actors`). ``parallel = 1`` is the sequential run. A
+round without ``round.json`` (interrupted, or failed) starts again from nothing: its
+half-written data, model and audit are removed first.
 
 Directory layout::
 
     .dmr_ray/experiment.json   marks the directory and records scenario, size and seed
-    rounds/<i>/                data, model and audit of round i (resumable)
-    rounds/<i>/round.json      the round's scores
-    summary.json               aggregate per method and the per-round rows
-    summary.md                 the table in the original's layout
+    rounds/<i>/                data, model and audit of round i
+    rounds/<i>/round.json      the round's scores and its local estimates against truth
+    summary.json               aggregate per method, the seed-layout table, per-round rows
+    summary.md                 the tables and the list of figures
+    *.png                      the figures (:mod:`dmr_ray.experiments.plots`)
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import math
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +39,7 @@ from dmr_ray._atomic import write_text_atomic
 from dmr_ray.demo import DemoSettings
 from dmr_ray.errors import InputError
 from dmr_ray.experiments.model_truth import MotifSpans, model_local_effects
+from dmr_ray.experiments.tables import fmt
 
 SCENARIOS: dict[str, dict[str, Any]] = {
     "none": {},
@@ -56,23 +65,28 @@ class ExperimentSize:
     settings
         Sequences, ensemble members and training recipe (the demo's fields).
     engine_actors
-        ``engine.actors`` of the round's audit: ``None`` keeps the demo's Ray actors, 0 runs
-        ISM and local MR in this process.
+        ``engine.actors`` of the round's audit: 0 runs ISM and local MR in the round's own
+        process (one thread), ``None`` keeps the demo's two Ray actors, their pools nested in
+        the round's placement group (then ``round_cpus`` must hold them: 2). In process is the
+        default: at ``--quick`` size a round's ISM and local MR took 8–28 s in process against
+        48–92 s as nested actor pools, whose every actor is a new process that imports torch
+        and numba and loads the ensemble (docs/experiments.md).
+    round_cpus
+        CPUs a round reserves (its placement group's bundle).
     """
 
     settings: DemoSettings
-    engine_actors: int | None = None
+    engine_actors: int | None = 0
+    round_cpus: float = 1.0
 
 
 SIZES: dict[str, ExperimentSize] = {
     "quick": ExperimentSize(DemoSettings(n_train=4000, n_calibration=500, n_audit=32, members=5, epochs=25)),
     "full": ExperimentSize(DemoSettings(n_train=10_000, n_calibration=1000, n_audit=100, members=5, epochs=50)),
-    "tiny": ExperimentSize(
-        DemoSettings(n_train=300, n_calibration=100, n_audit=6, members=2, epochs=1), engine_actors=0
-    ),
+    "tiny": ExperimentSize(DemoSettings(n_train=300, n_calibration=100, n_audit=6, members=2, epochs=1)),
 }
 """Round sizes: ``quick`` (about a minute on 2 cores), ``full`` (the README command's
-training set, 10,000 sequences), ``tiny`` (tests only: in-process engine)."""
+training set, 10,000 sequences), ``tiny`` (tests only)."""
 
 MARKER = Path(".dmr_ray") / "experiment.json"
 
@@ -101,59 +115,157 @@ def run_simulation_experiment(
     *,
     size: str = "quick",
     seed: int = 0,
+    parallel: int | None = None,
     overwrite: bool = False,
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run (or resume) ``rounds`` rounds of ``scenario`` into ``out``; returns the summary.
 
+    Parameters
+    ----------
+    parallel
+        Rounds in flight at once (default: as many as the Ray cluster's CPUs hold at the
+        size's ``round_cpus``); 1 runs them one after another.
+
     Raises
     ------
     InputError
-        For an unknown scenario or size, a non-positive round count, or an ``out`` that is
-        not this experiment's directory (without ``overwrite``) — before anything is written.
+        For an unknown scenario or size, a non-positive round count, a ``parallel`` the
+        cluster cannot hold, or an ``out`` that is not this experiment's directory (without
+        ``overwrite``) — before anything is written.
+    DmrRayError
+        Rounds failed (after every other round finished and was kept), naming them.
     """
+    from dmr_ray.experiments.rounds import check_parallel
+
     if scenario not in SCENARIOS:
         raise InputError(f"scenario: {scenario!r} is not one of {', '.join(SCENARIOS)}")
     if size not in SIZES:
         raise InputError(f"size: {size!r} is not one of {', '.join(SIZES)}")
     if not isinstance(rounds, int) or rounds < 1:
         raise InputError(f"rounds: must be a positive integer, got {rounds!r}")
+    check_parallel(parallel)
     identity = {"experiment": "simulation", "scenario": scenario, "size": size, "seed": seed}
-    _claim(out, identity, overwrite)
-    rows = []
-    for index in range(rounds):
-        path = out / "rounds" / str(index) / "round.json"
-        if path.exists():
-            rows.append(json.loads(path.read_text()))
-            continue
-        echo(f"[round {index}] simulating, training and auditing")
-        row = run_round(scenario, index, path.parent, size=SIZES[size], seed=seed)
-        write_text_atomic(path, json.dumps(row, indent=1))
-        echo(f"[round {index}] " + _round_line(row))
-        rows.append(row)
-    summary = {**identity, "rounds": rounds, "aggregate": aggregate(rows), "per_round": rows}
+    check_experiment_directory(out, identity, overwrite)
+    missing = [i for i in range(rounds) if overwrite or not round_file(out, i).exists()]
+    if missing:
+        _run_missing(out, identity, missing, parallel=parallel, overwrite=overwrite, echo=echo)
+    return write_summary(out, identity, rounds)
+
+
+def round_file(out: Path, index: int) -> Path:
+    """``out/rounds/<index>/round.json``: a finished round's record."""
+    return out / "rounds" / str(index) / "round.json"
+
+
+def _run_missing(
+    out: Path,
+    identity: dict[str, Any],
+    missing: list[int],
+    *,
+    parallel: int | None,
+    overwrite: bool,
+    echo: Callable[[str], None],
+) -> None:
+    import ray
+
+    from dmr_ray.engine import connect
+    from dmr_ray.errors import DmrRayError
+    from dmr_ray.experiments.rounds import RoundOutcome, cluster_cpus, plan_parallel, run_rounds
+
+    size = SIZES[identity["size"]]
+    started = connect()
+    try:
+        in_flight = plan_parallel(parallel, size.round_cpus, cluster_cpus())
+        _claim(out, identity, overwrite)
+        at_once = min(in_flight, len(missing))
+        echo(f"{len(missing)} round(s) to compute, {at_once} at a time ({size.round_cpus:g} CPUs each)")
+
+        def finished(outcome: RoundOutcome) -> None:
+            line = _round_line(outcome.record) if outcome.record is not None else f"FAILED: {outcome.error}"
+            echo(f"[round {outcome.index}] {line}")
+
+        work = partial(compute_round, out, scenario=identity["scenario"], size=size, seed=identity["seed"])
+        outcomes = run_rounds(
+            work,
+            missing,
+            round_cpus=size.round_cpus,
+            parallel=in_flight,
+            on_start=lambda i: echo(f"[round {i}] simulating, training and auditing"),
+            on_finish=finished,
+        )
+    finally:
+        if started:
+            ray.shutdown()
+    failed = sorted((o for o in outcomes if o.error), key=lambda o: o.index)
+    if failed:
+        listed = "; ".join(f"round {o.index}: {o.error}" for o in failed[:3])
+        raise DmrRayError(f"{len(failed)} round(s) failed ({listed}); the others are kept, rerun to retry")
+
+
+def compute_round(out: Path, index: int, *, scenario: str, size: ExperimentSize, seed: int) -> dict[str, Any]:
+    """Compute round ``index`` from nothing and write ``round.json`` (atomically, last); returns its record.
+
+    Whatever an interrupted attempt left in ``rounds/<index>`` is removed first: member weights
+    are not written atomically, so a half-written one must not be reused.
+    """
+    path = round_file(out, index)
+    if path.parent.exists():
+        shutil.rmtree(path.parent)
+    row = run_round(scenario, index, path.parent, size=size, seed=seed)
+    write_text_atomic(path, json.dumps(row, indent=1))
+    return row
+
+
+def write_summary(out: Path, identity: dict[str, Any], rounds: int) -> dict[str, Any]:
+    """Aggregate rounds ``0 .. rounds - 1`` into ``summary.json``, ``summary.md`` and the figures."""
+    from dmr_ray.experiments.plots import write_experiment_figures
+    from dmr_ray.experiments.tables import seed_table_rows
+
+    rows = [json.loads(round_file(out, i).read_text()) for i in range(rounds)]
+    full = {**identity, "rounds": rounds, "aggregate": aggregate(rows), "per_round": rows}
+    summary = {
+        **full,
+        "seed_table": seed_table_rows([full]),
+        "figures": [path.name for path in write_experiment_figures([full], out)],
+        "per_round": [{k: v for k, v in r.items() if k != "local"} for r in rows],  # local estimates: round.json
+    }
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=1))
     write_text_atomic(out / "summary.md", summary_table(summary))
     return summary
 
 
-def _claim(out: Path, identity: dict[str, Any], overwrite: bool) -> None:
-    marker = out / MARKER
+def check_experiment_directory(out: Path, identity: dict[str, Any], overwrite: bool) -> None:
+    """Refuse an ``out`` that is neither empty nor marked (``MARKER``) with ``identity``.
+
+    With ``overwrite``, any marked directory is accepted.
+    """
     if out.exists() and any(out.iterdir()):
+        marker = out / MARKER
         if not marker.exists():
             raise InputError(f"{out} exists and is not a dmr_ray simulation experiment directory; choose another --out")
         recorded = json.loads(marker.read_text())
-        if overwrite:
-            for name in ("rounds", "summary.json", "summary.md"):
-                target = out / name
-                if target.is_dir():
-                    shutil.rmtree(target)
-                elif target.exists():
-                    target.unlink()
-        elif recorded != identity:
+        if recorded != identity and not overwrite:
             raise InputError(f"{out} holds the experiment {recorded}, not {identity}; use --overwrite or another --out")
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(marker, json.dumps(identity))
+
+
+def _claim(out: Path, identity: dict[str, Any], overwrite: bool) -> None:
+    """Mark ``out`` as this experiment's directory; with ``overwrite``, remove what it wrote there before."""
+    check_experiment_directory(out, identity, overwrite)
+    if overwrite and (out / MARKER).exists():
+        for name in ("rounds", "summary.json", "summary.md", *_figure_names(out)):
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    (out / MARKER).parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / MARKER, json.dumps(identity))
+
+
+def _figure_names(out: Path) -> list[str]:
+    summary = out / "summary.json"
+    return list(json.loads(summary.read_text()).get("figures", [])) if summary.exists() else []
 
 
 def run_round(scenario: str, index: int, work: Path, *, size: ExperimentSize, seed: int) -> dict[str, Any]:
@@ -191,8 +303,15 @@ def run_round(scenario: str, index: int, work: Path, *, size: ExperimentSize, se
         for seq_id, e, o in zip(ids, audited.exposure_start, audited.outcome_start, strict=True)
     }
     run_audit(config, echo=lambda _: None, run_info={"simulation": {"scenario": scenario, "round": index}})
-    scores = score_round(Path(config.out), dict(zip(ids, truth.tolist(), strict=True)), spans)
-    return {"round": index, **asdict(draw), "true_global": float(np.nanmean(truth)), **scores}
+    local_truth = dict(zip(ids, truth.tolist(), strict=True))
+    scores = score_round(Path(config.out), local_truth, spans)
+    return {
+        "round": index,
+        **asdict(draw),
+        "true_global": float(np.nanmean(truth)),
+        **scores,
+        "local": local_estimates(Path(config.out), local_truth),
+    }
 
 
 def score_round(audit: Path, truth: dict[str, float], spans: Mapping[str, MotifSpans]) -> dict[str, Any]:
@@ -229,13 +348,7 @@ def score_round(audit: Path, truth: dict[str, float], spans: Mapping[str, MotifS
     for method in METHODS:
         forward = global_rows[(EXPOSURE, OUTCOME, method)]
         reverse = global_rows[(OUTCOME, EXPOSURE, method)]
-        rows = [
-            r
-            for r in local
-            if (r["exposure"], r["outcome"], r["method"]) == (EXPOSURE, OUTCOME, method)
-            and r["seq_id"] in truth
-            and _finite(r["ci_low"], r["ci_high"], truth[r["seq_id"]])
-        ]
+        rows = _scored_local(local, truth, method)
         covered = [r["ci_low"] <= truth[r["seq_id"]] <= r["ci_high"] for r in rows]
         covered_model = [
             r["ci_low"] <= learned[r["seq_id"]][0] <= r["ci_high"]
@@ -270,6 +383,31 @@ def score_round(audit: Path, truth: dict[str, float], spans: Mapping[str, MotifS
         "model": model,
         "baseline": naive_ratio_baseline(audit / "effects.zarr", true_global),
     }
+
+
+def local_estimates(audit: Path, truth: dict[str, float]) -> dict[str, list[dict[str, Any]]]:
+    """Per method, the scored local estimates: ``seq_id``, ``truth``, ``estimate``, ``ci_low``, ``ci_high``."""
+    from dmr_ray.deepmr.stages import read_local_effects
+
+    local = read_local_effects(audit / "local_effects.parquet").to_pylist()
+    return {
+        method: [
+            {"seq_id": r["seq_id"], "truth": truth[r["seq_id"]], **{k: r[k] for k in ("estimate", "ci_low", "ci_high")}}
+            for r in _scored_local(local, truth, method)
+        ]
+        for method in METHODS
+    }
+
+
+def _scored_local(local: list[dict[str, Any]], truth: dict[str, float], method: str) -> list[dict[str, Any]]:
+    """``method``'s forward local rows with a finite CI and a truth: the rows local scores pool."""
+    return [
+        r
+        for r in local
+        if (r["exposure"], r["outcome"], r["method"]) == (EXPOSURE, OUTCOME, method)
+        and r["seq_id"] in truth
+        and _finite(r["ci_low"], r["ci_high"], truth[r["seq_id"]])
+    ]
 
 
 def naive_ratio_baseline(effects: Path, true_global: float) -> dict[str, Any]:
@@ -331,18 +469,26 @@ def aggregate(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def summary_table(summary: dict[str, Any]) -> str:
-    """The original's layout: scenario; global CE true; global CE estimated; calibration."""
+    """The markdown summary: the original's table (scenario; global CE true; global CE estimated;
+    calibration), the scores per method, the figures and the per-round rows."""
+    from dmr_ray.experiments.tables import seed_table_markdown
+
     agg = summary["aggregate"]
     lines = [
         f"# Simulation experiment: scenario {summary['scenario']}, {summary['rounds']} rounds, "
         f"size {summary['size']}, seed {summary['seed']}",
+        "",
+        "In the original's layout (deep_mr.md §9; global CE as mean ± SD over rounds, r = their correlation):",
+        "",
+        seed_table_markdown(summary["seed_table"]),
+        "All scores:",
         "",
         "| scenario | method | global CE true (mean) | global CE estimated (mean) | global accuracy | "
         "global coverage (95 % CI) | global coverage (± 2τ) | local coverage | local coverage of the model's own "
         "effect | median local CI width | power | false-direction rate |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    true_mean = _fmt(float(np.mean([r["true_global"] for r in summary["per_round"]])))
+    true_mean = fmt(float(np.mean([r["true_global"] for r in summary["per_round"]])))
     for method in (*METHODS, "naive_ratio"):
         a = agg[method]
         source = [r["baseline"] if method == "naive_ratio" else r["methods"][method] for r in summary["per_round"]]
@@ -350,12 +496,12 @@ def summary_table(summary: dict[str, Any]) -> str:
             summary["scenario"],
             method,
             true_mean,
-            _fmt(float(np.mean([s["estimate"] for s in source]))),
-            _fmt(a["global_accuracy"]),
-            _fmt(a["global_coverage"]),
-            _fmt(a.get("global_coverage_2tau")),
+            fmt(float(np.mean([s["estimate"] for s in source]))),
+            fmt(a["global_accuracy"]),
+            fmt(a["global_coverage"]),
+            fmt(a.get("global_coverage_2tau")),
             *(
-                _fmt(a.get(k))
+                fmt(a.get(k))
                 for k in ("local_coverage", "local_coverage_model", "local_ci_width", "power", "false_direction_rate")
             ),
         ]
@@ -364,24 +510,25 @@ def summary_table(summary: dict[str, Any]) -> str:
     lines += [
         "",
         f"The model's own effects (the truth's substitutions through the audited ensemble): median local "
-        f"model / truth ratio {_fmt(model.get('local_ratio_median'))}, mean reverse local effect "
-        f"{_fmt(model.get('reverse_effect_mean'))} (planted 0).",
+        f"model / truth ratio {fmt(model.get('local_ratio_median'))}, mean reverse local effect "
+        f"{fmt(model.get('reverse_effect_mean'))} (planted 0).",
     ]
     lines += ["", "Per round (deepmr):", "", "| round | α | effect | true global | estimate | 95 % CI | reverse p |"]
     lines.append("|---|---|---|---|---|---|---|")
     for r in summary["per_round"]:
         m = r["methods"]["deepmr"]
         lines.append(
-            f"| {r['round']} | {r['alpha']:.1f} | {r['effect']:.2f} | {_fmt(r['true_global'])} | {_fmt(m['estimate'])} "
-            f"| {_fmt(m['ci_low'])} – {_fmt(m['ci_high'])} | {_fmt(m['reverse_p_value'])} |"
+            f"| {r['round']} | {r['alpha']:.1f} | {r['effect']:.2f} | {fmt(r['true_global'])} | {fmt(m['estimate'])} "
+            f"| {fmt(m['ci_low'])} – {fmt(m['ci_high'])} | {fmt(m['reverse_p_value'])} |"
         )
+    lines += ["", "Figures:", ""] + [f"![{name}]({name})" for name in summary.get("figures", [])]
     return "\n".join(lines) + "\n"
 
 
 def _round_line(row: dict[str, Any]) -> str:
     parts = [f"true {row['true_global']:.3f}"]
     for method, m in row["methods"].items():
-        parts.append(f"{method} {m['estimate']:.3f} (local coverage {_fmt(m['local_coverage'])})")
+        parts.append(f"{method} {m['estimate']:.3f} (local coverage {fmt(m['local_coverage'])})")
     return "; ".join(parts)
 
 
@@ -410,7 +557,3 @@ def _correlation(estimates: Sequence[float], truth: Sequence[float]) -> float | 
     if len(estimates) < 3 or np.std(estimates) == 0 or np.std(truth) == 0:
         return None
     return float(np.corrcoef(estimates, truth)[0, 1])
-
-
-def _fmt(value: float | None) -> str:
-    return "–" if value is None or not math.isfinite(value) else f"{value:.3g}"

@@ -22,14 +22,6 @@ KEYS = {
 }
 
 
-@pytest.fixture(scope="module")
-def experiment(tmp_path_factory, ray_local):
-    out = tmp_path_factory.mktemp("exp") / "sim"
-    argv = ["experiment", "simulation", "--scenario", "random", "--rounds", "2", "--size", "tiny", "--out", str(out)]
-    assert main(argv) == 0
-    return out, argv
-
-
 def test_summary_has_every_method_and_fractions(experiment) -> None:
     out, _ = experiment
     summary = json.loads((out / "summary.json").read_text())
