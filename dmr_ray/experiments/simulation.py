@@ -223,7 +223,13 @@ def write_summary(out: Path, identity: dict[str, Any], rounds: int) -> dict[str,
     from dmr_ray.experiments.tables import seed_table_rows
 
     rows = [json.loads(round_file(out, i).read_text()) for i in range(rounds)]
-    full = {**identity, "rounds": rounds, "aggregate": aggregate(rows), "per_round": rows}
+    full = {
+        **identity,
+        "rounds": rounds,
+        "aggregate": aggregate(rows),
+        "model": model_aggregate(rows),
+        "per_round": rows,
+    }
     summary = {
         **full,
         "seed_table": seed_table_rows([full]),
@@ -337,6 +343,7 @@ def score_round(audit: Path, truth: dict[str, float], spans: Mapping[str, MotifS
 
     effects = EffectsStore.open(str(audit / "effects.zarr")).read()
     learned = model_local_effects(effects["beta"], effects["seq_id"], spans)
+    model_reverse = _mean([r for _, r in learned.values() if math.isfinite(r)])
 
     global_rows = {
         (r["exposure"], r["outcome"], r["method"]): r
@@ -366,6 +373,9 @@ def score_round(audit: Path, truth: dict[str, float], spans: Mapping[str, MotifS
             "global_covered_2tau": bool(abs(forward["estimate"] - true_global) <= 2 * forward["tau"]),
             "reverse_estimate": reverse["estimate"],
             "reverse_p_value": reverse["p_value"],
+            "reverse_covers_model": None
+            if model_reverse is None or not _finite(reverse["ci_low"], reverse["ci_high"])
+            else bool(reverse["ci_low"] <= model_reverse <= reverse["ci_high"]),
             "false_direction": bool(reverse["p_value"] < ALPHA),
             "n_local": len(rows),
             "local_coverage": _mean(covered),
@@ -376,7 +386,7 @@ def score_round(audit: Path, truth: dict[str, float], spans: Mapping[str, MotifS
     ratios = [f / truth[k] for k, (f, _) in learned.items() if k in truth and truth[k] != 0 and math.isfinite(f)]
     model = {
         "local_ratio_median": _median(ratios),
-        "reverse_effect_mean": _mean([r for _, r in learned.values() if math.isfinite(r)]),
+        "reverse_effect_mean": model_reverse,
     }
     return {
         "methods": methods,
@@ -432,6 +442,16 @@ def naive_ratio_baseline(effects: Path, true_global: float) -> dict[str, Any]:
     return {"estimate": estimate, "ci_low": low, "ci_high": high, "global_covered": bool(low <= true_global <= high)}
 
 
+def model_aggregate(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The model's own effects over rounds: the median of the rounds' median local model / truth
+    ratios, and the mean of their mean reverse local effects (planted 0)."""
+    models = [r["model"] for r in rows if "model" in r]
+    return {
+        "local_ratio_median": _median([m["local_ratio_median"] for m in models]),
+        "reverse_effect_mean": _mean([m["reverse_effect_mean"] for m in models]),
+    }
+
+
 def aggregate(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Scores over rounds, per method and for the baseline.
 
@@ -454,12 +474,8 @@ def aggregate(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "local_ci_width": _median([s["local_ci_width"] for s in scores]),
             "power": _weighted([s["power"] for s in scores], weights),
             "false_direction_rate": _mean([s["false_direction"] for s in scores]),
+            "reverse_coverage_model": _mean([s.get("reverse_covers_model") for s in scores]),
         }
-    models = [r["model"] for r in rows if "model" in r]
-    out["model"] = {
-        "local_ratio_median": _median([m["local_ratio_median"] for m in models]),
-        "reverse_effect_mean": _mean([m["reverse_effect_mean"] for m in models]),
-    }
     baseline = [r["baseline"] for r in rows]
     out["naive_ratio"] = {
         "global_accuracy": _correlation([b["estimate"] for b in baseline], truth),
@@ -485,8 +501,9 @@ def summary_table(summary: dict[str, Any]) -> str:
         "",
         "| scenario | method | global CE true (mean) | global CE estimated (mean) | global accuracy | "
         "global coverage (95 % CI) | global coverage (± 2τ) | local coverage | local coverage of the model's own "
-        "effect | median local CI width | power | false-direction rate |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "effect | median local CI width | power | false-direction rate | reverse CI covers the model's own reverse "
+        "effect |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     true_mean = fmt(float(np.mean([r["true_global"] for r in summary["per_round"]])))
     for method in (*METHODS, "naive_ratio"):
@@ -502,11 +519,18 @@ def summary_table(summary: dict[str, Any]) -> str:
             fmt(a.get("global_coverage_2tau")),
             *(
                 fmt(a.get(k))
-                for k in ("local_coverage", "local_coverage_model", "local_ci_width", "power", "false_direction_rate")
+                for k in (
+                    "local_coverage",
+                    "local_coverage_model",
+                    "local_ci_width",
+                    "power",
+                    "false_direction_rate",
+                    "reverse_coverage_model",
+                )
             ),
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    model = agg.get("model", {})
+    model = summary.get("model", {})
     lines += [
         "",
         f"The model's own effects (the truth's substitutions through the audited ensemble): median local "
