@@ -3,13 +3,14 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from dmr_ray.ism import saturation_mutagenesis
 from dmr_ray.models.architectures import small_cnn
 from dmr_ray.uncertainty import EnsemblePredictor
 from dmr_ray.uncertainty.calibrated import CalibratedPredictor, calibration_digest, with_calibration
-from dmr_ray.uncertainty.calibration import VarianceScaler
+from dmr_ray.uncertainty.calibration import IsotonicRecalibrator, VarianceScaler, fit_isotonic_recalibration
 
 
 def _ensemble(seed: int = 0) -> EnsemblePredictor:
@@ -34,13 +35,26 @@ def test_replicates_served_from_one_joint_recalibration() -> None:
     np.testing.assert_allclose(calibrated.predict(x2, 1).numpy(), again[1], rtol=1e-6)
 
 
-def test_ism_of_a_calibrated_predictor_is_exact_and_fast_is_refused() -> None:
+def _isotonic(base: EnsemblePredictor) -> IsotonicRecalibrator:
+    """An isotonic map fitted to labels that spread 3× wider than the ensemble's replicates."""
+    rng = np.random.default_rng(1)
+    tokens = rng.integers(0, 4, (200, 24)).astype(np.uint8)
+    replicates = base.predict_all(_onehot(tokens)).double().numpy()
+    mu, sigma = replicates.mean(0), replicates.std(0)
+    labels = mu + 3 * sigma * rng.standard_normal(mu.shape)
+    return fit_isotonic_recalibration(mu, sigma, labels)
+
+
+@pytest.mark.parametrize("kind", ["variance", "isotonic"])
+def test_ism_of_a_calibrated_predictor_is_exact_and_fast_is_refused(kind) -> None:
     base = _ensemble(5)
-    scaler = VarianceScaler(np.array([2.0, 3.0]), 1e-6)
+    scaler = VarianceScaler(np.array([2.0, 3.0]), 1e-6) if kind == "variance" else _isotonic(base)
     tokens = np.random.default_rng(0).integers(0, 4, (2, 24)).astype(np.uint8)
     got = saturation_mutagenesis(CalibratedPredictor(base, scaler), tokens, fast=True)
     # Brute force: recalibrate all replicates of reference and mutants together, then difference.
-    ref = scaler.apply(base.predict_all(_onehot(tokens)).double().numpy())
+    raw = base.predict_all(_onehot(tokens)).double().numpy()
+    ref = scaler.apply(raw)
+    assert np.abs(ref - raw).max() > 1e-3  # the map moves the predictions: not a trivial check
     seq, pos = 1, 7
     alt = [b for b in range(4) if b != tokens[seq, pos]][0]
     mutant = tokens[seq : seq + 1].copy()
