@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _configure_logging(verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # anndata/mudata report routine conversions ("storing 'chrom' as categorical") at INFO.
+    for name in ("anndata", "mudata"):
+        logging.getLogger(name).setLevel(level if verbose else max(level, logging.WARNING))
 
 
 def _quiet_broken_pipe() -> int:

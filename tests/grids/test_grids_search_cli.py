@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -154,6 +155,8 @@ def test_simulate_command_writes_and_refuses(tmp_path, capsys):
     argv = ["grids", "simulate", "--out", str(out), "--truth", str(tmp_path / "t.json"), "--n-cells", "60",
             "--n-background", "5", "--seed", "2"]  # fmt: skip
     assert main(argv) == 0 and "planted targets: G1" in capsys.readouterr().out
+    # anndata/mudata's routine INFO lines ("storing 'chrom' as categorical") stay out of the way
+    assert all(logging.getLogger(name).level == logging.WARNING for name in ("anndata", "mudata"))
     assert json.loads((tmp_path / "t.json").read_text())["options"]["n_cells"] == 60
     assert main(argv) == 2 and "exists; pass overwrite" in capsys.readouterr().err
     assert main([*argv, "--overwrite"]) == 0
