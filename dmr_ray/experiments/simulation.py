@@ -391,8 +391,28 @@ def score_round(audit: Path, truth: dict[str, float], spans: Mapping[str, MotifS
     return {
         "methods": methods,
         "model": model,
+        "direction_call": direction_call(audit),
         "baseline": naive_ratio_baseline(audit / "effects.zarr", true_global),
     }
+
+
+def direction_call(audit: Path) -> str:
+    """The report's direction call on the planted pair (:func:`dmr_ray.report.direction.direction_calls`):
+    ``"forward"`` (EXPOSURE → OUTCOME is a finding), ``"reverse"`` (the unplanted direction is),
+    or the verdict when no direction is called (``"both"``, ``"none"``, ``"sign_conflict"``,
+    ``"untested"``)."""
+    import pyarrow.parquet as pq
+
+    from dmr_ray.deepmr.stages import read_local_effects
+    from dmr_ray.report.direction import direction_calls
+
+    calls = direction_calls(
+        pq.read_table(audit / "global_effects.parquet"), read_local_effects(audit / "local_effects.parquet")
+    )
+    call = next(c for c in calls if set(c.pair) == {EXPOSURE, OUTCOME})
+    if call.verdict != "supported":
+        return call.verdict
+    return "forward" if call.direction == (EXPOSURE, OUTCOME) else "reverse"
 
 
 def local_estimates(audit: Path, truth: dict[str, float]) -> dict[str, list[dict[str, Any]]]:
@@ -443,12 +463,15 @@ def naive_ratio_baseline(effects: Path, true_global: float) -> dict[str, Any]:
 
 
 def model_aggregate(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The model's own effects over rounds: the median of the rounds' median local model / truth
-    ratios, and the mean of their mean reverse local effects (planted 0)."""
+    """The model's own effects over rounds (the median of the rounds' median local model / truth
+    ratios, the mean of their mean reverse local effects, planted 0) and how often the report
+    called each direction (``direction_calls``: fraction of rounds per call)."""
     models = [r["model"] for r in rows if "model" in r]
+    calls = [r["direction_call"] for r in rows if "direction_call" in r]
     return {
         "local_ratio_median": _median([m["local_ratio_median"] for m in models]),
         "reverse_effect_mean": _mean([m["reverse_effect_mean"] for m in models]),
+        "direction_calls": {c: calls.count(c) / len(calls) for c in sorted(set(calls))},
     }
 
 
@@ -535,7 +558,9 @@ def summary_table(summary: dict[str, Any]) -> str:
         "",
         f"The model's own effects (the truth's substitutions through the audited ensemble): median local "
         f"model / truth ratio {fmt(model.get('local_ratio_median'))}, mean reverse local effect "
-        f"{fmt(model.get('reverse_effect_mean'))} (planted 0).",
+        f"{fmt(model.get('reverse_effect_mean'))} (planted 0). The report's direction call, fraction of rounds: "
+        + (", ".join(f"{call} {share:.2f}" for call, share in model.get("direction_calls", {}).items()) or "–")
+        + ".",
     ]
     lines += ["", "Per round (deepmr):", "", "| round | α | effect | true global | estimate | 95 % CI | reverse p |"]
     lines.append("|---|---|---|---|---|---|---|")

@@ -35,7 +35,10 @@ def test_summary_has_every_method_and_fractions(experiment) -> None:
             assert 0.0 <= aggregate[method][key] <= 1.0, (method, key)
         assert aggregate[method]["local_ci_width"] > 0
     assert 0.0 <= aggregate["naive_ratio"]["global_coverage"] <= 1.0
-    assert set(summary["model"]) == {"local_ratio_median", "reverse_effect_mean"}
+    assert set(summary["model"]) == {"local_ratio_median", "reverse_effect_mean", "direction_calls"}
+    calls = summary["model"]["direction_calls"]
+    assert set(calls) <= {"forward", "reverse", "both", "none", "sign_conflict", "untested"}
+    assert sum(calls.values()) == pytest.approx(1.0)
     assert math.isfinite(summary["model"]["local_ratio_median"])
     for row in summary["per_round"]:
         assert row["true_global"] > 0  # the planted GATA -> TAL1 effect
