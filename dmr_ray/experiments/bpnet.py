@@ -44,7 +44,7 @@ from torch import nn
 from dmr_ray._atomic import write_atomic, write_text_atomic
 from dmr_ray.errors import InputError
 from dmr_ray.experiments.directory import claim_experiment_directory
-from dmr_ray.experiments.simulation import ALPHA, METHODS
+from dmr_ray.experiments.simulation import ALPHA, METHODS, _finite, _fmt, _mean, _weighted
 from dmr_ray.sim.bpnet_grammar import GrammarParams
 
 BPNET = "dmr_ray.models.architectures:bpnet"
@@ -467,6 +467,8 @@ def _estimate(scores: dict[str, Any]) -> dict[str, Any]:
 
 def summary_table(summary: dict[str, Any]) -> str:
     """Markdown: per pair the planted truth and each method's estimate, CI, p and call."""
+    from dmr_ray.report.figures import format_p
+
     lines = [
         f"# BPNet-style experiment: size {summary['size']}, seed {summary['seed']}",
         "",
@@ -484,7 +486,7 @@ def summary_table(summary: dict[str, Any]) -> str:
             m = p["methods"][method]
             cells += [
                 f"{_fmt(m['estimate'])} [{_fmt(m['ci_low'])}, {_fmt(m['ci_high'])}]",
-                _fmt(m["p_value"], 2),
+                format_p(m["p_value"]),
                 m["call"] + (" ✓" if m["correct"] else " ✗"),
             ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -503,20 +505,3 @@ def summary_table(summary: dict[str, Any]) -> str:
         )
     lines += ["", "Figures: " + ", ".join(f"`{path}`" for path in summary["figures"].values())]
     return "\n".join(lines) + "\n"
-
-
-def _finite(*values: Any) -> bool:
-    return all(v is not None and math.isfinite(v) for v in values)
-
-
-def _mean(values: list[Any]) -> float | None:
-    return float(np.mean([float(v) for v in values])) if values else None
-
-
-def _weighted(values: list[float | None], weights: list[int]) -> float | None:
-    pairs = [(v, w) for v, w in zip(values, weights, strict=True) if v is not None and w > 0]
-    return float(sum(v * w for v, w in pairs) / sum(w for _, w in pairs)) if pairs else None
-
-
-def _fmt(value: float | None, digits: int = 3) -> str:
-    return "–" if value is None or not math.isfinite(value) else f"{value:.{digits}g}"

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 
+import numpy as np
 import pytest
+import torch
 
+from dmr_ray.alphabet import tokens_to_onehot
 from dmr_ray.cli import main
 from dmr_ray.errors import InputError
 from dmr_ray.experiments import bpnet
 from dmr_ray.experiments.directory import claim_experiment_directory
+from dmr_ray.models.architectures import bpnet as bpnet_model
 from dmr_ray.sim.bpnet_grammar import TASKS
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -84,3 +89,22 @@ def test_foreign_directory_and_bad_size_are_refused_before_output(tmp_path, caps
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "huge" in err
     assert not out.exists()
+
+
+def test_training_targets_match_the_view_layout() -> None:
+    rng = np.random.default_rng(0)
+    profiles = rng.poisson(0.3, size=(3, 4, 2, 20))
+    profiles[0, 1, 0] = 0  # an empty strand: uniform shape
+    targets = bpnet.training_targets(profiles, profile_weight=0.04)
+    scale = math.sqrt(21)
+    np.testing.assert_allclose(targets[:, :8], np.log1p(profiles.sum(-1)).reshape(3, 8) * scale, rtol=1e-6)
+    shapes = targets[:, 8:].reshape(3, 4, 2, 20) / (20 * 0.2)
+    np.testing.assert_allclose(shapes.sum(-1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(shapes[0, 1, 0], 1 / 20, rtol=1e-6)
+    torch.manual_seed(0)
+    view = bpnet.ProfileCountView(bpnet_model(filters=4, n_layers=1, profile_kernel=5), 20, 0.04)
+    onehot = torch.from_numpy(tokens_to_onehot(rng.integers(0, 4, size=(3, 20)).astype(np.uint8)))
+    out = view(onehot)
+    assert out.shape == targets.shape
+    counts = view.model(onehot)["counts"].flatten(1) * scale
+    torch.testing.assert_close(out[:, :8], counts)
