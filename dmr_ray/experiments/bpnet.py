@@ -11,7 +11,8 @@ nothing raises Oct4 or Sox2), so every pair's causal effect is known:
    heads) with the existing trainer (:func:`dmr_ray.models.training.train_ensemble`, MSE):
    the count heads regress ``log(1 + strand total)`` as in BPNet; the profile head's softmax
    regresses the observed profile shape (BPNet uses a multinomial likelihood there; the
-   count heads, which are audited, are trained as in BPNet). Members are saved one by one;
+   count heads, which are audited, are trained as in BPNet). Members train in parallel, one
+   Ray task each, and are saved one by one;
 3. run the whole Deep MR audit (:func:`dmr_ray.deepmr.pipeline.run_audit`, engine on Ray)
    with the demo's configuration (:func:`dmr_ray.demo.audit_config`) on all 12 pairs of the
    count heads (``select: counts``, each task's two strands averaged);
@@ -121,6 +122,7 @@ def run_bpnet_experiment(
     from dmr_ray.deepmr.config import DeepMRConfig
     from dmr_ray.deepmr.pipeline import run_audit
     from dmr_ray.demo import subset_simulation, write_demo_stores
+    from dmr_ray.engine import connect
     from dmr_ray.sim.bpnet_grammar import local_true_effects, simulate_bpnet_grammar
 
     if size not in SIZES:
@@ -140,14 +142,16 @@ def run_bpnet_experiment(
     audit = rest[sim.has_all_sites[rest]][: settings.n_audit]
     if audit.size < settings.n_audit:
         raise InputError(f"the simulation holds {audit.size} sequences with all four motifs, not {settings.n_audit}")
-    echo(f"[bpnet] training {settings.members} members (kept ones are reused)")
-    spec = train_bpnet_ensemble(sim.tokens[train], sim.profiles[train], work / "model", settings=settings, seed=seed)
+    spec = write_bpnet_spec(work / "model", settings, sim.tokens.shape[1])
     write_demo_stores(sim, audit, calibration, work)
-    config_path = _write_audit_config(work, spec, settings)
+    config = DeepMRConfig.load(_write_audit_config(work, spec, settings))
+    connect(config.engine.address, num_cpus=config.ray.num_cpus)  # as run_audit does; RAY_ADDRESS is joined
+    trained = train_members(sim.tokens[train], sim.profiles[train], work / "model", settings=settings, seed=seed)
+    echo(f"[bpnet] {trained} of {settings.members} members trained as Ray tasks, the others kept")
     echo("[bpnet] Deep MR audit of all 12 ordered pairs of the count heads")
     truth = local_true_effects(subset_simulation(sim, audit))
     run_audit(
-        DeepMRConfig.load(config_path),
+        config,
         echo=lambda line: echo(f"[bpnet] {line}"),
         run_info={"simulation": {"experiment": "bpnet", "grammar": asdict(settings.grammar)}},
     )
@@ -206,22 +210,11 @@ def training_targets(profiles: np.ndarray, profile_weight: float) -> np.ndarray:
     return np.concatenate([counts, profile], axis=1).astype(np.float32)
 
 
-def train_bpnet_ensemble(
-    tokens: np.ndarray, profiles: np.ndarray, model_dir: Path, *, settings: BPNetSize, seed: int
-) -> Path:
-    """Train (or reuse) the members and write ``model.yaml``; returns its path.
-
-    Member ``i`` is trained from seed ``seed + i`` (as :func:`train_ensemble` would) and saved
-    as ``member<i>.safetensors`` as soon as it is done, so an interrupted run keeps it.
-    """
-    import yaml
-
-    from dmr_ray.models.architectures import bpnet
-    from dmr_ray.models.training import train_ensemble
+def bpnet_kwargs(settings: BPNetSize) -> dict[str, int]:
+    """The built-in ``bpnet``'s arguments for ``settings`` (4 tasks × 2 strands, no trimming)."""
     from dmr_ray.sim.bpnet_grammar import TASKS
 
-    length = tokens.shape[1]
-    kwargs = {
+    return {
         "filters": settings.filters,
         "n_layers": settings.n_layers,
         "n_tasks": len(TASKS),
@@ -229,41 +222,68 @@ def train_bpnet_ensemble(
         "profile_kernel": settings.profile_kernel,
         "trim": 0,
     }
-    model_dir.mkdir(parents=True, exist_ok=True)
-    targets = None
-    weights = [model_dir / f"member{i}.safetensors" for i in range(settings.members)]
-    for i, path in enumerate(weights):
-        if path.exists():
-            continue
-        if targets is None:
-            targets = training_targets(profiles, settings.profile_weight)
-        previous = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            (member,) = train_ensemble(
-                lambda _: ProfileCountView(bpnet(**kwargs), length, settings.profile_weight),
-                tokens,
-                targets,
-                1,
-                seed=seed + i,
-                epochs=settings.epochs,
-                batch_size=settings.batch_size,
-                lr=settings.learning_rate,
-            )
-        finally:
-            torch.set_num_threads(previous)
-        _save_member(member, path)
+
+
+def write_bpnet_spec(model_dir: Path, settings: BPNetSize, length: int) -> Path:
+    """Write ``model.yaml``: members ``member<i>.safetensors``, one output per TF reading its
+    count head with the two strands averaged (``select: counts``, ``reduce: mean``)."""
+    import yaml
+
+    from dmr_ray.sim.bpnet_grammar import TASKS
+
     spec = {
         "entrypoint": BPNET,
-        "kwargs": kwargs,
-        "weights": [w.name for w in weights],
+        "kwargs": bpnet_kwargs(settings),
+        "weights": [f"member{i}.safetensors" for i in range(settings.members)],
         "input_length": length,
         "outputs": [{"name": name, "select": "counts", "index": i, "reduce": "mean"} for i, name in enumerate(TASKS)],
         "replicates": {"kind": "ensemble"},
     }
-    spec_path = model_dir / "model.yaml"
-    write_text_atomic(spec_path, yaml.safe_dump(spec, sort_keys=False))
-    return spec_path
+    model_dir.mkdir(parents=True, exist_ok=True)
+    path = model_dir / "model.yaml"
+    write_text_atomic(path, yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def train_members(tokens: np.ndarray, profiles: np.ndarray, model_dir: Path, *, settings: BPNetSize, seed: int) -> int:
+    """Train the members missing from ``model_dir`` in parallel, one Ray task (1 CPU) each.
+
+    Member ``i`` is trained from seed ``seed + i`` (as :func:`train_ensemble` would) and saved
+    as ``member<i>.safetensors`` by its task as soon as it is done, so an interrupted run keeps
+    it. Ray must be connected. Returns the number of members trained.
+    """
+    import ray
+
+    missing = [i for i in range(settings.members) if not (model_dir / f"member{i}.safetensors").exists()]
+    if missing:
+        data = ray.put((tokens, training_targets(profiles, settings.profile_weight)))
+        task = ray.remote(num_cpus=1)(_train_member)
+        ray.get([task.remote(data, settings, seed + i, str(model_dir / f"member{i}.safetensors")) for i in missing])
+    return len(missing)
+
+
+def _train_member(data: tuple[np.ndarray, np.ndarray], settings: BPNetSize, seed: int, path: str) -> None:
+    """Train one member (one torch thread) and save its BPNet atomically."""
+    from dmr_ray.models.architectures import bpnet
+    from dmr_ray.models.training import train_ensemble
+    from dmr_ray.models.weights import save_weights
+
+    tokens, targets = data
+    length = tokens.shape[1]
+    torch.set_num_threads(1)
+    (member,) = train_ensemble(
+        lambda _: ProfileCountView(bpnet(**bpnet_kwargs(settings)), length, settings.profile_weight),
+        tokens,
+        targets,
+        1,
+        seed=seed,
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        lr=settings.learning_rate,
+    )
+    if not isinstance(member, ProfileCountView):
+        raise TypeError(f"expected a ProfileCountView, got {type(member).__name__}")
+    write_atomic(path, lambda tmp: save_weights(member.model, tmp))
 
 
 class ProfileCountView(nn.Module):
@@ -291,15 +311,6 @@ class ProfileCountView(nn.Module):
         out = self.model(x)
         shape = torch.softmax(out["profile"], dim=-1).flatten(1)
         return torch.cat([out["counts"].flatten(1) * self.count_scale, shape * self.profile_scale], dim=1)
-
-
-def _save_member(member: nn.Module, path: Path) -> None:
-    """Save a trained :class:`ProfileCountView`'s BPNet atomically (a half-written member is never reused)."""
-    from dmr_ray.models.weights import save_weights
-
-    if not isinstance(member, ProfileCountView):
-        raise TypeError(f"expected a ProfileCountView, got {type(member).__name__}")
-    write_atomic(path, lambda tmp: save_weights(member.model, tmp))
 
 
 def _write_audit_config(work: Path, spec: Path, settings: BPNetSize) -> Path:

@@ -53,16 +53,19 @@ def test_summary_scores_all_twelve_pairs_against_the_truth(experiment) -> None:
     assert len(re.findall(r"^\| \w+ → \w+ \| no \|", table, re.M)) == 6
 
 
-def test_rerun_trains_nothing_and_reuses_the_audit(experiment, monkeypatch) -> None:
+def test_rerun_trains_nothing_and_reuses_the_audit(experiment, monkeypatch, capsys) -> None:
     out, argv = experiment
-    weights = (out / "work" / "model" / "member0.safetensors").read_bytes()
+    member = out / "work" / "model" / "member0.safetensors"
+    written = member.stat().st_mtime_ns
 
     def trained(*args, **kwargs):
         raise AssertionError("a kept member was retrained")
 
-    monkeypatch.setattr("dmr_ray.models.training.train_ensemble", trained)
+    monkeypatch.setattr(bpnet, "_train_member", trained)
     assert main(argv) == 0
-    assert (out / "work" / "model" / "member0.safetensors").read_bytes() == weights
+    assert member.stat().st_mtime_ns == written
+    printed = capsys.readouterr().out
+    assert "0 of 2 members trained" in printed and "reused" in printed  # the audit's meta stage
     assert json.loads((out / "summary.json").read_text())["pairs"]
 
 
