@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from dmr_ray._atomic import write_atomic, write_text_atomic
+from dmr_ray._checks import is_int
 from dmr_ray.errors import InputError
 from dmr_ray.experiments.directory import claim_experiment_directory
 from dmr_ray.experiments.simulation import ALPHA, METHODS, _finite, _fmt, _mean, _weighted
@@ -127,7 +128,7 @@ def run_bpnet_experiment(
 
     if size not in SIZES:
         raise InputError(f"size: {size!r} is not one of {', '.join(SIZES)}")
-    if not isinstance(seed, int) or seed < 0:
+    if not is_int(seed) or seed < 0:
         raise InputError(f"seed: must be an integer >= 0, got {seed!r}")
     identity = {"experiment": "bpnet", "size": size, "seed": seed}
     claim_experiment_directory(out, identity, OUTPUTS, overwrite=overwrite)
