@@ -7,6 +7,10 @@
 * :mod:`dmr_ray.experiments.tables` – the original's table and the scores per scenario × method.
 * :mod:`dmr_ray.experiments.plots` – the experiment's figures (one or several scenarios).
 * :mod:`dmr_ray.experiments.combined` – one table and one set of figures across scenarios.
+
+* :mod:`dmr_ray.experiments.bpnet` – the BPNet-style experiment (a planted Oct4-Sox2 grammar,
+  a ``bpnet`` ensemble, all 12 count-head pairs against the truth); not imported here, as it
+  needs torch.
 """
 
 from dmr_ray.experiments.simulation import SCENARIOS, SIZES, run_simulation_experiment

@@ -1,4 +1,4 @@
-"""``dmr-ray experiment simulation`` and ``dmr-ray experiment simulation-summary``."""
+"""``dmr-ray experiment simulation``, ``simulation-summary``, ``bpnet`` and ``deepsea``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dmr_ray.config.commands import CommandGroup
 
 
 def register(commands: CommandGroup) -> None:
-    """Add ``experiment simulation`` and ``experiment simulation-summary``."""
+    """Add the ``experiment`` commands: ``simulation``, ``simulation-summary``, ``bpnet`` and ``deepsea``."""
     from dmr_ray.experiments.simulation import SCENARIOS, SIZES
 
     experiment = commands.group("experiment", help="ground-truth experiments with planted causal effects")
@@ -48,6 +48,24 @@ def register(commands: CommandGroup) -> None:
     )
     combined.add_argument("directories", nargs="+", type=Path, help="simulation experiment directories")
     combined.add_argument("--out", type=Path, required=True, help="directory for the combined table and figures")
+    _add_bpnet(experiment)
+
+
+def _add_bpnet(experiment: CommandGroup) -> None:
+    bpnet = experiment.command(
+        "bpnet",
+        _bpnet,
+        help="BPNet-style audit: Oct4-Sox2 recruits Nanog and Klf4 (planted); all 12 pairs against the truth",
+        example="dmr-ray experiment bpnet --quick --out /tmp/bpnet_quick",
+        interrupted="trained members and finished audit stages are kept; a rerun computes only what is missing",
+    )
+    bpnet.add_argument(
+        "--quick", action="store_const", const="quick", dest="size", help="small data and ensemble (minutes on 2 cores)"
+    )
+    bpnet.add_argument("--size", default="full", help=argparse.SUPPRESS)
+    bpnet.add_argument("--seed", type=int, default=0, help="seed of the simulation and the training")
+    bpnet.add_argument("--out", type=Path, required=True, help="experiment directory")
+    bpnet.add_argument("--overwrite", action="store_true", help="remove what this command wrote there first")
 
 
 def _simulation(args: argparse.Namespace) -> int:
@@ -71,4 +89,11 @@ def _simulation_summary(args: argparse.Namespace) -> int:
 
     combine_simulation_summaries(args.directories, args.out)
     print(f"summary: {args.out / 'summary.json'} and {args.out / 'summary.md'}")
+
+
+def _bpnet(args: argparse.Namespace) -> int:
+    from dmr_ray.experiments.bpnet import run_bpnet_experiment
+
+    run_bpnet_experiment(args.out, size=args.size, seed=args.seed, overwrite=args.overwrite)
+    print(f"summary: {args.out / 'summary.json'} and {args.out / 'summary.md'}; figures in {args.out / 'figures'}")
     return 0

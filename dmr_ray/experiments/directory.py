@@ -1,0 +1,56 @@
+"""An experiment's output directory: claimed with a marker, cleared only of what it wrote."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from dmr_ray._atomic import write_text_atomic
+from dmr_ray.errors import InputError
+
+MARKER = Path(".dmr_ray") / "experiment.json"
+"""Marks a directory as a dmr_ray experiment and records its identity."""
+
+
+def claim_experiment_directory(out: Path, identity: dict[str, Any], outputs: Sequence[str], *, overwrite: bool) -> None:
+    """Make ``out`` this experiment's directory, or refuse before writing anything.
+
+    Parameters
+    ----------
+    out
+        The directory; created when absent.
+    identity
+        What the results depend on (the experiment's name, size, seed); recorded in the marker.
+    outputs
+        Names (files or folders directly under ``out``) the experiment writes; ``overwrite``
+        removes these and nothing else.
+    overwrite
+        Start afresh (also after a change of identity).
+
+    Raises
+    ------
+    InputError
+        If ``out`` holds files but no marker (not a dmr_ray experiment), or a marker of another
+        identity without ``overwrite``.
+    """
+    marker = out / MARKER
+    if out.exists() and any(out.iterdir()):
+        if not marker.exists():
+            raise InputError(
+                f"{out} exists and is not a dmr_ray {identity['experiment']} experiment directory; choose another --out"
+            )
+        recorded = json.loads(marker.read_text())
+        if overwrite:
+            for name in outputs:
+                target = out / name
+                if target.is_dir():
+                    shutil.rmtree(target)
+                elif target.exists():
+                    target.unlink()
+        elif recorded != identity:
+            raise InputError(f"{out} holds the experiment {recorded}, not {identity}; use --overwrite or another --out")
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(marker, json.dumps(identity))
