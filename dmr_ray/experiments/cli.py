@@ -1,4 +1,4 @@
-"""``dmr-ray experiment simulation``."""
+"""``dmr-ray experiment simulation`` and ``dmr-ray experiment deepsea``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dmr_ray.config.commands import CommandGroup
 
 
 def register(commands: CommandGroup) -> None:
-    """Add ``experiment simulation``."""
+    """Add ``experiment simulation`` and ``experiment deepsea``."""
     from dmr_ray.experiments.simulation import SCENARIOS, SIZES
 
     experiment = commands.group("experiment", help="ground-truth experiments with planted causal effects")
@@ -31,6 +31,7 @@ def register(commands: CommandGroup) -> None:
     simulation.add_argument(
         "--overwrite", action="store_true", help="remove the rounds and summary this command wrote there first"
     )
+    _add_deepsea(experiment)
 
 
 def _simulation(args: argparse.Namespace) -> int:
@@ -40,4 +41,35 @@ def _simulation(args: argparse.Namespace) -> int:
         args.scenario, args.rounds, args.out, size=args.size, seed=args.seed, overwrite=args.overwrite
     )
     print(f"summary: {args.out / 'summary.json'} and {args.out / 'summary.md'}")
+    return 0
+
+
+def _add_deepsea(experiment: CommandGroup) -> None:
+    from dmr_ray.experiments.deepsea import SIZES
+
+    deepsea = experiment.command(
+        "deepsea",
+        _deepsea,
+        help="DeepSEA-style multi-task model: TF binding opens accessibility; audit TF → DNase and the reverse",
+        example="dmr-ray experiment deepsea --quick --out /tmp/deepsea",
+        interrupted="finished steps (simulation, trained members, audit chunks) are kept; a rerun does the rest",
+    )
+    deepsea.add_argument(
+        "--quick",
+        action="store_const",
+        const="quick",
+        dest="size",
+        help="small data and model (a few minutes on 2 cores)",
+    )
+    deepsea.add_argument("--size", choices=tuple(SIZES), default="full", help=argparse.SUPPRESS)
+    deepsea.add_argument("--seed", type=int, default=0, help="seed of the simulation and the training")
+    deepsea.add_argument("--out", type=Path, required=True, help="experiment directory")
+    deepsea.add_argument("--overwrite", action="store_true", help="remove what this command wrote there first")
+
+
+def _deepsea(args: argparse.Namespace) -> int:
+    from dmr_ray.experiments.deepsea import run_deepsea_experiment
+
+    run_deepsea_experiment(args.out, size=args.size, seed=args.seed, overwrite=args.overwrite)
+    print(f"summary: {args.out / 'summary.json'} and {args.out / 'summary.md'}; figures: {args.out / 'figures'}")
     return 0
