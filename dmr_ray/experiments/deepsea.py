@@ -82,9 +82,9 @@ class DeepSEASize:
     channels: tuple[int, ...]
     hidden: int
     batch_size: int = 100
-    learning_rate: float = 3e-3
+    learning_rate: float = 1e-2
     kernel: int = 8
-    pool: int = 4
+    pool: int = 3
     dropout: float = 0.1
     iterations: int = 1000
     controls: bool = True
@@ -93,8 +93,10 @@ class DeepSEASize:
 
 
 SIZES: dict[str, DeepSEASize] = {
-    "quick": DeepSEASize(n_train=4000, n_test=1000, per_tf=16, members=5, epochs=20, channels=(16, 32, 32), hidden=32),
-    "full": DeepSEASize(n_train=20_000, n_test=2000, per_tf=40, members=5, epochs=40, channels=(32, 64, 64), hidden=64),
+    "quick": DeepSEASize(n_train=8000, n_test=1000, per_tf=16, members=5, epochs=30, channels=(64, 32, 32), hidden=32),
+    "full": DeepSEASize(
+        n_train=30_000, n_test=2000, per_tf=40, members=5, epochs=40, channels=(128, 64, 64), hidden=64
+    ),
     "tiny": DeepSEASize(
         n_train=200,
         n_test=50,
@@ -388,8 +390,11 @@ def run_deepsea_audit(out: Path, config: dict[str, Any]) -> str:
     path = out / "audit.yaml"
     write_text_atomic(path, yaml.safe_dump(config, sort_keys=False))
     info = {"simulation": "DeepSEA-style accessibility (dmr_ray.sim.accessibility); planted TF → DNase only"}
-    summary = run_audit(DeepMRConfig.load(path), echo=lambda _: None, run_info=info)
-    return f"report {summary.report.relative_to(out)}"
+    loaded = DeepMRConfig.load(path)
+    summary = run_audit(loaded, echo=lambda _: None, run_info=info)
+    return f"{len(config['pairs'])} pairs audited in {summary.out.relative_to(out)}/" + (
+        f", report {summary.report.relative_to(out)}" if loaded.report.enabled else ""
+    )
 
 
 def summarise(out: Path, size: str, seed: int) -> str:
