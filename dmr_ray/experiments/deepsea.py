@@ -36,10 +36,11 @@ from typing import Any
 
 import numpy as np
 
-from dmr_ray._atomic import write_atomic, write_text_atomic
+from dmr_ray._atomic import write_atomic, write_parquet_atomic, write_text_atomic
 from dmr_ray._checks import is_int
 from dmr_ray.errors import InputError
 from dmr_ray.sim.accessibility import ACCESSIBILITY, AccessibilityParams
+from dmr_ray.stage import AuditDirectory, Stage
 
 KIND = "experiment_deepsea"
 DEEPSEA = "dmr_ray.models.architectures:deepsea"
@@ -131,8 +132,6 @@ def run_deepsea_experiment(
     ResumeConflictError
         When ``out`` holds files dmr_ray did not write (with ``overwrite``) or another kind of run.
     """
-    from dmr_ray.stage import AuditDirectory, Stage
-
     if size not in SIZES:
         raise InputError(f"size: {size!r} is not one of {', '.join(SIZES)}")
     if not is_int(seed) or seed < 0:
@@ -146,8 +145,7 @@ def run_deepsea_experiment(
         echo(f"{stage.title:>10}: {result.summary} ({result.seconds:.1f} s)")
         return stage.digest
 
-    data_identity = {"params": params.describe(), "seed": seed, "n_train": plan.n_train, "n_test": plan.n_test}
-    data_identity["per_tf"] = plan.per_tf
+    data_identity = {"params": params.describe(), "seed": seed, "sizes": [plan.n_train, plan.n_test, plan.per_tf]}
     simulated = run(
         Stage("simulation", data_identity, ("data",)), lambda: simulate_data(out / "data", params, plan, seed)
     )
@@ -170,7 +168,6 @@ def simulate_data(data: Path, params: AccessibilityParams, plan: DeepSEASize, se
     """Simulate, choose the audited sequences and compute their planted truth into ``data``."""
     import pyarrow as pa
 
-    from dmr_ray._atomic import write_parquet_atomic
     from dmr_ray.sim.accessibility import local_true_effects, simulate_accessibility
     from dmr_ray.store import write_sequence_store
 
