@@ -11,6 +11,9 @@
 * :mod:`dmr_ray.experiments.bpnet` – the BPNet-style experiment (a planted Oct4-Sox2 grammar,
   a ``bpnet`` ensemble, all 12 count-head pairs against the truth); not imported here, as it
   needs torch.
+
+* :mod:`dmr_ray.experiments.deepsea` – a DeepSEA-style multi-task model on simulated TF binding
+  that opens accessibility, audited for TF → accessibility against the reverse.
 """
 
 from dmr_ray.experiments.simulation import SCENARIOS, SIZES, run_simulation_experiment

@@ -46,7 +46,8 @@ from dmr_ray._atomic import write_atomic, write_text_atomic
 from dmr_ray._checks import is_int
 from dmr_ray.errors import InputError
 from dmr_ray.experiments.directory import claim_experiment_directory
-from dmr_ray.experiments.simulation import ALPHA, METHODS, _finite, _fmt, _mean, _weighted
+from dmr_ray.experiments.simulation import ALPHA, METHODS, _finite, _mean, _weighted
+from dmr_ray.experiments.tables import fmt
 from dmr_ray.sim.bpnet_grammar import GrammarParams
 
 BPNET = "dmr_ray.models.architectures:bpnet"
@@ -493,11 +494,11 @@ def summary_table(summary: dict[str, Any]) -> str:
         "|---|---|---|" + "---|---|---|" * len(METHODS),
     ]
     for p in summary["pairs"]:
-        cells = [f"{p['exposure']} → {p['outcome']}", "yes" if p["planted"] else "no", _fmt(p["true_global"])]
+        cells = [f"{p['exposure']} → {p['outcome']}", "yes" if p["planted"] else "no", fmt(p["true_global"])]
         for method in METHODS:
             m = p["methods"][method]
             cells += [
-                f"{_fmt(m['estimate'])} [{_fmt(m['ci_low'])}, {_fmt(m['ci_high'])}]",
+                f"{fmt(m['estimate'])} [{fmt(m['ci_low'])}, {fmt(m['ci_high'])}]",
                 format_p(m["p_value"]),
                 m["call"] + (" ✓" if m["correct"] else " ✗"),
             ]
@@ -513,7 +514,7 @@ def summary_table(summary: dict[str, Any]) -> str:
         lines.append(
             f"| {method} | {a['planted_found']} / {a['n_planted']} | {len(a['unplanted_significant'])} / "
             f"{a['n_unplanted']} ({wrong}) | {'yes' if a['asymmetry_recovered'] else 'no'} | "
-            f"{_fmt(a['global_coverage'])} | {_fmt(a['local_coverage'])} |"
+            f"{fmt(a['global_coverage'])} | {fmt(a['local_coverage'])} |"
         )
     lines += ["", "Figures: " + ", ".join(f"`{path}`" for path in summary["figures"].values())]
     return "\n".join(lines) + "\n"

@@ -49,6 +49,7 @@ def register(commands: CommandGroup) -> None:
     combined.add_argument("directories", nargs="+", type=Path, help="simulation experiment directories")
     combined.add_argument("--out", type=Path, required=True, help="directory for the combined table and figures")
     _add_bpnet(experiment)
+    _add_deepsea(experiment)
 
 
 def _add_bpnet(experiment: CommandGroup) -> None:
@@ -89,6 +90,7 @@ def _simulation_summary(args: argparse.Namespace) -> int:
 
     combine_simulation_summaries(args.directories, args.out)
     print(f"summary: {args.out / 'summary.json'} and {args.out / 'summary.md'}")
+    return 0
 
 
 def _bpnet(args: argparse.Namespace) -> int:
@@ -96,4 +98,35 @@ def _bpnet(args: argparse.Namespace) -> int:
 
     run_bpnet_experiment(args.out, size=args.size, seed=args.seed, overwrite=args.overwrite)
     print(f"summary: {args.out / 'summary.json'} and {args.out / 'summary.md'}; figures in {args.out / 'figures'}")
+    return 0
+
+
+def _add_deepsea(experiment: CommandGroup) -> None:
+    from dmr_ray.experiments.deepsea import SIZES
+
+    deepsea = experiment.command(
+        "deepsea",
+        _deepsea,
+        help="DeepSEA-style multi-task model: TF binding opens accessibility; audit TF → DNase and the reverse",
+        example="dmr-ray experiment deepsea --quick --out /tmp/deepsea",
+        interrupted="finished steps (simulation, trained members, audit chunks) are kept; a rerun does the rest",
+    )
+    deepsea.add_argument(
+        "--quick",
+        action="store_const",
+        const="quick",
+        dest="size",
+        help="small data and model (a few minutes on 2 cores)",
+    )
+    deepsea.add_argument("--size", choices=tuple(SIZES), default="full", help=argparse.SUPPRESS)
+    deepsea.add_argument("--seed", type=int, default=0, help="seed of the simulation and the training")
+    deepsea.add_argument("--out", type=Path, required=True, help="experiment directory")
+    deepsea.add_argument("--overwrite", action="store_true", help="remove what this command wrote there first")
+
+
+def _deepsea(args: argparse.Namespace) -> int:
+    from dmr_ray.experiments.deepsea import run_deepsea_experiment
+
+    run_deepsea_experiment(args.out, size=args.size, seed=args.seed, overwrite=args.overwrite)
+    print(f"summary: {args.out / 'summary.json'} and {args.out / 'summary.md'}; figures: {args.out / 'figures'}")
     return 0
