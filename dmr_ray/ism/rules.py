@@ -182,7 +182,8 @@ TAP_MAX_OUT_CHANNELS = 8
 TAP_MIN_KERNEL = 16
 """Stride-1 convolutions computing at most :data:`TAP_MAX_OUT_CHANNELS` output channels with
 kernels of at least :data:`TAP_MIN_KERNEL` positions (BPNet's profile convolution) run tap by
-tap (:meth:`Conv._tapped`; oneDNN's direct convolution is slow with few output channels)."""
+tap (:meth:`Conv._tapped`: one matrix product and one col2im; oneDNN's direct convolution is
+slow with few output channels)."""
 
 
 class Conv(_Sliding):
@@ -242,8 +243,9 @@ class Conv(_Sliding):
         unfold = m.groups == 1 and self.window.width <= IM2COL_MAX_WIDTH and inner >= IM2COL_MIN_INNER
         self.matrix = self.weight.reshape(self.weight.shape[0], -1).t() if unfold else None
         tap = self.scatter is None and m.stride == (1,) and m.groups == 1 and m.kernel_size[0] >= TAP_MIN_KERNEL
-        # [k * C, C_in]: the rows of tap t are t * C .. (t + 1) * C
-        self.taps = self.weight.permute(2, 0, 1).flatten(0, 1) if tap and self.outputs <= TAP_MAX_OUT_CHANNELS else None
+        # [C * k, C_in]: row c * k + s holds tap k - 1 - s of output channel c
+        taps = self.weight.flip(2).permute(0, 2, 1).flatten(0, 1).contiguous()
+        self.taps = taps if tap and self.outputs <= TAP_MAX_OUT_CHANNELS else None
         if self.scatter is not None:
             self.scatter.prepare(self.weight)
 
@@ -294,23 +296,20 @@ class Conv(_Sliding):
 
     def _tapped(self, x: torch.Tensor, taps: torch.Tensor, padding: int, batch: Batch) -> torch.Tensor:
         """``[B, C, W_out]`` from ``x`` ``[B, C_in, W_in]`` (zero-padded by ``padding`` on each
-        side), stride 1: ``z = taps @ x`` (``taps``: ``[k * C, C_in]``, tap ``t``'s rows
-        ``t * C .. (t + 1) * C``) is every tap's product at every input position, one matrix
-        product per mutant, and output ``j`` adds tap ``t``'s product at input
-        ``j + t * dilation - padding``."""
+        side), stride 1: ``z = taps @ x`` (``taps``: ``[C * k, C_in]``, the taps reversed) is
+        every tap's product at every input position, one matrix product per mutant, and
+        ``F.fold`` (col2im) adds input ``i``'s reversed tap ``s`` to output
+        ``i + s * dilation - ((k - 1) * dilation - padding)``, which is the convolution's
+        output ``j`` reading input ``j + t * dilation - padding`` through tap ``t = k - 1 - s``."""
         (dilation,), k = self.module.dilation, self.module.kernel_size[0]
-        b, _, w_in = x.shape
+        if padding > (k - 1) * dilation:
+            x, padding = F.pad(x, (padding, padding)), 0
         with batch.low_precision():
             z = torch.matmul(taps, x)
-        z = z.float().view(b, k, -1, w_in)
         width = self.window.width
-        out = z.new_zeros(b, z.shape[2], width)
-        for t in range(k):
-            first = t * dilation - padding
-            lo, hi = max(0, -first), min(width, w_in - first)
-            if lo < hi:
-                out[:, :, lo:hi] += z[:, t, :, lo + first : hi + first]
-        return out
+        fold_padding = (0, (k - 1) * dilation - padding)
+        out = F.fold(z.float(), (1, width), (1, k), dilation=(1, dilation), padding=fold_padding)
+        return out.view(x.shape[0], -1, width)
 
 
 class ScatterConv:

@@ -80,7 +80,7 @@ def test_bpnet_profile_task_computes_its_channels_only():
     convs = _convs(predictor, tokens)
     profile = convs[-1]
     assert profile.channels is not None and profile.channels.tolist() == [2, 3]
-    assert profile.taps is not None and profile.taps.shape == (17 * 2, 48)
+    assert profile.taps is not None and profile.taps.shape == (2 * 17, 48)
     assert [c.scatter is not None for c in convs[1:-1]] == [False, False, False, False, True]
     assert_matches_exact(*both(predictor, tokens))
 
