@@ -54,12 +54,13 @@ from torch import fx
 
 from dmr_ray.alphabet import N_TOKEN
 from dmr_ray.errors import InputError
+from dmr_ray.ism.channels import read_channels
 from dmr_ray.ism.effects import EffectTable, ReplicateMoments, check_references
 from dmr_ray.ism.eligibility import BOUNDARY, FOLDED, LOCAL, SHAPE, NetworkPlan, NotEligible, Step, plan_network
 from dmr_ray.ism.graph import run_node
 from dmr_ray.ism.mutants import N_ALT, MutantSites, build_mutants, reference_onehot
 from dmr_ray.ism.result import ISMResult
-from dmr_ray.ism.rules import CacheKey, splice
+from dmr_ray.ism.rules import CacheKey, LocalRule, splice
 from dmr_ray.ism.tail import FoldedTail, tasks_are_linear
 from dmr_ray.ism.windows import Batch
 from dmr_ray.models.heads import OutputSelector
@@ -101,7 +102,11 @@ class NetworkRunner:
     work : float
         Estimated floating-point operations per mutant of :meth:`effects` (the plan's
         :attr:`~dmr_ray.ism.eligibility.NetworkPlan.fast_flops`, with the folded tail's
-        contractions in place of the tail).
+        contractions in place of the tail, and convolutions restricted to the channels the
+        tasks read: :func:`~dmr_ray.ism.channels.read_channels`).
+    site_bytes : int
+        The plan's :attr:`~dmr_ray.ism.eligibility.NetworkPlan.site_bytes` plus the rules'
+        scratch (:meth:`~dmr_ray.ism.rules.LocalRule.scratch`).
     """
 
     def __init__(self, plan: NetworkPlan, selector: OutputSelector | None):
@@ -111,9 +116,6 @@ class NetworkRunner:
         for key in plan.caches:
             self.keys.setdefault(key.node, []).append(key)
         self.output = plan.steps[-1].node
-        for step in plan.steps:
-            if step.rule is not None:
-                step.rule.prepare()
         self.tail: FoldedTail | None = None
         self.work = plan.fast_flops
         skipped: frozenset[fx.Node] = frozenset()
@@ -122,7 +124,17 @@ class NetworkRunner:
             if tail.flops() < plan.tail.work:
                 self.tail, skipped = tail, plan.tail.nodes | {self.output}
                 self.work += tail.flops() - plan.tail.work
+        if self.tail is None:
+            for conv, channels in read_channels(plan, selector).items():
+                self.work -= conv.flops()
+                conv.keep_channels(channels)
+                self.work += conv.flops()
+        for step in plan.steps:
+            if step.rule is not None:
+                step.rule.prepare()
         self.mutant_steps = [s for s in plan.steps if s.node not in skipped]
+        scratch = sum(s.rule.scratch() for s in self.mutant_steps if isinstance(s.rule, LocalRule))
+        self.site_bytes = plan.site_bytes + 4 * N_ALT * scratch
         ends = self.tail.frontier if self.tail is not None else ()
         self._ref_frees = _frees(plan.steps, lambda s: s.node.all_input_nodes)
         self._mut_frees = _frees(self.mutant_steps, _mutant_reads, ends)
@@ -282,7 +294,7 @@ class FastISM:
         if batch_size is not None:
             sites = -(-batch_size // N_ALT)
         else:
-            sites = memory_budget // max(p.site_bytes for p in plans)
+            sites = memory_budget // max(r.site_bytes for r in self.runners.values())
         block = math.lcm(*(p.group for p in plans))
         return max(1, -(-sites // block)) * block
 

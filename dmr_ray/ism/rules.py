@@ -11,7 +11,9 @@ Local rules (difference windows in, difference window out)
     * :class:`Conv` (``nn.Conv1d``, any dilation/stride/zero padding): linear, so the
       output difference is the convolution (without bias) of the input difference over the
       range the output window reads (zeros beyond the input window are unchanged or padding
-      positions).
+      positions). When each mutant's changed input positions are much fewer than its output
+      window (after pooling), it runs input position by input position instead
+      (:class:`ScatterConv`).
     * :class:`ChannelScale` (``nn.BatchNorm1d`` in eval mode): ``diff * weight / sqrt(var + eps)``.
     * :class:`Pointwise` (activations): ``f(ref + diff) - f(ref)`` on the reference slice.
     * :class:`MaxPool`: ``pool(ref + diff) - pool(ref)`` over the range the window reads
@@ -115,6 +117,11 @@ class LocalRule(Rule):
         """Elementwise work: one operation per window element."""
         return float(self.window.features * self.window.width)
 
+    def scratch(self) -> int:
+        """Floats per mutant of temporaries beyond the input and output windows (after
+        :meth:`prepare`)."""
+        return 0
+
 
 class Input(LocalRule):
     """The one-hot input: ``+1`` at the substituted base, ``-1`` at the reference base."""
@@ -164,12 +171,34 @@ this many input channels times kernel positions run as one matrix product over t
 input windows (oneDNN's direct convolution is slow on short windows of many channels)."""
 
 
+SCATTER_MAX_RATIO = 0.6
+SCATTER_MIN_CHANNELS = 32
+"""Stride-1 convolutions of at least :data:`SCATTER_MIN_CHANNELS` input channels (and
+:data:`IM2COL_MIN_INNER` input channels times kernel positions) whose mutants change at most
+:data:`SCATTER_MAX_RATIO` of their output window's width of input positions run as a
+:class:`ScatterConv` (one accumulating matrix product per kernel tap)."""
+
+TAP_MAX_OUT_CHANNELS = 8
+TAP_MIN_KERNEL = 16
+"""Stride-1 convolutions computing at most :data:`TAP_MAX_OUT_CHANNELS` output channels with
+kernels of at least :data:`TAP_MIN_KERNEL` positions (BPNet's profile convolution) run tap by
+tap (:meth:`Conv._tapped`: one matrix product and one col2im; oneDNN's direct convolution is
+slow with few output channels)."""
+
+
 class Conv(_Sliding):
     """``nn.Conv1d`` (zero padding) on differences: the convolution without its bias.
 
     With short output windows of many channels (:data:`IM2COL_MIN_INNER`; no channel groups)
     it is one matrix product ``y[b, :, j] = W2 @ vec(x[b, :, j*stride + dilation*[0, k)])``
     with ``W2 = weight.reshape(C_out, C_in * k)``: ``[B * W_out, C_in * k] @ [C_in * k, C_out]``.
+    When, moreover, the stride is 1 and each mutant's changed input positions are at most
+    :data:`SCATTER_MAX_RATIO` of the output window (a convolution after a max pool), it runs
+    as a :class:`ScatterConv` over those positions only. With few output channels and a long
+    kernel it runs tap by tap (:data:`TAP_MAX_OUT_CHANNELS`).
+
+    :meth:`keep_channels` restricts it to the output channels the tasks read (the others'
+    differences are left at zero).
     """
 
     def __init__(self, module: nn.Conv1d, source: Window, out_length: int, device: torch.device):
@@ -183,34 +212,78 @@ class Conv(_Sliding):
         self.module = module
         self.span = span
         self.norm: nn.BatchNorm1d | None = None
+        self.channels: torch.Tensor | None = None
+        self.scatter: ScatterConv | None = None
+        inner = module.in_channels * kernel
+        wide = module.in_channels >= SCATTER_MIN_CHANNELS and inner >= IM2COL_MIN_INNER
+        if stride == 1 and module.groups == 1 and wide:
+            scatter = ScatterConv(source, self.window, kernel, dilation, pad, device)
+            if scatter.width <= SCATTER_MAX_RATIO * self.window.width:
+                self.scatter = scatter
 
     def fold(self, norm: nn.BatchNorm1d) -> None:
         """Also apply the eval-mode batch norm that alone reads this convolution's output."""
         self.norm = norm
 
+    def keep_channels(self, channels: np.ndarray) -> None:
+        """Compute only the output ``channels`` (sorted; call before :meth:`prepare`)."""
+        self.channels = torch.as_tensor(channels, device=self.window.device_starts.device)
+
+    @property
+    def outputs(self) -> int:
+        """Output channels computed."""
+        return self.module.out_channels if self.channels is None else len(self.channels)
+
     def prepare(self) -> None:
-        weight = self.module.weight.detach()
-        self.weight = weight if self.norm is None else weight * channel_scale(self.norm)[:, :, None]
+        m = self.module
+        weight = m.weight.detach()
+        weight = weight if self.norm is None else weight * channel_scale(self.norm)[:, :, None]
+        self.weight = weight if self.channels is None else weight[self.channels]
         inner = self.weight.shape[1] * self.weight.shape[2]
-        unfold = self.module.groups == 1 and self.window.width <= IM2COL_MAX_WIDTH and inner >= IM2COL_MIN_INNER
+        unfold = m.groups == 1 and self.window.width <= IM2COL_MAX_WIDTH and inner >= IM2COL_MIN_INNER
         self.matrix = self.weight.reshape(self.weight.shape[0], -1).t() if unfold else None
+        tap = self.scatter is None and m.stride == (1,) and m.groups == 1 and m.kernel_size[0] >= TAP_MIN_KERNEL
+        # [C * k, C_in]: row c * k + s holds tap k - 1 - s of output channel c
+        taps = self.weight.flip(2).permute(0, 2, 1).flatten(0, 1).contiguous()
+        self.taps = taps if tap and self.outputs <= TAP_MAX_OUT_CHANNELS else None
+        if self.scatter is not None:
+            self.scatter.prepare(self.weight)
 
     def flops(self) -> float:
         m = self.module
-        return 2.0 * m.in_channels // m.groups * m.out_channels * m.kernel_size[0] * self.window.width
+        if self.scatter is not None:
+            return self.scatter.flops(m.in_channels, self.outputs)
+        return 2.0 * m.in_channels // m.groups * self.outputs * m.kernel_size[0] * self.window.width
+
+    def scratch(self) -> int:
+        """Floats per mutant of the tap-by-tap product."""
+        if self.taps is None:
+            return 0
+        return self.taps.shape[0] * (self.window.width + self.span - 1)
 
     def __call__(self, diffs, batch, cache):
         m = self.module
+        if self.scatter is not None:
+            return self._all_channels(self.scatter(diffs[0], batch), batch)
         if self.shift.padding is None:
             x, padding = self.shift(diffs[0], batch), 0
         else:
             x, padding = diffs[0], self.shift.padding
+        if self.taps is not None:
+            return self._all_channels(self._tapped(x, self.taps, padding, batch), batch)
         with batch.low_precision():
             if self.matrix is None:
                 y = F.conv1d(x, self.weight, None, m.stride, padding, m.dilation, m.groups)
             else:
                 y = self._unfolded(F.pad(x, (padding, padding)) if padding else x, self.matrix)
-        return self.window.clear_outside(y.float(), batch)
+        return self._all_channels(y.float(), batch)
+
+    def _all_channels(self, y: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """The output difference ``[B, C_out, W]`` from that of the computed channels
+        (zero on the others), with positions outside the activation cleared."""
+        if self.channels is not None:
+            y = y.new_zeros(y.shape[0], self.module.out_channels, y.shape[2]).index_copy_(1, self.channels, y)
+        return self.window.clear_outside(y, batch)
 
     def _unfolded(self, x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
         """``[B, C_out, W_out]`` (a transposed view) from ``x`` ``[B, C_in, W_in]`` by one
@@ -220,6 +293,109 @@ class Conv(_Sliding):
         b, _, width, _ = cols.shape
         out = cols.permute(0, 2, 1, 3).reshape(b * width, -1) @ matrix
         return out.view(b, width, -1).transpose(1, 2)
+
+    def _tapped(self, x: torch.Tensor, taps: torch.Tensor, padding: int, batch: Batch) -> torch.Tensor:
+        """``[B, C, W_out]`` from ``x`` ``[B, C_in, W_in]`` (zero-padded by ``padding`` on each
+        side), stride 1: ``z = taps @ x`` (``taps``: ``[C * k, C_in]``, the taps reversed) is
+        every tap's product at every input position, one matrix product per mutant, and
+        ``F.fold`` (col2im) adds input ``i``'s reversed tap ``s`` to output
+        ``i + s * dilation - ((k - 1) * dilation - padding)``, which is the convolution's
+        output ``j`` reading input ``j + t * dilation - padding`` through tap ``t = k - 1 - s``."""
+        (dilation,), k = self.module.dilation, self.module.kernel_size[0]
+        if padding > (k - 1) * dilation:
+            x, padding = F.pad(x, (padding, padding)), 0
+        with batch.low_precision():
+            z = torch.matmul(taps, x)
+        width = self.window.width
+        fold_padding = (0, (k - 1) * dilation - padding)
+        out = F.fold(z.float(), (1, width), (1, k), dilation=(1, dilation), padding=fold_padding)
+        return out.view(x.shape[0], -1, width)
+
+
+class ScatterConv:
+    """A stride-1 convolution on differences, input position by input position.
+
+    A mutant's input difference is nonzero only on its region (at most :attr:`width`
+    positions of the source window, at a per-mutant offset), and input ``i`` reaches output
+    ``i + dilation * (k - 1 - t)`` through tap ``t``. Held positions-major (``[W, B, C]``),
+    tap ``t``'s contribution to all mutants is one accumulating matrix product
+    ``[width * B, C_in] @ [C_in, C_out]`` into a contiguous slab of a
+    ``width + dilation * (k - 1)``-position range, which is then placed at each mutant's
+    offset in the output window (positions of the range outside the window are outside the
+    activation or unchanged). The work is proportional to ``width`` instead of the output
+    window's width: after a max pool of 4, DeepSEA's second and third convolutions read 3 and
+    4 changed positions for output windows of 13 and 11.
+
+    Parameters
+    ----------
+    source, window
+        The input and output windows.
+    kernel, dilation, pad
+        The convolution's kernel size, dilation and left zero padding.
+    device
+        The compute device.
+
+    Attributes
+    ----------
+    width : int
+        Input positions read per mutant.
+    """
+
+    def __init__(self, source: Window, window: Window, kernel: int, dilation: int, pad: int, device: torch.device):
+        region = source.changed
+        self.width = width = min(int((region.hi - region.lo).max()), source.width)
+        self.kernel, self.dilation = kernel, dilation
+        lo = np.clip(region.lo, source.starts, source.starts + source.width - width)
+        reach = width + dilation * (kernel - 1)  # outputs the ``width`` inputs reach
+        shift = lo + pad - dilation * (kernel - 1) - window.starts  # where that range starts in the window
+        self.margin = int(max(0, shift.max()))
+        self.range = self.margin + reach + int(max(0, window.width - shift.min() - reach))
+        self.reads = _Offsets(lo - source.starts, width, device)
+        self.places = _Offsets(self.margin - shift, window.width, device)
+
+    def prepare(self, weight: torch.Tensor) -> None:
+        """Lay ``weight`` ``[C_out, C_in, k]`` out as ``k`` matrices ``[C_in, C_out]``."""
+        self.taps = weight.permute(2, 1, 0).contiguous()
+
+    def flops(self, in_channels: int, out_channels: int) -> float:
+        """Multiply-adds per mutant."""
+        return 2.0 * in_channels * self.kernel * out_channels * self.width
+
+    def __call__(self, diff: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """``[B, C_out, W_out]`` (a permuted view) from ``diff`` ``[B, C_in, W_in]``."""
+        b, k, width = diff.shape[0], self.kernel, self.width
+        cols = self.reads(diff.permute(2, 0, 1), batch).reshape(width * b, -1)  # [width * B, C_in]
+        out = diff.new_zeros(self.range, b, self.taps.shape[2])
+        for t in range(k):
+            at = self.margin + self.dilation * (k - 1 - t)
+            slab = out[at : at + width].view(width * b, -1)
+            if batch.precision is None:
+                slab.addmm_(cols, self.taps[t])
+            else:
+                with batch.low_precision():
+                    part = cols @ self.taps[t]
+                slab += part.float()
+        return self.places(out, batch).permute(1, 2, 0)
+
+
+class _Offsets:
+    """``width`` positions of axis 0 (positions-major ``[W, B, ...]``) from each mutant's
+    offset (one per input position, constant on blocks of sites; a view when it is the same
+    for all)."""
+
+    def __init__(self, offsets: np.ndarray, width: int, device: torch.device):
+        self.width = width
+        self.constant = int(offsets[0]) if np.all(offsets == offsets[0]) else None
+        self.offsets = torch.as_tensor(offsets, device=device)
+        self.steps = torch.arange(width, device=device)[:, None]
+
+    def __call__(self, x: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """``[width, B, ...]`` from ``x`` ``[W, B, ...]``: ``out[i, b] = x[offset_b + i, b]``."""
+        if self.constant is not None:
+            return x.narrow(0, self.constant, self.width)
+        offsets = self.offsets[batch.start : batch.start + batch.sites].repeat_interleave(N_ALT)
+        rows = torch.arange(x.shape[1], device=x.device)
+        return x[offsets + self.steps, rows]
 
 
 class MaxPool(_Sliding):
