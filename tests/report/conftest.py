@@ -108,6 +108,7 @@ def _local_table(
             "n_instruments": np.asarray(n_instruments if n_instruments is not None else np.full(n, 12), np.int32),
             "n_unusable": np.ones(n, np.int32),
             "reason": reason,
+            "inference": ["ensemble"] * n,
         }
     )
     return pa.Table.from_pydict(
