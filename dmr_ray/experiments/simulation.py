@@ -24,6 +24,7 @@ Directory layout::
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import shutil
@@ -139,7 +140,9 @@ def run_simulation_experiment(
     from dmr_ray.experiments.rounds import check_parallel
 
     if scenario not in SCENARIOS:
-        raise InputError(f"scenario: {scenario!r} is not one of {', '.join(SCENARIOS)}")
+        close = difflib.get_close_matches(str(scenario), SCENARIOS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise InputError(f"scenario: {scenario!r} is not one of {', '.join(SCENARIOS)}{hint}")
     if size not in SIZES:
         raise InputError(f"size: {size!r} is not one of {', '.join(SIZES)}")
     if not isinstance(rounds, int) or rounds < 1:

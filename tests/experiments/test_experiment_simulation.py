@@ -77,6 +77,8 @@ def test_bad_scenario_is_one_line_before_any_output(tmp_path, capsys) -> None:
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "bogus" in err
     assert not out.exists()
+    assert main(["experiment", "simulation", "--scenario", "nonee", "--rounds", "1", "--out", str(out)]) == 2
+    assert "did you mean 'none'" in capsys.readouterr().err and not out.exists()
 
 
 def test_foreign_directory_is_refused(tmp_path) -> None:
