@@ -46,8 +46,8 @@ from dmr_ray._atomic import write_atomic, write_text_atomic
 from dmr_ray._checks import is_int
 from dmr_ray.errors import InputError
 from dmr_ray.experiments.directory import claim_experiment_directory
-from dmr_ray.experiments.simulation import ALPHA, METHODS, _finite, _mean, _weighted
-from dmr_ray.experiments.tables import fmt
+from dmr_ray.experiments.simulation import ALPHA, METHODS
+from dmr_ray.experiments.tables import finite, fmt, mean_of, weighted_mean
 from dmr_ray.sim.bpnet_grammar import GrammarParams
 
 BPNET = "dmr_ray.models.architectures:bpnet"
@@ -381,9 +381,9 @@ def score_pairs(audit: Path, truth: np.ndarray, ids: list[str], grammar: Grammar
                     for r in local
                     if (r["exposure"], r["outcome"], r["method"]) == (exposure, outcome, method)
                     and r["seq_id"] in local_truth
-                    and _finite(r["ci_low"], r["ci_high"], local_truth[r["seq_id"]])
+                    and finite(r["ci_low"], r["ci_high"], local_truth[r["seq_id"]])
                 ]
-                significant = _finite(g["p_value"]) and g["p_value"] < ALPHA
+                significant = finite(g["p_value"]) and g["p_value"] < ALPHA
                 call = ("+" if g["estimate"] > 0 else "−") if significant else "0"
                 methods[method] = {
                     "estimate": g["estimate"],
@@ -393,9 +393,9 @@ def score_pairs(audit: Path, truth: np.ndarray, ids: list[str], grammar: Grammar
                     "significant": bool(significant),
                     "call": call,
                     "correct": call == "+" if planted[(exposure, outcome)] else call == "0",
-                    "covered": bool(_finite(g["ci_low"], g["ci_high"]) and g["ci_low"] <= true_global <= g["ci_high"]),
+                    "covered": bool(finite(g["ci_low"], g["ci_high"]) and g["ci_low"] <= true_global <= g["ci_high"]),
                     "n_local": len(fits),
-                    "local_coverage": _mean([r["ci_low"] <= local_truth[r["seq_id"]] <= r["ci_high"] for r in fits]),
+                    "local_coverage": mean_of([r["ci_low"] <= local_truth[r["seq_id"]] <= r["ci_high"] for r in fits]),
                     "local_ci_width": float(np.median([r["ci_high"] - r["ci_low"] for r in fits])) if fits else None,
                 }
             rows.append(
@@ -432,8 +432,8 @@ def aggregate(pairs: list[dict[str, Any]]) -> dict[str, Any]:
             "n_unplanted": len(unplanted),
             "asymmetry_recovered": all(p["methods"][method]["call"] == "+" for p in forward)
             and not any(p["methods"][method]["significant"] for p in reverse),
-            "global_coverage": _mean([s["covered"] for s in scores]),
-            "local_coverage": _weighted([s["local_coverage"] for s in scores], [s["n_local"] for s in scores]),
+            "global_coverage": mean_of([s["covered"] for s in scores]),
+            "local_coverage": weighted_mean([s["local_coverage"] for s in scores], [s["n_local"] for s in scores]),
         }
     return out
 

@@ -129,6 +129,31 @@ def fmt(value: float | None) -> str:
     return "–" if value is None or not math.isfinite(value) else f"{value:.3g}"
 
 
+def finite(*values: Any) -> bool:
+    """Whether every value is a number that is neither None, NaN nor infinite."""
+    return all(v is not None and math.isfinite(v) for v in values)
+
+
+def mean_of(values: Sequence[Any]) -> float | None:
+    """The mean of the values that are not None (booleans count 0/1); None if there are none."""
+    kept = [float(v) for v in values if v is not None]
+    return float(np.mean(kept)) if kept else None
+
+
+def weighted_mean(values: Sequence[float | None], weights: Sequence[int]) -> float | None:
+    """The mean of the values that are not None, weighted by positive ``weights``; None if none."""
+    pairs = [(v, w) for v, w in zip(values, weights, strict=True) if v is not None and w > 0]
+    if not pairs:
+        return None
+    return float(sum(v * w for v, w in pairs) / sum(w for _, w in pairs))
+
+
+def median_of(values: Sequence[float | None]) -> float | None:
+    """The median of the values that are not None; None if there are none."""
+    kept = [v for v in values if v is not None]
+    return float(np.median(kept)) if kept else None
+
+
 def _mean_sd(values: Sequence[float]) -> dict[str, float | None]:
     kept = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
     if kept.size == 0:
