@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -40,7 +40,10 @@ from dmr_ray._atomic import write_text_atomic
 from dmr_ray.demo import DemoSettings
 from dmr_ray.errors import InputError
 from dmr_ray.experiments.model_truth import MotifSpans, model_local_effects
-from dmr_ray.experiments.tables import fmt
+from dmr_ray.experiments.tables import finite, fmt, mean_of, median_of, weighted_mean
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 SCENARIOS: dict[str, dict[str, Any]] = {
     "none": {},
@@ -346,13 +349,12 @@ def score_round(audit: Path, truth: dict[str, float], spans: Mapping[str, MotifS
 
     effects = EffectsStore.open(str(audit / "effects.zarr")).read()
     learned = model_local_effects(effects["beta"], effects["seq_id"], spans)
-    model_reverse = _mean([r for _, r in learned.values() if math.isfinite(r)])
+    model_reverse = mean_of([r for _, r in learned.values() if math.isfinite(r)])
 
-    global_rows = {
-        (r["exposure"], r["outcome"], r["method"]): r
-        for r in pq.read_table(audit / "global_effects.parquet").to_pylist()
-    }
-    local = read_local_effects(audit / "local_effects.parquet").to_pylist()
+    global_table = pq.read_table(audit / "global_effects.parquet")
+    local_table = read_local_effects(audit / "local_effects.parquet")
+    global_rows = {(r["exposure"], r["outcome"], r["method"]): r for r in global_table.to_pylist()}
+    local = local_table.to_pylist()
     true_global = float(np.nanmean(list(truth.values())))
     methods = {}
     for method in METHODS:
@@ -377,41 +379,36 @@ def score_round(audit: Path, truth: dict[str, float], spans: Mapping[str, MotifS
             "reverse_estimate": reverse["estimate"],
             "reverse_p_value": reverse["p_value"],
             "reverse_covers_model": None
-            if model_reverse is None or not _finite(reverse["ci_low"], reverse["ci_high"])
+            if model_reverse is None or not finite(reverse["ci_low"], reverse["ci_high"])
             else bool(reverse["ci_low"] <= model_reverse <= reverse["ci_high"]),
             "false_direction": bool(reverse["p_value"] < ALPHA),
             "n_local": len(rows),
-            "local_coverage": _mean(covered),
-            "local_coverage_model": _mean(covered_model),
+            "local_coverage": mean_of(covered),
+            "local_coverage_model": mean_of(covered_model),
             "local_ci_width": float(np.median([r["ci_high"] - r["ci_low"] for r in rows])) if rows else None,
-            "power": _mean([r["ci_low"] > 0 or r["ci_high"] < 0 for r in nonzero]),
+            "power": mean_of([r["ci_low"] > 0 or r["ci_high"] < 0 for r in nonzero]),
         }
     ratios = [f / truth[k] for k, (f, _) in learned.items() if k in truth and truth[k] != 0 and math.isfinite(f)]
     model = {
-        "local_ratio_median": _median(ratios),
+        "local_ratio_median": median_of(ratios),
         "reverse_effect_mean": model_reverse,
     }
     return {
         "methods": methods,
         "model": model,
-        "direction_call": direction_call(audit),
-        "baseline": naive_ratio_baseline(audit / "effects.zarr", true_global),
+        "direction_call": direction_call(global_table, local_table),
+        "baseline": naive_ratio_baseline(effects, true_global),
     }
 
 
-def direction_call(audit: Path) -> str:
-    """The report's direction call on the planted pair (:func:`dmr_ray.report.direction.direction_calls`):
-    ``"forward"`` (EXPOSURE → OUTCOME is a finding), ``"reverse"`` (the unplanted direction is),
-    or the verdict when no direction is called (``"both"``, ``"none"``, ``"sign_conflict"``,
-    ``"untested"``)."""
-    import pyarrow.parquet as pq
-
-    from dmr_ray.deepmr.stages import read_local_effects
+def direction_call(global_table: pa.Table, local_table: pa.Table) -> str:
+    """The report's direction call on the planted pair (:func:`dmr_ray.report.direction.direction_calls`
+    of an audit's ``global_effects`` and ``local_effects``): ``"forward"`` (EXPOSURE → OUTCOME is a
+    finding), ``"reverse"`` (the unplanted direction is), or the verdict when no direction is
+    called (``"both"``, ``"none"``, ``"sign_conflict"``, ``"untested"``)."""
     from dmr_ray.report.direction import direction_calls
 
-    calls = direction_calls(
-        pq.read_table(audit / "global_effects.parquet"), read_local_effects(audit / "local_effects.parquet")
-    )
+    calls = direction_calls(global_table, local_table)
     call = next(c for c in calls if set(c.pair) == {EXPOSURE, OUTCOME})
     if call.verdict != "supported":
         return call.verdict
@@ -439,21 +436,19 @@ def _scored_local(local: list[dict[str, Any]], truth: dict[str, float], method: 
         for r in local
         if (r["exposure"], r["outcome"], r["method"]) == (EXPOSURE, OUTCOME, method)
         and r["seq_id"] in truth
-        and _finite(r["ci_low"], r["ci_high"], truth[r["seq_id"]])
+        and finite(r["ci_low"], r["ci_high"], truth[r["seq_id"]])
     ]
 
 
-def naive_ratio_baseline(effects: Path, true_global: float) -> dict[str, Any]:
+def naive_ratio_baseline(effects: Mapping[str, np.ndarray], true_global: float) -> dict[str, Any]:
     """The naive baseline: per sequence the mean ratio ``by / bx`` over strong mutations.
 
-    Strong mutations have ``|bx / se_x| ≥ 1.96`` (exposure task 0, outcome task 1 of the
-    ``beta [n, L, 3, T]`` effects); the global estimate is the mean over sequences and its
-    interval ± 1.96 standard errors of that mean.
+    ``effects`` is an effects store's content (``EffectsStore.read()``). Strong mutations have
+    ``|bx / se_x| ≥ 1.96`` (exposure task 0, outcome task 1 of the ``beta [n, L, 3, T]``
+    effects); the global estimate is the mean over sequences and its interval ± 1.96 standard
+    errors of that mean.
     """
-    from dmr_ray.store import EffectsStore
-
-    data = EffectsStore.open(str(effects)).read()
-    bx, by, se_x = data["beta"][..., 0], data["beta"][..., 1], data["se"][..., 0]
+    bx, by, se_x = effects["beta"][..., 0], effects["beta"][..., 1], effects["se"][..., 0]
     strong = np.abs(bx) >= BASELINE_Z * se_x
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = np.where(strong, by / np.where(strong, bx, 1.0), np.nan)
@@ -472,8 +467,8 @@ def model_aggregate(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     models = [r["model"] for r in rows if "model" in r]
     calls = [r["direction_call"] for r in rows if "direction_call" in r]
     return {
-        "local_ratio_median": _median([m["local_ratio_median"] for m in models]),
-        "reverse_effect_mean": _mean([m["reverse_effect_mean"] for m in models]),
+        "local_ratio_median": median_of([m["local_ratio_median"] for m in models]),
+        "reverse_effect_mean": mean_of([m["reverse_effect_mean"] for m in models]),
         "direction_calls": {c: calls.count(c) / len(calls) for c in sorted(set(calls))},
     }
 
@@ -493,19 +488,19 @@ def aggregate(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         weights = [s["n_local"] for s in scores]
         out[method] = {
             "global_accuracy": _correlation([s["estimate"] for s in scores], truth),
-            "global_coverage": _mean([s["global_covered"] for s in scores]),
-            "global_coverage_2tau": _mean([s.get("global_covered_2tau") for s in scores]),
-            "local_coverage": _weighted([s["local_coverage"] for s in scores], weights),
-            "local_coverage_model": _weighted([s.get("local_coverage_model") for s in scores], weights),
-            "local_ci_width": _median([s["local_ci_width"] for s in scores]),
-            "power": _weighted([s["power"] for s in scores], weights),
-            "false_direction_rate": _mean([s["false_direction"] for s in scores]),
-            "reverse_coverage_model": _mean([s.get("reverse_covers_model") for s in scores]),
+            "global_coverage": mean_of([s["global_covered"] for s in scores]),
+            "global_coverage_2tau": mean_of([s.get("global_covered_2tau") for s in scores]),
+            "local_coverage": weighted_mean([s["local_coverage"] for s in scores], weights),
+            "local_coverage_model": weighted_mean([s.get("local_coverage_model") for s in scores], weights),
+            "local_ci_width": median_of([s["local_ci_width"] for s in scores]),
+            "power": weighted_mean([s["power"] for s in scores], weights),
+            "false_direction_rate": mean_of([s["false_direction"] for s in scores]),
+            "reverse_coverage_model": mean_of([s.get("reverse_covers_model") for s in scores]),
         }
     baseline = [r["baseline"] for r in rows]
     out["naive_ratio"] = {
         "global_accuracy": _correlation([b["estimate"] for b in baseline], truth),
-        "global_coverage": _mean([b["global_covered"] for b in baseline]),
+        "global_coverage": mean_of([b["global_covered"] for b in baseline]),
     }
     return out
 
@@ -582,27 +577,6 @@ def _round_line(row: dict[str, Any]) -> str:
     for method, m in row["methods"].items():
         parts.append(f"{method} {m['estimate']:.3f} (local coverage {fmt(m['local_coverage'])})")
     return "; ".join(parts)
-
-
-def _finite(*values: Any) -> bool:
-    return all(v is not None and math.isfinite(v) for v in values)
-
-
-def _mean(values: Sequence[Any]) -> float | None:
-    values = [float(v) for v in values if v is not None]
-    return float(np.mean(values)) if values else None
-
-
-def _weighted(values: Sequence[float | None], weights: Sequence[int]) -> float | None:
-    pairs = [(v, w) for v, w in zip(values, weights, strict=True) if v is not None and w > 0]
-    if not pairs:
-        return None
-    return float(sum(v * w for v, w in pairs) / sum(w for _, w in pairs))
-
-
-def _median(values: Sequence[float | None]) -> float | None:
-    kept = [v for v in values if v is not None]
-    return float(np.median(kept)) if kept else None
 
 
 def _correlation(estimates: Sequence[float], truth: Sequence[float]) -> float | None:
