@@ -61,8 +61,9 @@ def combine_simulation_summaries(directories: Sequence[Path], out: Path) -> dict
         experiments with different methods, or an ``out`` that is neither empty nor a
         directory this function wrote — before anything is written.
     """
+    from dmr_ray.experiments.directory import claim_experiment_directory
     from dmr_ray.experiments.plots import write_experiment_figures
-    from dmr_ray.experiments.simulation import MARKER, SCENARIOS, check_experiment_directory
+    from dmr_ray.experiments.simulation import SCENARIOS
     from dmr_ray.experiments.tables import methods_of, score_markdown, score_rows, seed_table_markdown, seed_table_rows
 
     if not directories:
@@ -81,9 +82,7 @@ def combine_simulation_summaries(directories: Sequence[Path], out: Path) -> dict
                 f"{directory} has methods {methods_of(summary)}, {loaded[0][0]} has {methods_of(loaded[0][1])}; "
                 "combine experiments run with the same methods"
             )
-    check_experiment_directory(out, IDENTITY, overwrite=False)
-    (out / MARKER).parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / MARKER, json.dumps(IDENTITY))
+    claim_experiment_directory(out, IDENTITY, (), overwrite=False)
     summaries = [summary for _, summary in loaded]
     result: dict[str, Any] = {
         **IDENTITY,

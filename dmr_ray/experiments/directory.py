@@ -37,20 +37,33 @@ def claim_experiment_directory(out: Path, identity: dict[str, Any], outputs: Seq
         identity without ``overwrite``.
     """
     marker = out / MARKER
+    check_experiment_directory(out, identity, overwrite=overwrite)
+    if overwrite and marker.exists():
+        for name in outputs:
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(marker, json.dumps(identity))
+
+
+def check_experiment_directory(out: Path, identity: dict[str, Any], *, overwrite: bool) -> None:
+    """Refuse an ``out`` that is neither empty nor marked (:data:`MARKER`) with ``identity``;
+    writes nothing. With ``overwrite``, any marked directory is accepted.
+
+    Raises
+    ------
+    InputError
+        As :func:`claim_experiment_directory`.
+    """
     if out.exists() and any(out.iterdir()):
+        marker = out / MARKER
         if not marker.exists():
             raise InputError(
                 f"{out} exists and is not a dmr_ray {identity['experiment']} experiment directory; choose another --out"
             )
         recorded = json.loads(marker.read_text())
-        if overwrite:
-            for name in outputs:
-                target = out / name
-                if target.is_dir():
-                    shutil.rmtree(target)
-                elif target.exists():
-                    target.unlink()
-        elif recorded != identity:
+        if recorded != identity and not overwrite:
             raise InputError(f"{out} holds the experiment {recorded}, not {identity}; use --overwrite or another --out")
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(marker, json.dumps(identity))

@@ -39,6 +39,7 @@ import numpy as np
 from dmr_ray._atomic import write_text_atomic
 from dmr_ray.demo import DemoSettings
 from dmr_ray.errors import InputError
+from dmr_ray.experiments.directory import check_experiment_directory, claim_experiment_directory
 from dmr_ray.experiments.model_truth import MotifSpans, model_local_effects
 from dmr_ray.experiments.tables import finite, fmt, mean_of, median_of, weighted_mean
 
@@ -91,8 +92,6 @@ SIZES: dict[str, ExperimentSize] = {
 }
 """Round sizes: ``quick`` (about a minute on 2 cores), ``full`` (the README command's
 training set, 10,000 sequences), ``tiny`` (tests only)."""
-
-MARKER = Path(".dmr_ray") / "experiment.json"
 
 
 @dataclass(frozen=True)
@@ -152,7 +151,7 @@ def run_simulation_experiment(
         raise InputError(f"rounds: must be a positive integer, got {rounds!r}")
     check_parallel(parallel)
     identity = {"experiment": "simulation", "scenario": scenario, "size": size, "seed": seed}
-    check_experiment_directory(out, identity, overwrite)
+    check_experiment_directory(out, identity, overwrite=overwrite)
     missing = [i for i in range(rounds) if overwrite or not round_file(out, i).exists()]
     if missing:
         _run_missing(out, identity, missing, parallel=parallel, overwrite=overwrite, echo=echo)
@@ -183,7 +182,8 @@ def _run_missing(
     started = connect()
     try:
         in_flight = plan_parallel(parallel, size.round_cpus, cluster_cpus())
-        _claim(out, identity, overwrite)
+        outputs = ("rounds", "summary.json", "summary.md", *_figure_names(out))
+        claim_experiment_directory(out, identity, outputs, overwrite=overwrite)
         at_once = min(in_flight, len(missing))
         echo(f"{len(missing)} round(s) to compute, {at_once} at a time ({size.round_cpus:g} CPUs each)")
 
@@ -245,34 +245,6 @@ def write_summary(out: Path, identity: dict[str, Any], rounds: int) -> dict[str,
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=1))
     write_text_atomic(out / "summary.md", summary_table(summary))
     return summary
-
-
-def check_experiment_directory(out: Path, identity: dict[str, Any], overwrite: bool) -> None:
-    """Refuse an ``out`` that is neither empty nor marked (``MARKER``) with ``identity``.
-
-    With ``overwrite``, any marked directory is accepted.
-    """
-    if out.exists() and any(out.iterdir()):
-        marker = out / MARKER
-        if not marker.exists():
-            raise InputError(f"{out} exists and is not a dmr_ray simulation experiment directory; choose another --out")
-        recorded = json.loads(marker.read_text())
-        if recorded != identity and not overwrite:
-            raise InputError(f"{out} holds the experiment {recorded}, not {identity}; use --overwrite or another --out")
-
-
-def _claim(out: Path, identity: dict[str, Any], overwrite: bool) -> None:
-    """Mark ``out`` as this experiment's directory; with ``overwrite``, remove what it wrote there before."""
-    check_experiment_directory(out, identity, overwrite)
-    if overwrite and (out / MARKER).exists():
-        for name in ("rounds", "summary.json", "summary.md", *_figure_names(out)):
-            target = out / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-    (out / MARKER).parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / MARKER, json.dumps(identity))
 
 
 def _figure_names(out: Path) -> list[str]:

@@ -11,7 +11,8 @@ import pytest
 from dmr_ray.cli import main
 from dmr_ray.experiments import plots, simulation, tables
 from dmr_ray.experiments.combined import combine_simulation_summaries
-from dmr_ray.experiments.simulation import MARKER, METHODS, round_file, write_summary
+from dmr_ray.experiments.directory import MARKER
+from dmr_ray.experiments.simulation import METHODS, round_file, write_summary
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
