@@ -8,6 +8,7 @@ one row per (seq_id, region, exposure, outcome, method), with the DESIGN schema.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -153,6 +154,16 @@ def instrument_mask(
     return keep
 
 
+def instrument_masks(beta: np.ndarray, se: np.ndarray, options: LocalMROptions) -> dict[tuple[str, str], np.ndarray]:
+    """:func:`instrument_mask` of every pair of ``options`` on the ``[n, L, 3, T]`` effects
+    ``beta``: ``(exposure, outcome) → bool [n, L, 3]``."""
+    index = {name: i for i, name in enumerate(options.tasks)}
+    return {
+        (exposure, outcome): instrument_mask(beta, se, index[exposure], index[outcome], options)
+        for exposure, outcome in options.pairs
+    }
+
+
 def region_rows(
     beta: np.ndarray,
     se: np.ndarray,
@@ -256,7 +267,7 @@ def local_effects_table(
     seq_ids: np.ndarray,
     options: LocalMROptions,
     *,
-    select_on: np.ndarray | None = None,
+    instruments: Mapping[tuple[str, str], np.ndarray] | None = None,
 ) -> pa.Table:
     """Local causal effects of one chunk of ``effects.zarr``.
 
@@ -268,9 +279,10 @@ def local_effects_table(
         ``[n]`` identifiers; every row of the output carries its sequence's id.
     options
         What to compute.
-    select_on
-        ``[n, L, 3, T]`` effects on which instruments are selected (:func:`instrument_mask`
-        with ``se``); ``beta`` itself by default.
+    instruments
+        Which substitutions are each pair's instruments (:func:`instrument_masks`, e.g. of the
+        ensemble's effects when ``beta`` is one replicate's); chosen on ``beta`` itself by
+        default.
 
     Returns
     -------
@@ -284,9 +296,8 @@ def local_effects_table(
     index = {name: i for i, name in enumerate(options.tasks)}
     parts = []
     for exposure, outcome in options.pairs:
-        x, y = index[exposure], index[outcome]
-        chosen = None if select_on is None else instrument_mask(select_on, se, x, y, options)
-        rows = region_rows(beta, se, x, y, options, chosen)
+        chosen = None if instruments is None else instruments[exposure, outcome]
+        rows = region_rows(beta, se, index[exposure], index[outcome], options, chosen)
         for method in options.estimators:
             cols, estimator = _run_estimator(method, rows, options)
             parts.append(
@@ -301,14 +312,14 @@ def replicate_local_effects(
     seq_ids: np.ndarray,
     options: LocalMROptions,
     *,
-    select_on: np.ndarray | None = None,
+    instruments: Mapping[tuple[str, str], np.ndarray] | None = None,
 ) -> pa.Table:
     """Local effects of every replicate: :func:`~dmr_ray.deepmr.local.local_effects_table` of
     each replicate's effects with the ensemble's SEs, plus the column :data:`REPLICATE`.
 
-    With ``select_on`` (the ensemble's ``[n, L, 3, T]`` effects) every replicate is fitted on
-    the ensemble's instruments, so the replicates differ only in their effects, not in which
-    substitutions they use.
+    With ``instruments`` (:func:`instrument_masks` of the ensemble's effects) every replicate
+    is fitted on the ensemble's instruments, so the replicates differ only in their effects,
+    not in which substitutions they use; without, each on its own.
 
     Parameters
     ----------
@@ -340,7 +351,7 @@ def replicate_local_effects(
         )
     tables = []
     for r, beta in enumerate(replicate_beta):
-        table = local_effects_table(beta, se, seq_ids, options, select_on=select_on)
+        table = local_effects_table(beta, se, seq_ids, options, instruments=instruments)
         tables.append(table.append_column(REPLICATE, pa.array(np.full(table.num_rows, r, dtype=np.int16))))
     return pa.concat_tables(tables)
 
@@ -397,7 +408,7 @@ def local_replicate_inference(local: pa.Table, local_replicates: pa.Table, *, al
 
     Per row, the estimate is the mean of the R replicates' fits of the same region on the
     same instruments (:func:`replicate_local_effects` with
-    ``select_on``), its SE their SD (ddof 1) / sqrt(R), and the CI and p-value come from
+    ``instruments``), its SE their SD (ddof 1) / sqrt(R), and the CI and p-value come from
     Student's t on R - 1 df: an interval for the effect the model's members agree on, whose
     width is their disagreement, rather than the ensemble fit's, whose SEs count one member's
     error shared by all instruments as independent evidence. The fit's other columns

@@ -9,7 +9,8 @@ chunk is named with its rows and seq_ids.
 
 With a ``replicates`` directory (an effects store written with ``keep_replicates``), each
 chunk also gets every replicate's local effects, fitted on the ensemble's instruments
-(:func:`~dmr_ray.deepmr.local.replicate_local_effects` with ``select_on``), as the part of
+(:func:`~dmr_ray.deepmr.local.replicate_local_effects` with the ensemble's
+:func:`~dmr_ray.deepmr.local.instrument_masks`, chosen once per chunk), as the part of
 the same name there, written before the ensemble's part, so a chunk counts as done only when
 both exist. With ``options.inference == "replicate"`` the ensemble's rows take their
 inference from those fits (:func:`~dmr_ray.deepmr.local.local_replicate_inference`).
@@ -24,6 +25,7 @@ import pyarrow as pa
 from dmr_ray._atomic import write_parquet_atomic
 from dmr_ray.deepmr.local import (
     LocalMROptions,
+    instrument_masks,
     local_effects_table,
     local_replicate_inference,
     replicate_local_effects,
@@ -123,11 +125,12 @@ class LocalMRWorker:
         """The local effects of chunk ``index`` (:func:`~dmr_ray.deepmr.local.local_effects_table`),
         and every replicate's when asked (else None)."""
         chunk = self.effects.read_chunk(index)
-        table = local_effects_table(chunk["beta"], chunk["se"], chunk["seq_id"], self.options)
+        instruments = instrument_masks(chunk["beta"], chunk["se"], self.options)
+        table = local_effects_table(chunk["beta"], chunk["se"], chunk["seq_id"], self.options, instruments=instruments)
         if not self.replicates:
             return table, None
         beta = read_replicate_beta(self.effects, *self.effects.chunk_bounds(index))
-        replicates = replicate_local_effects(beta, chunk["se"], chunk["seq_id"], self.options, select_on=chunk["beta"])
+        replicates = replicate_local_effects(beta, chunk["se"], chunk["seq_id"], self.options, instruments=instruments)
         if self.options.inference == "replicate":
             table = local_replicate_inference(table, replicates, alpha=self.options.alpha)
         return table, replicates

@@ -21,7 +21,13 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from dmr_ray.deepmr.local import REPLICATE, LocalMROptions, across_replicates, replicate_local_effects
+from dmr_ray.deepmr.local import (
+    REPLICATE,
+    LocalMROptions,
+    across_replicates,
+    instrument_masks,
+    replicate_local_effects,
+)
 from dmr_ray.deepmr.stages import GROUP_KEYS, global_effects_table
 from dmr_ray.errors import InputError
 
@@ -132,5 +138,6 @@ def replicate_global_effects(
     InputError
         Fewer than two replicates, or shapes that do not match.
     """
-    local = replicate_local_effects(replicate_beta, se, seq_ids, options, select_on=select_on)
+    instruments = None if select_on is None else instrument_masks(select_on, se, options)
+    local = replicate_local_effects(replicate_beta, se, seq_ids, options, instruments=instruments)
     return replicate_inference(local, method=meta_method, alpha=alpha)

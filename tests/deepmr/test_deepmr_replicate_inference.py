@@ -15,7 +15,7 @@ import yaml
 from scipy import stats
 
 from dmr_ray.config import config_from_dict, load_config
-from dmr_ray.deepmr.local import LocalMROptions, local_effects_table, local_replicate_inference
+from dmr_ray.deepmr.local import LocalMROptions, instrument_masks, local_effects_table, local_replicate_inference
 from dmr_ray.deepmr.pipeline import run_audit
 from dmr_ray.deepmr.stages import global_effects_table, read_local_effects, run_global_stage, run_local_stage
 from dmr_ray.engine import EngineOptions, IsmJob, run_ism
@@ -176,9 +176,10 @@ def test_replicate_global_mean_equals_each_members_own_audit(staged) -> None:
     )
     stored = EffectsStore.open(str(root / "effects.zarr")).read()
     se, ensemble = stored["se"], stored["beta"]
+    chosen = instrument_masks(ensemble, se, options)
     ids = np.array([f"seq{i}" for i in range(members.shape[1])])
     brute = [
-        _by_key(global_effects_table(local_effects_table(b, se, ids, options, select_on=ensemble))) for b in members
+        _by_key(global_effects_table(local_effects_table(b, se, ids, options, instruments=chosen))) for b in members
     ]
     for key, row in wise.items():
         each = [audit[key]["estimate"] for audit in brute]
