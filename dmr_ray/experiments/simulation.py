@@ -4,7 +4,8 @@ Each round ``i`` draws α ~ N(100, 3) and an effect (N(10, .5) with p = .5, else
 clipped at 0) from ``seed`` and ``i``, simulates the scenario's data, trains an ensemble, runs
 the whole Deep MR audit (:func:`dmr_ray.deepmr.pipeline.run_audit`) and scores its local and
 global estimates against the planted truth joined on ``seq_id``. A finished round is kept as
-``rounds/<i>/round.json`` (written atomically, last); a rerun computes only the missing rounds.
+``rounds/<i>/round.json`` (written atomically, last); a rerun computes only the missing rounds
+and scores again, from its stored audit, a round scored by an older version (:data:`SCORING`).
 
 Rounds run as Ray tasks, ``parallel`` at a time, each in a placement group of its size's
 ``round_cpus`` (:mod:`dmr_ray.experiments.rounds`); the audit's engine runs in the round's
@@ -155,6 +156,11 @@ def run_simulation_experiment(
     missing = [i for i in range(rounds) if overwrite or not round_file(out, i).exists()]
     if missing:
         _run_missing(out, identity, missing, parallel=parallel, overwrite=overwrite, echo=echo)
+    stale = [i for i in range(rounds) if json.loads(round_file(out, i).read_text()).get("scoring") != SCORING]
+    if stale:
+        echo(f"{len(stale)} round(s) scored by an older version: scoring them again from their stored audits")
+        for index in stale:
+            rescore_round(out, index, scenario=scenario, size=SIZES[size], seed=seed)
     return write_summary(out, identity, rounds)
 
 
@@ -252,15 +258,55 @@ def _figure_names(out: Path) -> list[str]:
     return list(json.loads(summary.read_text()).get("figures", [])) if summary.exists() else []
 
 
+SCORING = 2
+"""Version of the scores in a round record (``round.json``'s ``scoring``). A record of another
+version is scored again from the round's stored audit (:func:`rescore_round`), without
+simulating afresh, training or auditing. Version 2 added the sequence-context truth."""
+
+
 def run_round(scenario: str, index: int, work: Path, *, size: ExperimentSize, seed: int) -> dict[str, Any]:
     """Simulate, train, audit and score round ``index``; ``work`` keeps its data and audit."""
     import yaml
 
     from dmr_ray.deepmr.config import DeepMRConfig
     from dmr_ray.deepmr.pipeline import run_audit
-    from dmr_ray.demo import prepare_simulated_audit, simulated_sequences, subset_simulation
-    from dmr_ray.sim import local_true_effects, simulate_tf_coop
-    from dmr_ray.sim.tf_coop import EXPOSURE_MOTIF, OUTCOME_MOTIF
+    from dmr_ray.demo import prepare_simulated_audit
+
+    draw, round_seed, sim = _simulate_round(scenario, index, size=size, seed=seed)
+    config_path, audit = prepare_simulated_audit(sim, size.settings, work, round_seed)
+    if size.engine_actors is not None:
+        raw = yaml.safe_load(config_path.read_text())
+        raw["engine"] = {"actors": size.engine_actors}
+        write_text_atomic(config_path, yaml.safe_dump(raw, sort_keys=False))
+    config = DeepMRConfig.load(config_path)
+    run_audit(config, echo=lambda _: None, run_info={"simulation": {"scenario": scenario, "round": index}})
+    return round_record(index, draw, sim, audit, Path(config.out))
+
+
+def rescore_round(out: Path, index: int, *, scenario: str, size: ExperimentSize, seed: int) -> dict[str, Any]:
+    """Score a finished round again from its stored audit and rewrite ``round.json``; returns the record.
+
+    The round's data are simulated again from its seed (deterministic, seconds) for the truths;
+    the audited rows are the sequences of the stored effects.
+    """
+    from dmr_ray.deepmr.config import DeepMRConfig
+    from dmr_ray.store import EffectsStore
+
+    path = round_file(out, index)
+    draw, _, sim = _simulate_round(scenario, index, size=size, seed=seed)
+    audit_dir = Path(DeepMRConfig.load(path.parent / "audit.yaml").out)
+    rows = {_seq_id(i): i for i in range(len(sim.tokens))}
+    stored = EffectsStore.open(str(audit_dir / "effects.zarr")).read()["seq_id"]
+    audit = np.array([rows[str(seq_id)] for seq_id in stored], dtype=np.int64)
+    record = round_record(index, draw, sim, audit, audit_dir)
+    write_text_atomic(path, json.dumps(record, indent=1))
+    return record
+
+
+def _simulate_round(scenario: str, index: int, *, size: ExperimentSize, seed: int) -> tuple[RoundDraw, int, Any]:
+    """Round ``index``'s draw, seed and simulated data (a deterministic function of its arguments)."""
+    from dmr_ray.demo import simulated_sequences
+    from dmr_ray.sim import simulate_tf_coop
 
     settings = size.settings
     draw = RoundDraw.for_round(seed, index)
@@ -273,36 +319,56 @@ def run_round(scenario: str, index: int, work: Path, *, size: ExperimentSize, se
         seed=round_seed,
         **SCENARIOS[scenario],
     )
-    config_path, audit = prepare_simulated_audit(sim, settings, work, round_seed)
-    if size.engine_actors is not None:
-        raw = yaml.safe_load(config_path.read_text())
-        raw["engine"] = {"actors": size.engine_actors}
-        write_text_atomic(config_path, yaml.safe_dump(raw, sort_keys=False))
-    config = DeepMRConfig.load(config_path)
+    return draw, round_seed, sim
+
+
+def _seq_id(row: int) -> str:
+    return f"sim{row:05d}"
+
+
+def round_record(index: int, draw: RoundDraw, sim: Any, audit: np.ndarray, audit_dir: Path) -> dict[str, Any]:
+    """Score the audit in ``audit_dir`` of ``sim``'s rows ``audit`` against both truths: the round's record.
+
+    The local truth is evaluated in the sequence's own context (``truth``; the function a model
+    trained on the data can learn) and, as the original did, with the confounders removed
+    (``truth_unconfounded``); see :func:`dmr_ray.sim.tf_coop.local_true_effects`. Without
+    confounders they agree.
+    """
+    from dmr_ray.demo import subset_simulation
+    from dmr_ray.sim import local_true_effects
+    from dmr_ray.sim.tf_coop import EXPOSURE_MOTIF, OUTCOME_MOTIF
+
     audited = subset_simulation(sim, audit)
-    truth = local_true_effects(audited)
-    ids = [f"sim{i:05d}" for i in audit]
+    ids = [_seq_id(i) for i in audit]
+    truth = dict(zip(ids, local_true_effects(audited, context="sequence").tolist(), strict=True))
+    unconfounded = dict(zip(ids, local_true_effects(audited, context="unconfounded").tolist(), strict=True))
     spans = {
         seq_id: MotifSpans(int(e), EXPOSURE_MOTIF.length, int(o), OUTCOME_MOTIF.length)
         for seq_id, e, o in zip(ids, audited.exposure_start, audited.outcome_start, strict=True)
     }
-    run_audit(config, echo=lambda _: None, run_info={"simulation": {"scenario": scenario, "round": index}})
-    local_truth = dict(zip(ids, truth.tolist(), strict=True))
-    scores = score_round(Path(config.out), local_truth, spans)
     return {
         "round": index,
+        "scoring": SCORING,
         **asdict(draw),
-        "true_global": float(np.nanmean(truth)),
-        **scores,
-        "local": local_estimates(Path(config.out), local_truth),
+        "true_global": float(np.nanmean(list(truth.values()))),
+        "true_global_unconfounded": float(np.nanmean(list(unconfounded.values()))),
+        **score_round(audit_dir, truth, spans, unconfounded=unconfounded),
+        "local": local_estimates(audit_dir, truth, unconfounded),
     }
 
 
-def score_round(audit: Path, truth: dict[str, float], spans: Mapping[str, MotifSpans]) -> dict[str, Any]:
+def score_round(
+    audit: Path,
+    truth: dict[str, float],
+    spans: Mapping[str, MotifSpans],
+    *,
+    unconfounded: Mapping[str, float],
+) -> dict[str, Any]:
     """Score one audit directory against the local truths (``seq_id`` → true local effect).
 
     ``spans`` (the planted motifs of each audited sequence) give the model's own local effects
     (:mod:`dmr_ray.experiments.model_truth`), against which the local intervals are scored too.
+    ``unconfounded`` holds the original's local truths (confounders removed), scored too.
 
     Returns
     -------
@@ -310,7 +376,8 @@ def score_round(audit: Path, truth: dict[str, float], spans: Mapping[str, MotifS
         ``methods``: per method the forward global estimate, its CI and p, the reverse p,
         whether the CI (and the original's estimate ± 2τ) holds the true global effect, local
         coverage (of the truth, and of the model's own local effect), median local CI width,
-        power and the number of local estimates; ``model``: the median ratio of the model's
+        power and the number of local estimates, local and global coverage of the
+        ``unconfounded`` truths (``*_unconfounded``); ``model``: the median ratio of the model's
         local effect to the truth and the mean of its reverse local effects (planted 0);
         ``baseline``: the naive ratio-mean estimate and its 95 % interval.
     """
@@ -328,6 +395,7 @@ def score_round(audit: Path, truth: dict[str, float], spans: Mapping[str, MotifS
     global_rows = {(r["exposure"], r["outcome"], r["method"]): r for r in global_table.to_pylist()}
     local = local_table.to_pylist()
     true_global = float(np.nanmean(list(truth.values())))
+    true_unconfounded = float(np.nanmean(list(unconfounded.values())))
     methods = {}
     for method in METHODS:
         forward = global_rows[(EXPOSURE, OUTCOME, method)]
@@ -357,12 +425,16 @@ def score_round(audit: Path, truth: dict[str, float], spans: Mapping[str, MotifS
             "n_local": len(rows),
             "local_coverage": mean_of(covered),
             "local_coverage_model": mean_of(covered_model),
+            "local_coverage_unconfounded": mean_of(
+                [r["ci_low"] <= unconfounded[r["seq_id"]] <= r["ci_high"] for r in rows]
+            ),
+            "global_covered_unconfounded": bool(forward["ci_low"] <= true_unconfounded <= forward["ci_high"]),
             "local_ci_width": float(np.median([r["ci_high"] - r["ci_low"] for r in rows])) if rows else None,
             "power": mean_of([r["ci_low"] > 0 or r["ci_high"] < 0 for r in nonzero]),
         }
-    ratios = [f / truth[k] for k, (f, _) in learned.items() if k in truth and truth[k] != 0 and math.isfinite(f)]
     model = {
-        "local_ratio_median": median_of(ratios),
+        "local_ratio_median": _median_ratio(learned, truth),
+        "local_ratio_median_unconfounded": _median_ratio(learned, unconfounded),
         "reverse_effect_mean": model_reverse,
     }
     return {
@@ -371,6 +443,13 @@ def score_round(audit: Path, truth: dict[str, float], spans: Mapping[str, MotifS
         "direction_call": direction_call(global_table, local_table),
         "baseline": naive_ratio_baseline(effects, true_global),
     }
+
+
+def _median_ratio(learned: Mapping[str, tuple[float, float]], truth: Mapping[str, float]) -> float | None:
+    """Median over sequences of the model's own forward local effect over the true one."""
+    return median_of(
+        [f / truth[k] for k, (f, _) in learned.items() if k in truth and truth[k] != 0 and math.isfinite(f)]
+    )
 
 
 def direction_call(global_table: pa.Table, local_table: pa.Table) -> str:
@@ -387,14 +466,22 @@ def direction_call(global_table: pa.Table, local_table: pa.Table) -> str:
     return "forward" if call.direction == (EXPOSURE, OUTCOME) else "reverse"
 
 
-def local_estimates(audit: Path, truth: dict[str, float]) -> dict[str, list[dict[str, Any]]]:
-    """Per method, the scored local estimates: ``seq_id``, ``truth``, ``estimate``, ``ci_low``, ``ci_high``."""
+def local_estimates(
+    audit: Path, truth: dict[str, float], unconfounded: Mapping[str, float]
+) -> dict[str, list[dict[str, Any]]]:
+    """Per method, the scored local estimates: ``seq_id``, ``truth``, ``truth_unconfounded``,
+    ``estimate``, ``ci_low``, ``ci_high``."""
     from dmr_ray.deepmr.stages import read_local_effects
 
     local = read_local_effects(audit / "local_effects.parquet").to_pylist()
     return {
         method: [
-            {"seq_id": r["seq_id"], "truth": truth[r["seq_id"]], **{k: r[k] for k in ("estimate", "ci_low", "ci_high")}}
+            {
+                "seq_id": r["seq_id"],
+                "truth": truth[r["seq_id"]],
+                "truth_unconfounded": unconfounded[r["seq_id"]],
+                **{k: r[k] for k in ("estimate", "ci_low", "ci_high")},
+            }
             for r in _scored_local(local, truth, method)
         ]
         for method in METHODS
@@ -440,6 +527,7 @@ def model_aggregate(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     calls = [r["direction_call"] for r in rows if "direction_call" in r]
     return {
         "local_ratio_median": median_of([m["local_ratio_median"] for m in models]),
+        "local_ratio_median_unconfounded": median_of([m.get("local_ratio_median_unconfounded") for m in models]),
         "reverse_effect_mean": mean_of([m["reverse_effect_mean"] for m in models]),
         "direction_calls": {c: calls.count(c) / len(calls) for c in sorted(set(calls))},
     }
@@ -462,8 +550,12 @@ def aggregate(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "global_accuracy": _correlation([s["estimate"] for s in scores], truth),
             "global_coverage": mean_of([s["global_covered"] for s in scores]),
             "global_coverage_2tau": mean_of([s.get("global_covered_2tau") for s in scores]),
+            "global_coverage_unconfounded": mean_of([s.get("global_covered_unconfounded") for s in scores]),
             "local_coverage": weighted_mean([s["local_coverage"] for s in scores], weights),
             "local_coverage_model": weighted_mean([s.get("local_coverage_model") for s in scores], weights),
+            "local_coverage_unconfounded": weighted_mean(
+                [s.get("local_coverage_unconfounded") for s in scores], weights
+            ),
             "local_ci_width": median_of([s["local_ci_width"] for s in scores]),
             "power": weighted_mean([s["power"] for s in scores], weights),
             "false_direction_rate": mean_of([s["false_direction"] for s in scores]),
@@ -493,10 +585,11 @@ def summary_table(summary: dict[str, Any]) -> str:
         "All scores:",
         "",
         "| scenario | method | global CE true (mean) | global CE estimated (mean) | global accuracy | "
-        "global coverage (95 % CI) | global coverage (± 2τ) | local coverage | local coverage of the model's own "
+        "global coverage (95 % CI) | global coverage (± 2τ) | global coverage of the original's truth | "
+        "local coverage | local coverage of the original's truth | local coverage of the model's own "
         "effect | median local CI width | power | false-direction rate | reverse CI covers the model's own reverse "
         "effect |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     true_mean = fmt(float(np.mean([r["true_global"] for r in summary["per_round"]])))
     for method in (*METHODS, "naive_ratio"):
@@ -513,7 +606,9 @@ def summary_table(summary: dict[str, Any]) -> str:
             *(
                 fmt(a.get(k))
                 for k in (
+                    "global_coverage_unconfounded",
                     "local_coverage",
+                    "local_coverage_unconfounded",
                     "local_coverage_model",
                     "local_ci_width",
                     "power",
@@ -526,8 +621,13 @@ def summary_table(summary: dict[str, Any]) -> str:
     model = summary.get("model", {})
     lines += [
         "",
+        "The truth is the local effect in each sequence's own context (its confounder motif kept, the "
+        "sequence-independent confounder averaged out); the original's truth removes both confounders "
+        "(dmr_ray.sim.tf_coop.local_true_effects). Without confounders they agree.",
+        "",
         f"The model's own effects (the truth's substitutions through the audited ensemble): median local "
-        f"model / truth ratio {fmt(model.get('local_ratio_median'))}, mean reverse local effect "
+        f"model / truth ratio {fmt(model.get('local_ratio_median'))} (to the original's truth "
+        f"{fmt(model.get('local_ratio_median_unconfounded'))}), mean reverse local effect "
         f"{fmt(model.get('reverse_effect_mean'))} (planted 0). The report's direction call, fraction of rounds: "
         + (", ".join(f"{call} {share:.2f}" for call, share in model.get("direction_calls", {}).items()) or "–")
         + ".",

@@ -24,11 +24,20 @@ CONFOUNDING = {"none": "None", "sequence": "Sequence-based", "random": "Random",
 
 BASELINE = "naive_ratio"
 
-SCORES = ("local_coverage", "local_ci_width", "power", "false_direction_rate", "global_accuracy", "global_coverage")
+SCORES = (
+    "local_coverage",
+    "local_coverage_unconfounded",
+    "local_ci_width",
+    "power",
+    "false_direction_rate",
+    "global_accuracy",
+    "global_coverage",
+)
 """The columns of :func:`score_rows` after scenario, size, rounds and method."""
 
 SCORE_HEADERS = (
     "local coverage",
+    "local coverage of the original's truth (confounders removed)",
     "median local CI width",
     "power",
     "false-direction rate",

@@ -415,47 +415,90 @@ def oracle_counts(tokens: np.ndarray, params: TFCoopParams) -> np.ndarray:
     return _expected_counts(q_exp, q_out, 0.0, 0.0, params)
 
 
-def local_true_effects(data: TFCoopData, params: TFCoopParams | None = None) -> np.ndarray:
+TRUTH_CONTEXTS = ("unconfounded", "sequence")
+"""Where the local truth is evaluated (:func:`local_true_effects`)."""
+
+
+def local_true_effects(
+    data: TFCoopData, params: TFCoopParams | None = None, *, context: str = "unconfounded"
+) -> np.ndarray:
     """Per-sequence true local causal effect (deep_mr.md §9).
 
     For each pair sequence every position of the exposure-motif span is substituted by each
-    other base (the reference base gives Δ = 0 and so does not change the slope), the oracle
-    (:func:`oracle_counts`) is run on reference and mutants, and the effect is the OLS slope
-    through the origin ``Σ Δ_exp Δ_out / Σ Δ_exp²`` of the Anscombe-transformed expected counts.
+    other base (the reference base gives Δ = 0 and so does not change the slope), the expected
+    counts of reference and mutants are Anscombe-transformed, and the effect is the OLS slope
+    through the origin ``Σ Δ_exp Δ_out / Σ Δ_exp²``.
 
     Parameters
     ----------
     data
         A simulated data set.
     params
-        α and β for the oracle; defaults to ``data.params`` (use the round's values).
+        α and β (and the confounder settings for ``context="sequence"``); defaults to
+        ``data.params`` (use the round's values).
+    context
+        Where the effect is evaluated:
+
+        * ``"unconfounded"`` (the original's truth): the noiseless oracle
+          (:func:`oracle_counts`) with both confounders removed, ``η q_conf = τ b = 0``;
+        * ``"sequence"``: the sequence as it is, the function a model trained on the data can
+          learn: the sequence's own confounder-motif occupancy stays in both counts (the
+          substitutions do not touch it, but on the Anscombe scale the slope depends on the
+          count level) and the sequence-independent confounder, which no sequence reveals,
+          is averaged out, ``f = Σ_b P(b) · anscombe(c(q, b))`` with ``P(b = 1) =
+          confounder_prob``. Without confounders both contexts agree.
 
     Returns
     -------
     numpy.ndarray
         ``float64 [n]`` indexed like ``data.tokens``; NaN for sequences that are not pairs.
+
+    Raises
+    ------
+    InputError
+        For an unknown ``context``.
     """
+    if context not in TRUTH_CONTEXTS:
+        raise InputError(f"context: {context!r} is not one of {', '.join(TRUTH_CONTEXTS)}")
     params = data.params if params is None else params
     truth = np.full(data.tokens.shape[0], np.nan)
     pairs = np.flatnonzero(data.is_pair)
     for start in range(0, pairs.size, _TRUTH_CHUNK):
         chunk = pairs[start : start + _TRUTH_CHUNK]
-        truth[chunk] = _span_slopes(data.tokens[chunk], data.exposure_start[chunk], params)
+        truth[chunk] = _span_slopes(data.tokens[chunk], data.exposure_start[chunk], params, context)
     return truth
 
 
-def global_true_effect(data: TFCoopData, params: TFCoopParams | None = None) -> float:
+def global_true_effect(data: TFCoopData, params: TFCoopParams | None = None, *, context: str = "unconfounded") -> float:
     """Global true causal effect: the mean of :func:`local_true_effects` over pair sequences.
 
     Raises
     ------
     InputError
-        If the data set holds no pair sequence.
+        If the data set holds no pair sequence, or for an unknown ``context``.
     """
-    truth = local_true_effects(data, params)
+    truth = local_true_effects(data, params, context=context)
     if not np.isfinite(truth).any():
         raise InputError("the data set holds no pair sequence, so the global true effect is undefined")
     return float(np.nanmean(truth))
+
+
+def _transformed_counts(tokens: np.ndarray, params: TFCoopParams, context: str) -> np.ndarray:
+    """``float64 [n, 2]`` Anscombe-transformed expected counts in ``context`` (:func:`local_true_effects`)."""
+    if context == "unconfounded":
+        return anscombe(oracle_counts(tokens, params))
+    q_exp = occupancy(tokens, EXPOSURE_MOTIF)
+    q_out = occupancy(tokens, OUTCOME_MOTIF)
+    q_conf = occupancy(tokens, CONFOUNDER_MOTIF) if params.confounder_motif else np.zeros(len(tokens))
+    p = params.confounder_prob
+    return sum(
+        (
+            w * anscombe(_expected_counts(q_exp, q_out, q_conf, b, params))
+            for b, w in ((0.0, 1.0 - p), (1.0, p))
+            if w > 0
+        ),
+        np.zeros((len(tokens), 2)),
+    )
 
 
 def _observe(
@@ -515,8 +558,8 @@ def _embed(tokens: np.ndarray, motif: Motif, start: np.ndarray, rng: np.random.G
     tokens[rows[:, None], start[rows, None] + np.arange(motif.length)] = instances[rows]
 
 
-def _span_slopes(tokens: np.ndarray, exposure_start: np.ndarray, params: TFCoopParams) -> np.ndarray:
-    """Oracle slope of Δ outcome on Δ exposure over all substitutions in the exposure-motif span."""
+def _span_slopes(tokens: np.ndarray, exposure_start: np.ndarray, params: TFCoopParams, context: str) -> np.ndarray:
+    """Slope of Δ outcome on Δ exposure (in ``context``) over all substitutions in the exposure-motif span."""
     m, length = tokens.shape
     k = EXPOSURE_MOTIF.length
     positions = np.repeat(exposure_start[:, None] + np.arange(k), 3, axis=1)  # [m, 3k]
@@ -525,8 +568,8 @@ def _span_slopes(tokens: np.ndarray, exposure_start: np.ndarray, params: TFCoopP
     mutants = np.repeat(tokens[:, None, :], 3 * k, axis=1)  # [m, 3k, L]
     alt = (tokens[rows, positions] + shifts) % 4
     mutants[rows, np.arange(3 * k)[None, :], positions] = alt
-    ref = anscombe(oracle_counts(tokens, params))
-    mut = anscombe(oracle_counts(mutants.reshape(-1, length), params)).reshape(m, 3 * k, 2)
+    ref = _transformed_counts(tokens, params, context)
+    mut = _transformed_counts(mutants.reshape(-1, length), params, context).reshape(m, 3 * k, 2)
     delta = mut - ref[:, None, :]
     sxx = np.einsum("ij,ij->i", delta[..., 0], delta[..., 0])
     sxy = np.einsum("ij,ij->i", delta[..., 0], delta[..., 1])

@@ -31,6 +31,7 @@ def _method(truth: float, estimate: float, coverage: float, reverse_p: float) ->
         "false_direction": reverse_p < 0.05,
         "n_local": 4,
         "local_coverage": coverage,
+        "local_coverage_unconfounded": coverage / 2,
         "local_ci_width": 1.0,
         "power": 1.0,
     }
@@ -132,7 +133,7 @@ def test_experiment_sim_combined_table_across_scenarios(tmp_path, monkeypatch) -
     for name in result["figures"]:
         assert (out / name).read_bytes()[:8] == PNG
     markdown = (out / "summary.md").read_text()
-    assert "| none | quick | 3 | deepmr | 0.833 | 1 | 1 | 0 | 1 | 1 |" in markdown
+    assert "| none | quick | 3 | deepmr | 0.833 | 0.417 | 1 | 1 | 0 | 1 | 1 |" in markdown
     assert "| Both | ivw |" in markdown
 
 

@@ -170,7 +170,7 @@ def test_confounder_motif_frequency_follows_its_probability(p):
     assert d.has_confounder.mean() == pytest.approx(p, abs=0.03)
 
 
-def _one_pair(tokens: np.ndarray, exposure_start: int, outcome_start: int, beta: float) -> sim.TFCoopData:
+def _one_pair(tokens: np.ndarray, exposure_start: int, outcome_start: int, params: sim.TFCoopParams) -> sim.TFCoopData:
     """A one-sequence data set holding a pair at the given starts (only what the truth reads)."""
     flag = np.array([True])
     return sim.TFCoopData(
@@ -185,26 +185,31 @@ def _one_pair(tokens: np.ndarray, exposure_start: int, outcome_start: int, beta:
         exposure_start=np.array([exposure_start]),
         outcome_start=np.array([outcome_start]),
         confounder_start=np.array([-1]),
-        params=sim.TFCoopParams(alpha=100.0, beta=beta),
+        params=params,
     )
 
 
-@pytest.mark.parametrize("beta", [100.0, 50.0, 0.0])
-def test_truth_on_a_hand_checkable_pair(beta):
-    """Consensus GATA3 at 2 and TAL1::TCF3 at 18 in a TC repeat that binds neither.
+def _consensus(motif: sim.Motif) -> np.ndarray:
+    return np.array(["ACGT".index(c) for c in motif.consensus], dtype=np.uint8)
 
-    The outcome site is saturated (q_out = 1), so the oracle gives c_exp = 1 + α q and
-    c_out = 1 + β q, where a substitution of base b at exposure position j turns the single
-    site's energy E into E + e[j, b] − e[j, consensus_j] and q = 1/(1 + exp(E)). The slope
-    through the origin of ΔA(c_out) on ΔA(c_exp), A(c) = 2√(c + 3/8), follows by hand;
-    with β = α it is exactly 1.
+
+def _hand_checkable_pair(with_sox2: bool) -> tuple[np.ndarray, list[float], float]:
+    """Consensus GATA3 at 2 and TAL1::TCF3 at 18 (and Sox2 at 32) in a TC repeat that binds none.
+
+    Returns the tokens, the exposure occupancy after each of the span's substitutions and the
+    reference's. A substitution of base b at exposure position j turns the single site's energy
+    E into E + e[j, b] − e[j, consensus_j] and q = 1/(1 + exp(E)).
     """
-    gata, tal1 = sim.EXPOSURE_MOTIF, sim.OUTCOME_MOTIF
-    tokens = np.array([3, 1] * 15, dtype=np.uint8)
-    assert sim.occupancy(tokens[None], gata)[0] < 1e-6 and sim.occupancy(tokens[None], tal1)[0] < 1e-6
-    site = np.array(["ACGT".index(c) for c in gata.consensus])
+    gata, tal1, sox2 = sim.EXPOSURE_MOTIF, sim.OUTCOME_MOTIF, sim.CONFOUNDER_MOTIF
+    tokens = np.array([3, 1] * 22, dtype=np.uint8)
+    for motif in (gata, tal1, sox2):
+        assert sim.occupancy(tokens[None], motif)[0] < 1e-6
+    site = _consensus(gata)
     tokens[2 : 2 + gata.length] = site
-    tokens[18 : 18 + tal1.length] = np.array(["ACGT".index(c) for c in tal1.consensus])
+    tokens[18 : 18 + tal1.length] = _consensus(tal1)
+    if with_sox2:
+        tokens[32 : 32 + sox2.length] = _consensus(sox2)
+        assert sim.occupancy(tokens[None], sox2)[0] > 0.999
     energies = gata.energies()
     e_ref = energies[np.arange(gata.length), site].sum()
     q = [
@@ -213,15 +218,59 @@ def test_truth_on_a_hand_checkable_pair(beta):
         for b in range(4)
         if b != site[j]
     ]
-    q_ref = 1.0 / (1.0 + np.exp(e_ref))
+    return tokens, q, 1.0 / (1.0 + np.exp(e_ref))
 
-    def a(c):
-        return 2.0 * np.sqrt(np.asarray(c) + 0.375)
 
-    d_exp = a(1 + 100.0 * np.array(q)) - a(1 + 100.0 * q_ref)
-    d_out = a(1 + beta * np.array(q)) - a(1 + beta * q_ref)
+def _a(c):
+    return 2.0 * np.sqrt(np.asarray(c) + 0.375)
+
+
+@pytest.mark.parametrize("beta", [100.0, 50.0, 0.0])
+def test_truth_on_a_hand_checkable_pair(beta):
+    """The outcome site is saturated (q_out = 1), so the oracle gives c_exp = 1 + α q and
+    c_out = 1 + β q; the slope through the origin of ΔA(c_out) on ΔA(c_exp), A(c) = 2√(c + 3/8),
+    follows by hand; with β = α it is exactly 1. Without confounders both contexts agree."""
+    tokens, q, q_ref = _hand_checkable_pair(with_sox2=False)
+    d_exp = _a(1 + 100.0 * np.array(q)) - _a(1 + 100.0 * q_ref)
+    d_out = _a(1 + beta * np.array(q)) - _a(1 + beta * q_ref)
     by_hand = (d_exp * d_out).sum() / (d_exp**2).sum()
-    truth = sim.local_true_effects(_one_pair(tokens, 2, 18, beta))[0]
+    pair = _one_pair(tokens, 2, 18, sim.TFCoopParams(alpha=100.0, beta=beta))
+    truth = sim.local_true_effects(pair)[0]
     assert truth == pytest.approx(by_hand, rel=1e-4, abs=1e-9)
+    assert sim.local_true_effects(pair, context="sequence")[0] == truth
     if beta == 100.0:
         assert truth == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("p_b", [0.0, 0.5, 1.0])
+def test_sequence_context_truth_on_a_hand_checkable_pair(p_b):
+    """A saturated Sox2 site (q_conf = 1) adds η and ν to the counts and b adds τ₁ and τ₂ with
+    probability p_b: by hand f = Σ_b P(b) A(c(b)) with c_exp = 1 + α q + η + τ₁ b and
+    c_out = 1 + β q + ν + τ₂ b. The original's truth ignores both, so it is the slope of the
+    pair without them."""
+    params = sim.TFCoopParams(
+        alpha=100.0, beta=300.0, eta=20.0, nu=30.0, tau1=40.0, tau2=60.0, confounder_motif=True, confounder_prob=p_b
+    )
+    tokens, q, q_ref = _hand_checkable_pair(with_sox2=True)
+    q = np.array(q)
+
+    def f(q_exp, beta, eta, nu, probability):
+        return sum(
+            w * np.stack([_a(1 + 100.0 * q_exp + eta + 40.0 * b), _a(1 + beta * q_exp + nu + 60.0 * b)])
+            for b, w in ((0, 1 - probability), (1, probability))
+        )
+
+    def slope(delta):
+        return (delta[0] * delta[1]).sum() / (delta[0] ** 2).sum()
+
+    pair = _one_pair(tokens, 2, 18, params)
+    in_context = slope(f(q, 300.0, 20.0, 30.0, p_b) - f(q_ref, 300.0, 20.0, 30.0, p_b)[:, None])
+    unconfounded = slope(f(q, 300.0, 0.0, 0.0, 0.0) - f(q_ref, 300.0, 0.0, 0.0, 0.0)[:, None])
+    assert sim.local_true_effects(pair, context="sequence")[0] == pytest.approx(in_context, rel=1e-4)
+    assert sim.local_true_effects(pair)[0] == pytest.approx(unconfounded, rel=1e-4)
+    assert abs(in_context / unconfounded - 1) > 0.01  # the context matters on the Anscombe scale
+
+
+def test_unknown_truth_context_is_refused(data):
+    with pytest.raises(InputError, match="context"):
+        sim.local_true_effects(data, context="confounded")
