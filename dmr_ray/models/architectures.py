@@ -16,7 +16,8 @@ activations of a reference and recompute only the window a point mutation change
 Names
 -----
 small_cnn
-    The Deep MR simulation's ``CountsRegressor`` (valid convolutions, as the original).
+    The Deep MR simulation's ``CountsRegressor`` (valid convolutions, as the original);
+    ``heads="separate"`` gives each task its own dense tower (:class:`TaskTowers`).
 bpnet
     BPNet-style dilated residual CNN with a profile and a count head ("same" padding).
 deepsea
@@ -32,7 +33,12 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from dmr_ray.errors import InputError
+
 ALPHABET_SIZE = 4
+
+HEADS = ("shared", "separate")
+"""``SmallCNN`` head layouts: one dense stack for all tasks, or one tower per task."""
 
 
 class SmallCNN(nn.Module):
@@ -42,9 +48,16 @@ class SmallCNN(nn.Module):
 
         body[i], i < n_conv:  Conv1d(4 or filters -> filters, kernel, padding 0)
                               BatchNorm1d(filters), ReLU, [Dropout(conv_dropout)]
-        head:                 Flatten
-                              [Linear(-> hidden), ReLU, [Dropout(dropout)]] x n_dense
-                              Linear(hidden -> n_tasks)
+        head, heads="shared":   Flatten
+                                [Linear(-> hidden), ReLU, [Dropout(dropout)]] x n_dense
+                                Linear(hidden -> n_tasks)
+        head, heads="separate": TaskTowers: per task t, Flatten
+                                [Linear(-> hidden), ReLU, [Dropout(dropout)]] x n_dense
+                                Linear(hidden -> 1); the n_tasks columns concatenated
+
+    With shared heads every task reads the same hidden dense units, so a network trained on
+    correlated tasks can route one task's input features into another's prediction through
+    them; separate towers share only the convolutions.
 
     Output position ``j`` of ``body`` sees input positions ``j .. j + n_conv*(kernel-1)``;
     the body output has ``length - n_conv*(kernel-1)`` positions. Output: ``[batch, n_tasks]``.
@@ -64,6 +77,14 @@ class SmallCNN(nn.Module):
     dropout, conv_dropout
         Dropout probability after each hidden dense ReLU / each convolution block
         (0 adds no layer). Needed for MC dropout.
+    heads
+        ``"shared"`` (one dense stack with ``n_tasks`` outputs; the original layout) or
+        ``"separate"`` (one dense tower per task, :class:`TaskTowers`).
+
+    Raises
+    ------
+    InputError
+        A bad option (naming it).
     """
 
     fast_ism_layout: ClassVar[str] = "body_head"
@@ -79,9 +100,11 @@ class SmallCNN(nn.Module):
         n_tasks: int = 2,
         dropout: float = 0.0,
         conv_dropout: float = 0.0,
+        heads: str = "shared",
     ):
         super().__init__()
         _require(n_conv >= 1 and n_dense >= 0, f"need n_conv >= 1 and n_dense >= 0, got {n_conv}, {n_dense}")
+        _require(heads in HEADS, f"heads: must be one of {list(HEADS)}, got {heads!r}")
         self.input_length = length
         self.body = nn.Sequential(
             *(
@@ -90,12 +113,52 @@ class SmallCNN(nn.Module):
             )
         )
         out_length = _valid_length(length, [kernel] * n_conv, [1] * n_conv)
-        dense = dense_stack(filters * out_length, [hidden] * n_dense, n_tasks, dropout)
-        self.head = nn.Sequential(nn.Flatten(), *dense)
+        self.head: nn.Module
+        if heads == "separate":
+            self.head = TaskTowers(filters * out_length, [hidden] * n_dense, n_tasks, dropout)
+        else:
+            self.head = nn.Sequential(
+                nn.Flatten(), *dense_stack(filters * out_length, [hidden] * n_dense, n_tasks, dropout)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[batch, 4, length]`` one-hot -> ``[batch, n_tasks]``."""
         return self.head(self.body(x))
+
+
+class TaskTowers(nn.Module):
+    """One dense tower per task on a shared body output.
+
+    For body output ``h`` ``[batch, C, L]`` and task ``t`` (towers built in task order)::
+
+        out[:, t] = tower_t(h),  tower_t = Flatten, [Linear, ReLU, [Dropout]] per width, Linear(-> 1)
+
+    so task ``t`` reads only ``h`` and tower ``t``'s parameters. Each tower flattens ``h``
+    itself, so that every flatten feeds a single ``nn.Linear`` (the fast ISM path folds such
+    a pair into one incremental boundary).
+
+    Parameters
+    ----------
+    in_features
+        ``C * L`` of the body output.
+    widths
+        Hidden widths of every tower.
+    n_tasks
+        Number of towers (>= 1).
+    dropout
+        Dropout probability after each hidden ReLU (0 adds no layer).
+    """
+
+    def __init__(self, in_features: int, widths: Sequence[int], n_tasks: int, dropout: float):
+        super().__init__()
+        _require(n_tasks >= 1, f"n_tasks: need at least one task for separate heads, got {n_tasks}")
+        self.towers = nn.ModuleList(
+            nn.Sequential(nn.Flatten(), *dense_stack(in_features, widths, 1, dropout)) for _ in range(n_tasks)
+        )
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """``[batch, C, L]`` body output -> ``[batch, n_tasks]``."""
+        return torch.cat([tower(h) for tower in self.towers], dim=1)
 
 
 class DilatedResidual(nn.Module):
@@ -299,7 +362,7 @@ def _valid_length(length: int, kernels: Sequence[int], pools: Sequence[int]) -> 
 
 def _require(condition: bool, message: str) -> None:
     if not condition:
-        raise ValueError(message)
+        raise InputError(message)
 
 
 small_cnn = SmallCNN
