@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -38,6 +39,8 @@ class DemoSettings:
     train_threads: int = 1
     effect: float = 0.5
     length: int = 100
+    heads: str = "shared"
+    """``small_cnn``'s dense layers: ``"shared"`` by the tasks (the original's) or ``"separate"`` towers."""
 
 
 def train_simulation_ensemble(
@@ -53,6 +56,7 @@ def train_simulation_ensemble(
     seed: int,
     threads: int = 1,
     reuse: bool = False,
+    heads: str = "shared",
 ) -> Path:
     """Train the small CNN ensemble on simulated GATA/TAL1 counts and save it as a model spec.
 
@@ -66,6 +70,8 @@ def train_simulation_ensemble(
         Keep member weights already in ``model_dir`` instead of training (the demo's resume).
     threads
         Torch threads while training (small batches: more threads cost more than they give).
+    heads
+        ``small_cnn``'s ``heads``: dense layers shared by both tasks or one tower per task.
 
     Returns
     -------
@@ -77,7 +83,7 @@ def train_simulation_ensemble(
     from dmr_ray.models.training import train_ensemble
     from dmr_ray.models.weights import save_weights
 
-    kwargs = {"length": length, "n_tasks": 2}
+    kwargs: dict[str, Any] = {"length": length, "n_tasks": 2, **({"heads": heads} if heads != "shared" else {})}
     weights = [model_dir / f"member{i}.safetensors" for i in range(members)]
     if not (reuse and all(w.exists() for w in weights)):
         model_dir.mkdir(parents=True, exist_ok=True)
@@ -188,6 +194,7 @@ def prepare_simulated_audit(sim, settings: DemoSettings, out: Path, seed: int) -
         seed=seed,
         threads=settings.train_threads,
         reuse=True,
+        heads=settings.heads,
     )
     write_demo_stores(sim, audit, calibration, out)
     return audit_config(out, spec), audit

@@ -10,7 +10,7 @@ from dmr_ray.config.commands import CommandGroup
 
 def register(commands: CommandGroup) -> None:
     """Add the ``experiment`` commands: ``simulation``, ``simulation-summary``, ``bpnet`` and ``deepsea``."""
-    from dmr_ray.experiments.simulation import SCENARIOS, SIZES
+    from dmr_ray.experiments.simulation import HEADS, SCENARIOS, SIZES
 
     experiment = commands.group("experiment", help="ground-truth experiments with planted causal effects")
     simulation = experiment.command(
@@ -28,6 +28,13 @@ def register(commands: CommandGroup) -> None:
     )
     simulation.add_argument("--size", choices=tuple(SIZES), default="full", help=argparse.SUPPRESS)
     simulation.add_argument("--seed", type=int, default=0, help="seed of the round draws")
+    simulation.add_argument(
+        "--heads",
+        choices=HEADS,
+        default="shared",
+        help="the ensemble's dense layers: shared by the two tasks (the original's model) or a separate tower "
+        "per task (default: %(default)s)",
+    )
     simulation.add_argument(
         "--parallel",
         type=int,
@@ -78,6 +85,7 @@ def _simulation(args: argparse.Namespace) -> int:
         args.out,
         size=args.size,
         seed=args.seed,
+        heads=args.heads,
         parallel=args.parallel,
         overwrite=args.overwrite,
     )

@@ -30,7 +30,7 @@ import json
 import math
 import shutil
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -94,6 +94,17 @@ SIZES: dict[str, ExperimentSize] = {
 """Round sizes: ``quick`` (about a minute on 2 cores), ``full`` (the README command's
 training set, 10,000 sequences), ``tiny`` (tests only)."""
 
+HEADS = ("shared", "separate")
+"""The audited ensemble's dense layers (``small_cnn``'s ``heads``): ``shared`` by GATA and TAL1
+as in the original's ``CountsRegressor``, or a ``separate`` tower per task after the shared
+convolutions (docs/experiments.md: the shared layers teach GATA's output the TAL1 motif)."""
+
+
+def round_size(identity: Mapping[str, Any]) -> ExperimentSize:
+    """The round size of an experiment identity: its ``size`` with its ``heads`` (default shared)."""
+    size = SIZES[identity["size"]]
+    return replace(size, settings=replace(size.settings, heads=identity.get("heads", "shared")))
+
 
 @dataclass(frozen=True)
 class RoundDraw:
@@ -119,6 +130,7 @@ def run_simulation_experiment(
     *,
     size: str = "quick",
     seed: int = 0,
+    heads: str = "shared",
     parallel: int | None = None,
     overwrite: bool = False,
     echo: Callable[[str], None] = print,
@@ -127,6 +139,9 @@ def run_simulation_experiment(
 
     Parameters
     ----------
+    heads
+        The audited ensemble's dense layers (:data:`HEADS`); part of the experiment's identity
+        when not ``"shared"``.
     parallel
         Rounds in flight at once (default: as many as the Ray cluster's CPUs hold at the
         size's ``round_cpus``); 1 runs them one after another.
@@ -150,8 +165,12 @@ def run_simulation_experiment(
         raise InputError(f"size: {size!r} is not one of {', '.join(SIZES)}")
     if not isinstance(rounds, int) or rounds < 1:
         raise InputError(f"rounds: must be a positive integer, got {rounds!r}")
+    if heads not in HEADS:
+        raise InputError(f"heads: {heads!r} is not one of {', '.join(HEADS)}")
     check_parallel(parallel)
     identity = {"experiment": "simulation", "scenario": scenario, "size": size, "seed": seed}
+    if heads != "shared":
+        identity["heads"] = heads
     check_experiment_directory(out, identity, overwrite=overwrite)
     missing = [i for i in range(rounds) if overwrite or not round_file(out, i).exists()]
     if missing:
@@ -160,7 +179,7 @@ def run_simulation_experiment(
     if stale:
         echo(f"{len(stale)} round(s) scored by an older version: scoring them again from their stored audits")
         for index in stale:
-            rescore_round(out, index, scenario=scenario, size=SIZES[size], seed=seed)
+            rescore_round(out, index, scenario=scenario, size=round_size(identity), seed=seed)
     return write_summary(out, identity, rounds)
 
 
@@ -184,7 +203,7 @@ def _run_missing(
     from dmr_ray.errors import DmrRayError
     from dmr_ray.experiments.rounds import RoundOutcome, cluster_cpus, plan_parallel, run_rounds
 
-    size = SIZES[identity["size"]]
+    size = round_size(identity)
     started = connect()
     try:
         in_flight = plan_parallel(parallel, size.round_cpus, cluster_cpus())

@@ -117,3 +117,30 @@ def test_foreign_directory_is_refused(tmp_path) -> None:
     with pytest.raises(simulation.InputError, match="not a dmr_ray simulation"):
         simulation.run_simulation_experiment("none", 1, tmp_path, size="tiny")
     assert (tmp_path / "user.txt").read_text() == "mine"
+
+
+def test_bad_heads_is_refused_before_any_output(tmp_path) -> None:
+    out = tmp_path / "never"
+    with pytest.raises(simulation.InputError, match="heads: 'towers'"):
+        simulation.run_simulation_experiment("none", 1, out, size="tiny", heads="towers")
+    assert not out.exists()
+
+
+def test_separate_heads_train_one_tower_per_task(tmp_path) -> None:
+    """``--heads separate`` reaches the round's size and the trained spec: one dense tower per task."""
+    import yaml
+
+    from dmr_ray.demo import train_simulation_ensemble
+    from dmr_ray.models import load_model_spec
+    from dmr_ray.sim import simulate_tf_coop
+
+    size = simulation.round_size({"size": "tiny", "heads": "separate"})
+    assert size.settings.heads == "separate" and simulation.round_size({"size": "tiny"}).settings.heads == "shared"
+    sim = simulate_tf_coop(60, seed=1)
+    spec = train_simulation_ensemble(
+        sim.tokens, sim.labels, tmp_path, members=2, epochs=1, batch_size=30, learning_rate=1e-3, length=100, seed=0,
+        heads="separate",
+    )  # fmt: skip
+    assert yaml.safe_load(spec.read_text())["kwargs"]["heads"] == "separate"
+    members = load_model_spec(spec).build_members()
+    assert len(members) == 2 and all(len(m.head.towers) == 2 for m in members)
