@@ -280,43 +280,31 @@ def train_deepsea_ensemble(
 ) -> str:
     """Train the missing ensemble members on the training rows, write ``model.yaml`` and the fit.
 
-    Member i is trained from seed ``seed + i`` (as :func:`~dmr_ray.models.training.train_ensemble`
-    seeds its members), so a member trained after an interruption equals the one an
-    uninterrupted run would have trained. ``fit.json`` compares the ensemble-mean prediction
-    on the held-out rows with the oracle probabilities (Pearson r, RMSE) and the 0/1 labels.
+    Member i is trained from seed ``seed + i`` (:func:`~dmr_ray.demo.train_missing_members`), so
+    a member trained after an interruption equals the one an uninterrupted run would have
+    trained. ``fit.json`` compares the ensemble-mean prediction on the held-out rows with the
+    oracle probabilities (Pearson r, RMSE) and the 0/1 labels.
     """
-    import torch
     import yaml
 
+    from dmr_ray.demo import train_missing_members
     from dmr_ray.models.architectures import deepsea
-    from dmr_ray.models.training import train_ensemble
-    from dmr_ray.models.weights import save_weights
 
     sim = np.load(data / "simulation.npz")
     kwargs = _architecture(plan, params)
     model_dir.mkdir(parents=True, exist_ok=True)
     weights = [model_dir / f"member{i}.safetensors" for i in range(plan.members)]
-    trained = 0
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        for i, path in enumerate(weights):
-            if path.exists():
-                continue
-            (member,) = train_ensemble(
-                lambda _: deepsea(**kwargs),
-                sim["tokens"][: plan.n_train],
-                sim["labels"][: plan.n_train],
-                1,
-                seed=seed + i,
-                epochs=plan.epochs,
-                batch_size=plan.batch_size,
-                lr=plan.learning_rate,
-            )
-            save_weights(member, path)
-            trained += 1
-    finally:
-        torch.set_num_threads(previous)
+    trained = train_missing_members(
+        lambda _: deepsea(**kwargs),
+        sim["tokens"][: plan.n_train],
+        sim["labels"][: plan.n_train],
+        weights,
+        seed=seed,
+        threads=1,
+        epochs=plan.epochs,
+        batch_size=plan.batch_size,
+        lr=plan.learning_rate,
+    )
     spec = {
         "entrypoint": DEEPSEA,
         "kwargs": kwargs,
