@@ -9,14 +9,18 @@ Ray instance. Every step is reused when its output already exists, so a rerun re
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import yaml
 
 from dmr_ray._atomic import write_text_atomic
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +71,8 @@ def train_simulation_ensemble(
     model_dir
         Receives ``member{i}.safetensors`` and ``model.yaml``.
     reuse
-        Keep member weights already in ``model_dir`` instead of training (the demo's resume).
+        Keep each member whose weights are already in ``model_dir`` and train only the missing
+        ones (the demo's resume; see :func:`train_missing_members`).
     threads
         Torch threads while training (small batches: more threads cost more than they give).
     heads
@@ -77,33 +82,23 @@ def train_simulation_ensemble(
     -------
     The path of ``model.yaml``.
     """
-    import torch
-
     from dmr_ray.models.architectures import small_cnn
-    from dmr_ray.models.training import train_ensemble
-    from dmr_ray.models.weights import save_weights
 
     kwargs: dict[str, Any] = {"length": length, "n_tasks": 2, **({"heads": heads} if heads != "shared" else {})}
     weights = [model_dir / f"member{i}.safetensors" for i in range(members)]
-    if not (reuse and all(w.exists() for w in weights)):
-        model_dir.mkdir(parents=True, exist_ok=True)
-        previous = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
-            trained = train_ensemble(
-                lambda _: small_cnn(**kwargs),
-                tokens,
-                labels,
-                members,
-                seed=seed,
-                epochs=epochs,
-                batch_size=batch_size,
-                lr=learning_rate,
-            )
-        finally:
-            torch.set_num_threads(previous)
-        for member, path in zip(trained, weights, strict=True):
-            save_weights(member, path)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    train_missing_members(
+        lambda _: small_cnn(**kwargs),
+        tokens,
+        labels,
+        weights,
+        seed=seed,
+        threads=threads,
+        reuse=reuse,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=learning_rate,
+    )
     spec = {
         "entrypoint": SMALL_CNN,
         "kwargs": kwargs,
@@ -115,6 +110,63 @@ def train_simulation_ensemble(
     spec_path = model_dir / "model.yaml"
     write_text_atomic(spec_path, yaml.safe_dump(spec, sort_keys=False))
     return spec_path
+
+
+def train_missing_members(
+    factory: Callable[[int], torch.nn.Module],
+    tokens: np.ndarray,
+    labels: np.ndarray,
+    weights: Sequence[Path],
+    *,
+    seed: int,
+    threads: int,
+    reuse: bool = True,
+    **training: Any,
+) -> int:
+    """Train member ``i`` of an ensemble and save it as ``weights[i]``, one member at a time.
+
+    Member ``i`` is built and trained from seed ``seed + i``, as
+    :func:`~dmr_ray.models.training.train_ensemble` seeds its members, so a member trained after
+    an interruption equals the one an uninterrupted run would have trained. Weights are written
+    atomically (:func:`~dmr_ray.models.weights.save_weights`): a file that exists is a whole member.
+
+    Parameters
+    ----------
+    factory
+        As for :func:`~dmr_ray.models.training.train_ensemble`.
+    tokens, labels
+        ``uint8 [n, L]`` training sequences and their ``[n, T]`` labels.
+    weights
+        One safetensors path per member (their directory must exist).
+    seed
+        Base seed.
+    threads
+        Torch threads while training.
+    reuse
+        Keep the members whose file exists; otherwise train and overwrite every member.
+    **training
+        Passed to :func:`~dmr_ray.models.training.train_regressor` (``epochs`` is required).
+
+    Returns
+    -------
+    int
+        How many members were trained.
+    """
+    import torch
+
+    from dmr_ray.models.training import train_ensemble
+    from dmr_ray.models.weights import save_weights
+
+    missing = [i for i, path in enumerate(weights) if not (reuse and path.exists())]
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for i in missing:
+            (member,) = train_ensemble(factory, tokens, labels, 1, seed=seed + i, **training)
+            save_weights(member, weights[i])
+    finally:
+        torch.set_num_threads(previous)
+    return len(missing)
 
 
 def write_demo_stores(sim, audit: np.ndarray, calibration: np.ndarray, out: Path) -> None:

@@ -39,6 +39,7 @@ import numpy as np
 from dmr_ray._atomic import write_atomic, write_parquet_atomic, write_text_atomic
 from dmr_ray._checks import is_int
 from dmr_ray.errors import InputError
+from dmr_ray.experiments.tables import finite, fmt, mean_of, median_of
 from dmr_ray.sim.accessibility import ACCESSIBILITY, AccessibilityParams
 from dmr_ray.stage import AuditDirectory, Stage
 
@@ -279,43 +280,31 @@ def train_deepsea_ensemble(
 ) -> str:
     """Train the missing ensemble members on the training rows, write ``model.yaml`` and the fit.
 
-    Member i is trained from seed ``seed + i`` (as :func:`~dmr_ray.models.training.train_ensemble`
-    seeds its members), so a member trained after an interruption equals the one an
-    uninterrupted run would have trained. ``fit.json`` compares the ensemble-mean prediction
-    on the held-out rows with the oracle probabilities (Pearson r, RMSE) and the 0/1 labels.
+    Member i is trained from seed ``seed + i`` (:func:`~dmr_ray.demo.train_missing_members`), so
+    a member trained after an interruption equals the one an uninterrupted run would have
+    trained. ``fit.json`` compares the ensemble-mean prediction on the held-out rows with the
+    oracle probabilities (Pearson r, RMSE) and the 0/1 labels.
     """
-    import torch
     import yaml
 
+    from dmr_ray.demo import train_missing_members
     from dmr_ray.models.architectures import deepsea
-    from dmr_ray.models.training import train_ensemble
-    from dmr_ray.models.weights import save_weights
 
     sim = np.load(data / "simulation.npz")
     kwargs = _architecture(plan, params)
     model_dir.mkdir(parents=True, exist_ok=True)
     weights = [model_dir / f"member{i}.safetensors" for i in range(plan.members)]
-    trained = 0
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        for i, path in enumerate(weights):
-            if path.exists():
-                continue
-            (member,) = train_ensemble(
-                lambda _: deepsea(**kwargs),
-                sim["tokens"][: plan.n_train],
-                sim["labels"][: plan.n_train],
-                1,
-                seed=seed + i,
-                epochs=plan.epochs,
-                batch_size=plan.batch_size,
-                lr=plan.learning_rate,
-            )
-            write_atomic(path, partial(save_weights, member))
-            trained += 1
-    finally:
-        torch.set_num_threads(previous)
+    trained = train_missing_members(
+        lambda _: deepsea(**kwargs),
+        sim["tokens"][: plan.n_train],
+        sim["labels"][: plan.n_train],
+        weights,
+        seed=seed,
+        threads=1,
+        epochs=plan.epochs,
+        batch_size=plan.batch_size,
+        lr=plan.learning_rate,
+    )
     spec = {
         "entrypoint": DEEPSEA,
         "kwargs": kwargs,
@@ -446,7 +435,7 @@ def score_pairs(
     by_pair: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for r in local_rows:
         key = (r["exposure"], r["outcome"], r["method"])
-        if _finite(r["estimate"], r["ci_low"], r["ci_high"]) and (r["seq_id"], *key[:2]) in truth:
+        if finite(r["estimate"], r["ci_low"], r["ci_high"]) and (r["seq_id"], *key[:2]) in truth:
             by_pair.setdefault(key, []).append(r)
     scored = []
     for g in sorted(global_rows, key=_pair_order):
@@ -454,9 +443,9 @@ def score_pairs(
         local = by_pair.get((exposure, outcome, method), [])
         local_truth = [truth[(r["seq_id"], exposure, outcome)] for r in local]
         everywhere = [v for (_, e, o), v in truth.items() if (e, o) == (exposure, outcome)]
-        finite = [v for v in (local_truth or everywhere) if math.isfinite(v)]
-        planted = float(np.mean(finite)) if finite else math.nan
-        significant = _finite(g["p_value"]) and g["p_value"] < ALPHA
+        kept = [v for v in (local_truth or everywhere) if math.isfinite(v)]
+        planted = float(np.mean(kept)) if kept else math.nan
+        significant = finite(g["p_value"]) and g["p_value"] < ALPHA
         covered = [
             r["ci_low"] <= v <= r["ci_high"] for r, v in zip(local, local_truth, strict=True) if math.isfinite(v)
         ]
@@ -472,11 +461,11 @@ def score_pairs(
                 "ci_high": g["ci_high"],
                 "p_value": g["p_value"],
                 "significant": bool(significant),
-                "covers_planted": bool(_finite(g["ci_low"], g["ci_high"]) and g["ci_low"] <= planted <= g["ci_high"]),
+                "covers_planted": bool(finite(g["ci_low"], g["ci_high"]) and g["ci_low"] <= planted <= g["ci_high"]),
                 "outcome_of_test": _verdict(planted, g["estimate"], significant),
                 "n_local": len(local),
-                "local_coverage": float(np.mean(covered)) if covered else None,
-                "local_ci_width": float(np.median([r["ci_high"] - r["ci_low"] for r in local])) if local else None,
+                "local_coverage": mean_of(covered),
+                "local_ci_width": median_of([r["ci_high"] - r["ci_low"] for r in local]),
             }
         )
     return scored
@@ -552,9 +541,9 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     ]
     for r in summary["pairs"]:
         lines.append(
-            f"| {r['exposure']} → {r['outcome']} | {r['role']} | {r['method']} | {_fmt(r['planted'])} | "
-            f"{_fmt(r['estimate'])} | {_fmt(r['ci_low'])} – {_fmt(r['ci_high'])} | {_fmt(r['p_value'], 2)} | "
-            f"{'yes' if r['covers_planted'] else 'no'} | {r['outcome_of_test']} | {_fmt(r['local_coverage'])} | "
+            f"| {r['exposure']} → {r['outcome']} | {r['role']} | {r['method']} | {fmt(r['planted'])} | "
+            f"{fmt(r['estimate'])} | {fmt(r['ci_low'])} – {fmt(r['ci_high'])} | {fmt(r['p_value'], 2)} | "
+            f"{'yes' if r['covers_planted'] else 'no'} | {r['outcome_of_test']} | {fmt(r['local_coverage'])} | "
             f"{r['n_local']} |"
         )
     lines += ["", "## Direction calls (report's rule, replicate test)", "", "| pair | planted | call | correct |"]
@@ -569,8 +558,8 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     lines.append("|---|---|---|---|---|")
     for task, f in summary["model_fit"].items():
         lines.append(
-            f"| {task} | {_fmt(f['r_oracle'])} | {_fmt(f['rmse_oracle'])} | {_fmt(f['brier'])} | "
-            f"{_fmt(f['brier_oracle'])} |"
+            f"| {task} | {fmt(f['r_oracle'])} | {fmt(f['rmse_oracle'])} | {fmt(f['brier'])} | "
+            f"{fmt(f['brier_oracle'])} |"
         )
     lines += ["", "Direction-call evidence:", ""] + [f"* {c['text']}" for c in summary["direction_calls"]]
     return "\n".join(lines) + "\n"
@@ -617,7 +606,7 @@ def forest_against_truth(rows: Sequence[dict[str, Any]]):
     for offset, method, colour in zip(offsets, METHODS, ("tab:blue", "tab:orange", "tab:green"), strict=True):
         for r in (r for r in rows if r["method"] == method):
             y = order.index((r["exposure"], r["outcome"])) + offset
-            if _finite(r["estimate"], r["ci_low"], r["ci_high"]):
+            if finite(r["estimate"], r["ci_low"], r["ci_high"]):
                 ax.errorbar(
                     r["estimate"], y, xerr=[[r["estimate"] - r["ci_low"]], [r["ci_high"] - r["estimate"]]],
                     fmt="o", ms=3, color=colour, label=method,
@@ -633,11 +622,3 @@ def forest_against_truth(rows: Sequence[dict[str, Any]]):
     ax.set_xlabel("global causal effect (Δ outcome probability per Δ exposure probability)")
     ax.set_title("DeepSEA-style experiment: estimates (95 % CI) against planted truth")
     return fig
-
-
-def _finite(*values: Any) -> bool:
-    return all(v is not None and isinstance(v, int | float) and math.isfinite(v) for v in values)
-
-
-def _fmt(value: Any, digits: int = 3) -> str:
-    return "–" if not _finite(value) else f"{value:.{digits}g}"

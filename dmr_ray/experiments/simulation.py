@@ -10,8 +10,8 @@ and scores again, from its stored audit, a round scored by an older version (:da
 Rounds run as Ray tasks, ``parallel`` at a time, each in a placement group of its size's
 ``round_cpus`` (:mod:`dmr_ray.experiments.rounds`); the audit's engine runs in the round's
 process (:attr:`ExperimentSize.engine_actors`). ``parallel = 1`` is the sequential run. A
-round without ``round.json`` (interrupted, or failed) starts again from nothing: its
-half-written data, model and audit are removed first.
+round without ``round.json`` (interrupted, or failed) starts again: its half-written data and
+audit are removed first; the ensemble members it finished are kept.
 
 Directory layout::
 
@@ -235,14 +235,18 @@ def _run_missing(
 
 
 def compute_round(out: Path, index: int, *, scenario: str, size: ExperimentSize, seed: int) -> dict[str, Any]:
-    """Compute round ``index`` from nothing and write ``round.json`` (atomically, last); returns its record.
+    """Compute round ``index`` and write ``round.json`` (atomically, last); returns its record.
 
-    Whatever an interrupted attempt left in ``rounds/<index>`` is removed first: member weights
-    are not written atomically, so a half-written one must not be reused.
+    Whatever an interrupted attempt left in ``rounds/<index>`` is removed first, except its
+    ``model/``: the members it finished (written atomically, from this round's data and seed;
+    the directory claim ties ``rounds/`` to this experiment's identity) are kept.
     """
     path = round_file(out, index)
-    if path.parent.exists():
-        shutil.rmtree(path.parent)
+    for item in path.parent.iterdir() if path.parent.exists() else ():
+        if item.is_dir() and item.name != "model":
+            shutil.rmtree(item)
+        elif not item.is_dir():
+            item.unlink()
     row = run_round(scenario, index, path.parent, size=size, seed=seed)
     write_text_atomic(path, json.dumps(row, indent=1))
     return row

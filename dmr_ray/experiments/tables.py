@@ -133,9 +133,9 @@ def score_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def fmt(value: float | None) -> str:
-    """Three significant digits; an en dash for a missing or non-finite value."""
-    return "–" if value is None or not math.isfinite(value) else f"{value:.3g}"
+def fmt(value: float | None, digits: int = 3) -> str:
+    """``digits`` significant digits; an en dash for a missing or non-finite value."""
+    return "–" if not finite(value) else f"{value:.{digits}g}"
 
 
 def finite(*values: Any) -> bool:

@@ -15,6 +15,7 @@ import safetensors.torch
 import torch
 from safetensors import SafetensorError
 
+from dmr_ray._atomic import write_atomic
 from dmr_ray.errors import ModelSpecError
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
@@ -23,7 +24,11 @@ _MAX_LISTED = 5
 
 
 def save_weights(module: torch.nn.Module, path: str | Path) -> Path:
-    """Write ``module``'s state dict to a safetensors file.
+    """Write ``module``'s state dict to a safetensors file, atomically.
+
+    The file is written to a temporary sibling and renamed onto ``path`` only when complete
+    (:func:`dmr_ray._atomic.write_atomic`), so an interrupted write leaves any previous file at
+    ``path`` intact and no partial file behind.
 
     Parameters
     ----------
@@ -31,7 +36,7 @@ def save_weights(module: torch.nn.Module, path: str | Path) -> Path:
         Any ``torch.nn.Module``; its parameters and buffers are saved (copied to CPU and
         made contiguous; shared tensors are stored once per name).
     path
-        Destination; conventionally ends in ``.safetensors``.
+        Destination; conventionally ends in ``.safetensors``. Its directory must exist.
 
     Returns
     -------
@@ -40,7 +45,7 @@ def save_weights(module: torch.nn.Module, path: str | Path) -> Path:
     """
     path = Path(path)
     state = {name: t.detach().cpu().clone().contiguous() for name, t in module.state_dict().items()}
-    safetensors.torch.save_file(state, str(path))
+    write_atomic(path, lambda tmp: safetensors.torch.save_file(state, str(tmp)))
     return path
 
 
