@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dmr_ray._atomic import write_atomic, write_text_atomic
+from dmr_ray._atomic import write_text_atomic
 from dmr_ray._checks import is_int
 from dmr_ray.errors import InputError
 from dmr_ray.experiments.directory import claim_experiment_directory
@@ -285,7 +285,7 @@ def _train_member(data: tuple[np.ndarray, np.ndarray], settings: BPNetSize, seed
     )
     if not isinstance(member, ProfileCountView):
         raise TypeError(f"expected a ProfileCountView, got {type(member).__name__}")
-    write_atomic(path, lambda tmp: save_weights(member.model, tmp))
+    save_weights(member.model, path)  # atomic
 
 
 class ProfileCountView(nn.Module):
