@@ -252,12 +252,34 @@ def prepare_simulated_audit(sim, settings: DemoSettings, out: Path, seed: int) -
     return audit_config(out, spec), audit
 
 
-def prepare_demo(out: Path, *, seed: int = 0, settings: DemoSettings = DemoSettings()) -> tuple[Path, dict]:
-    """Simulate, train and write everything the demo audit needs; returns (config path, truth)."""
+DEMO_OUTPUTS = ("model", "sequences.zarr", "calibration.zarr", "calibration_labels.npy", "audit.yaml", "audit")
+"""What the demo writes directly under its ``out`` (``overwrite`` removes these and nothing else)."""
+
+
+def prepare_demo(
+    out: Path, *, seed: int = 0, settings: DemoSettings = DemoSettings(), overwrite: bool = False
+) -> tuple[Path, dict]:
+    """Simulate, train and write everything the demo audit needs; returns (config path, truth).
+
+    ``out`` is claimed first with the demo's identity (seed and settings): a rerun with the same
+    identity resumes (finished members, stores and audit stages are kept); a directory of
+    another identity, or one dmr_ray did not write, is refused before anything is written
+    unless ``overwrite`` (which removes only :data:`DEMO_OUTPUTS`).
+
+    Raises
+    ------
+    InputError
+        For such a directory, naming it.
+    """
+    from dataclasses import asdict
+
+    from dmr_ray.experiments.directory import claim_experiment_directory
     from dmr_ray.sim import global_true_effect, simulate_tf_coop
     from dmr_ray.sim.jaspar import JASPAR_RELEASE
     from dmr_ray.sim.tf_coop import EXPOSURE_MATRIX, EXPOSURE_MOTIF, OUTCOME_MATRIX, OUTCOME_MOTIF
 
+    identity = {"experiment": "demo", "seed": seed, "settings": asdict(settings)}
+    claim_experiment_directory(out, identity, DEMO_OUTPUTS, overwrite=overwrite)
     sim = simulate_tf_coop(simulated_sequences(settings), length=settings.length, effect=settings.effect, seed=seed)
     config_path, audit = prepare_simulated_audit(sim, settings, out, seed)
     truth = {
@@ -279,12 +301,13 @@ def subset_simulation(sim, rows: np.ndarray):
     return replace(sim, **arrays)
 
 
-def run_demo(out: Path, *, seed: int = 0, settings: DemoSettings = DemoSettings()) -> str:
-    """Run the embedded default audit into ``out``; returns a message saying where the report is."""
+def run_demo(out: Path, *, seed: int = 0, settings: DemoSettings = DemoSettings(), overwrite: bool = False) -> str:
+    """Run the embedded default audit into ``out`` (:func:`prepare_demo`); returns a message saying
+    where the report is."""
     from dmr_ray.deepmr.config import DeepMRConfig
     from dmr_ray.deepmr.pipeline import run_audit
 
-    config_path, truth = prepare_demo(out, seed=seed, settings=settings)
+    config_path, truth = prepare_demo(out, seed=seed, settings=settings, overwrite=overwrite)
     summary = run_audit(DeepMRConfig.load(config_path), run_info={"simulation": truth})
     return (
         f"Deep MR demo finished. True GATA→TAL1 effect "

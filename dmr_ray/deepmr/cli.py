@@ -33,6 +33,11 @@ def register(commands: CommandGroup) -> None:
     )
     demo.add_argument("--out", default="dmr_ray_output/demo", help="output directory")
     demo.add_argument("--seed", type=int, default=0, help="seed of the embedded data and model")
+    demo.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh in an --out that holds a demo of another seed (removes only what the demo wrote)",
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -45,5 +50,5 @@ def _run(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from dmr_ray.demo import run_demo
 
-    print(run_demo(Path(args.out), seed=args.seed))
+    print(run_demo(Path(args.out), seed=args.seed, overwrite=args.overwrite))
     return 0
