@@ -4,11 +4,14 @@ For each pair {A, B} audited in both directions the call says which direction (i
 audit supports: A → B is a finding only when its global effects come from the replicate test
 (``inference == "replicate"``, t on R - 1 df across ensemble members; docs/direction.md),
 at least one method is significant in A → B, none is in B → A, and the significant methods
-agree in sign. Everything else is said as what it is: no direction supported, both directions
-significant, methods disagreeing in sign, or (pooled inference) significance that no replicate
-test backs, which counts a member's error shared by all instruments as independent evidence and
-is therefore never called a direction. The evidence travels with the call: the methods that
-agree and their p-values, heterogeneity across regions (Cochran's Q) and the Egger intercept
+agree in sign. "Significant" is Holm's step-down across the methods of a direction
+(:func:`holm_significant`), so that three methods testing one direction do not triple the
+chance of calling a direction that has no effect. Everything else is said as what it is: no
+direction supported, both directions significant, methods disagreeing in sign, or (pooled
+inference) significance that no replicate test backs, which counts a member's error shared by
+all instruments as independent evidence and is therefore never called a direction. The
+evidence travels with the call: the methods that agree and their p-values, the other
+direction's smallest p, heterogeneity across regions (Cochran's Q) and the Egger intercept
 (the share of regions whose intercept is significant, for the Egger-based methods). Those two
 are flags, not vetoes: on the demo the Egger intercept is significant in both directions.
 """
@@ -57,6 +60,25 @@ def _finite(value: Any) -> bool:
 
 def _significant(row: Mapping[str, Any], alpha: float) -> bool:
     return _finite(row["estimate"]) and _finite(row["p_value"]) and row["p_value"] < alpha
+
+
+def holm_significant(rows: Sequence[dict[str, Any]], alpha: float) -> list[dict[str, Any]]:
+    """The rows (one per method, one direction) whose test Holm's step-down procedure rejects.
+
+    With the k finite p-values sorted, ``p_(1) ≤ … ≤ p_(k)``, ``H_(i)`` is rejected while
+    ``p_(i) < alpha / (k − i + 1)``; the first that fails stops it. This keeps the chance that
+    any of the k methods is called significant in a direction without an effect at most
+    ``alpha`` (family-wise), which the plain "at least one method below alpha" does not: the
+    methods test the same hypothesis on the same instruments. Rows without a finite estimate or
+    p-value are never significant and do not count in k.
+    """
+    tested = sorted((r for r in rows if _finite(r["estimate"]) and _finite(r["p_value"])), key=lambda r: r["p_value"])
+    rejected = []
+    for i, row in enumerate(tested):
+        if row["p_value"] >= alpha / (len(tested) - i):
+            break
+        rejected.append(row)
+    return [r for r in rows if any(r is h for h in rejected)]
 
 
 def _p(value: Any) -> str:
@@ -113,10 +135,10 @@ def _call(
 ) -> DirectionCall:
     reverse = (forward[1], forward[0])
     sides = {forward: forward_rows, reverse: reverse_rows}
-    significant = {d: [r for r in rs if _significant(r, alpha)] for d, rs in sides.items()}
     replicate = all(r.get("inference") == "replicate" for rs in sides.values() for r in rs)
     evidence = _evidence(sides, egger, alpha)
     if not replicate:
+        significant = {d: [r for r in rs if _significant(r, alpha)] for d, rs in sides.items()}
         found = [d for d, rs in significant.items() if rs]
         said = "; ".join(f"{_arrow(d)} for {_methods(significant[d])}" for d in found) or "neither direction"
         text = (
@@ -124,15 +146,14 @@ def _call(
             f"test (significant at {alpha} under pooled inference: {said}; set meta.inference: replicate)"
         )
         return DirectionCall(forward, "untested", None, f"{text}. {evidence}")
+    significant = {d: holm_significant(rs, alpha) for d, rs in sides.items()}
     both = f"{_arrow(forward)} / {_arrow(reverse)}"
     n_rep = max((r.get("n_replicates") or 0 for rs in sides.values() for r in rs), default=0)
     test = f"replicate test, t on {n_rep - 1} df" if n_rep else "replicate test"
+    test += f"; Holm across the {max(len(rs) for rs in sides.values())} methods of a direction"
     hits = [d for d, rs in significant.items() if rs]
     if not hits:
-        ps = ", ".join(
-            f"{_arrow(d)} smallest p = {_p(min((r['p_value'] for r in rs if _finite(r['p_value'])), default=None))}"
-            for d, rs in sides.items()
-        )
+        ps = ", ".join(f"{_arrow(d)} smallest p = {_smallest_p(rs)}" for d, rs in sides.items())
         return DirectionCall(forward, "none", None, f"{both}: no direction supported ({test}; {ps}). {evidence}")
     if len(hits) == 2:
         said = "; ".join(f"{_arrow(d)} by {_methods(significant[d])}" for d in hits)
@@ -150,9 +171,19 @@ def _call(
     text = (
         f"{_arrow(direction)} supported ({sign}): {len(significant[direction])} of {len(sides[direction])} "
         f"methods agree ({_methods(significant[direction])}; {test}){against}; "
-        f"{_arrow((direction[1], direction[0]))} not significant for any method. {evidence}"
+        f"{_arrow((direction[1], direction[0]))} not significant for any method after Holm's correction "
+        f"(smallest p = {_smallest_p(sides[(direction[1], direction[0])])}). {evidence}"
     )
     return DirectionCall(forward, "supported", direction, text)
+
+
+def _smallest_p(rows: Sequence[dict[str, Any]]) -> str:
+    """``p (method)`` of the smallest finite p-value among ``rows``, or ``n/a``."""
+    tested = [r for r in rows if _finite(r["p_value"])]
+    if not tested:
+        return "n/a"
+    best = min(tested, key=lambda r: r["p_value"])
+    return f"{_p(best['p_value'])}, {best['method']}"
 
 
 def _methods(rows: Sequence[dict[str, Any]]) -> str:
