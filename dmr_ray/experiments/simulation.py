@@ -281,10 +281,11 @@ def _figure_names(out: Path) -> list[str]:
     return list(json.loads(summary.read_text()).get("figures", [])) if summary.exists() else []
 
 
-SCORING = 2
+SCORING = 3
 """Version of the scores in a round record (``round.json``'s ``scoring``). A record of another
 version is scored again from the round's stored audit (:func:`rescore_round`), without
-simulating afresh, training or auditing. Version 2 added the sequence-context truth."""
+simulating afresh, training or auditing. Version 2 added the sequence-context truth, 3 the
+direction call with Holm's correction across methods."""
 
 
 def run_round(scenario: str, index: int, work: Path, *, size: ExperimentSize, seed: int) -> dict[str, Any]:
