@@ -55,8 +55,9 @@ def write_experiment_figures(summaries: Sequence[Summary], out: Path) -> list[Pa
     return [save_figure(figure, out / FIGURES[key]) for key, figure in figures.items()]
 
 
-def _label(summary: Summary) -> str:
-    return f"{summary['scenario']} ({len(summary['per_round'])} rounds)"
+def _label(summary: Summary, *, wrap: bool = False) -> str:
+    """``scenario (N rounds)``; ``wrap`` puts the round count on a line of its own (tick labels)."""
+    return f"{summary['scenario']}{chr(10) if wrap else ' '}({len(summary['per_round'])} rounds)"
 
 
 def global_figure(summaries: Sequence[Summary]) -> Figure:
@@ -109,7 +110,7 @@ def score_bars_figure(summaries: Sequence[Summary], scores: Sequence[tuple[str, 
             ax.bar_label(bars, labels=[fmt(v) for v in values], fontsize=6, padding=1)
         for line in lines:
             ax.axhline(line, color="k", ls=":", lw=0.8)
-        ax.set_xticks(positions, [_label(s) for s in summaries], fontsize=7)
+        ax.set_xticks(positions, [_label(s, wrap=True) for s in summaries], fontsize=7)
         ax.set_ylabel(label)
         if key != "local_ci_width":
             ax.set_ylim(0, 1.08)
