@@ -80,7 +80,14 @@ def test_ctrl_c_stops_a_local_run_promptly(store: Path, workdir: Path) -> None:
     spec = write_spec(workdir / "hang", entrypoint="faulty_models:faulty_cnn", hang=True)
     command = _ism_command(store, spec, workdir / "effects_interrupted.zarr", "--actors", "1")
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
-    driver = subprocess.Popen(command, env={**env, "PYTHONPATH": str(HERE)}, stderr=subprocess.PIPE, text=True)
+    # A test run launched in the background (``pytest &`` in a non-interactive shell) ignores
+    # SIGINT, and a child inherits an ignored signal, so the driver would never see the Ctrl-C.
+    # A handled signal is reset to the default at exec: the driver starts as from a terminal.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        driver = subprocess.Popen(command, env={**env, "PYTHONPATH": str(HERE)}, stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     try:
         lines = []
         for line in driver.stderr:  # the run started its own Ray, and its actor is computing
