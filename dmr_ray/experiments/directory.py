@@ -66,4 +66,13 @@ def check_experiment_directory(out: Path, identity: dict[str, Any], *, overwrite
             )
         recorded = json.loads(marker.read_text())
         if recorded != identity and not overwrite:
-            raise InputError(f"{out} holds the experiment {recorded}, not {identity}; use --overwrite or another --out")
+            differ = sorted(set(recorded) | set(identity), key=str)
+            said = ", ".join(
+                f"{key} {recorded.get(key)!r} (asked: {identity.get(key)!r})"
+                for key in differ
+                if recorded.get(key) != identity.get(key)
+            )
+            raise InputError(
+                f"{out} holds the experiment {recorded.get('experiment')!r} with other inputs: {said}; "
+                "use --overwrite or another --out"
+            )

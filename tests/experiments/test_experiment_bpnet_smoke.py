@@ -75,7 +75,7 @@ def test_overwrite_removes_only_what_the_experiment_wrote(tmp_path) -> None:
     (tmp_path / "work").mkdir()
     (tmp_path / "summary.md").write_text("old")
     (tmp_path / "mine.txt").write_text("user data")
-    with pytest.raises(InputError, match="holds the experiment"):
+    with pytest.raises(InputError, match=r"holds the experiment .bpnet. with other inputs: seed 0 \(asked: 1\)"):
         claim_experiment_directory(tmp_path, {**identity, "seed": 1}, bpnet.OUTPUTS, overwrite=False)
     claim_experiment_directory(tmp_path, {**identity, "seed": 1}, bpnet.OUTPUTS, overwrite=True)
     assert not (tmp_path / "work").exists() and not (tmp_path / "summary.md").exists()
