@@ -487,9 +487,7 @@ def _transformed_counts(tokens: np.ndarray, params: TFCoopParams, context: str) 
     """``float64 [n, 2]`` Anscombe-transformed expected counts in ``context`` (:func:`local_true_effects`)."""
     if context == "unconfounded":
         return anscombe(oracle_counts(tokens, params))
-    q_exp = occupancy(tokens, EXPOSURE_MOTIF)
-    q_out = occupancy(tokens, OUTCOME_MOTIF)
-    q_conf = occupancy(tokens, CONFOUNDER_MOTIF) if params.confounder_motif else np.zeros(len(tokens))
+    q_exp, q_out, q_conf = _occupancies(tokens, params)
     p = params.confounder_prob
     return sum(
         (
@@ -501,13 +499,20 @@ def _transformed_counts(tokens: np.ndarray, params: TFCoopParams, context: str) 
     )
 
 
+def _occupancies(tokens: np.ndarray, params: TFCoopParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``float64 [n]`` occupancies of the exposure, outcome and confounder motifs (the confounder's
+    0 unless ``params.confounder_motif``)."""
+    q_exp = occupancy(tokens, EXPOSURE_MOTIF)
+    q_out = occupancy(tokens, OUTCOME_MOTIF)
+    q_conf = occupancy(tokens, CONFOUNDER_MOTIF) if params.confounder_motif else np.zeros(len(tokens))
+    return q_exp, q_out, q_conf
+
+
 def _observe(
     tokens: np.ndarray, random_confounder: np.ndarray, params: TFCoopParams, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Occupancies ``[n, 3]``, expected counts ``[n, 2]`` and ``float32`` Anscombe labels ``[n, 2]``."""
-    q_exp = occupancy(tokens, EXPOSURE_MOTIF)
-    q_out = occupancy(tokens, OUTCOME_MOTIF)
-    q_conf = occupancy(tokens, CONFOUNDER_MOTIF) if params.confounder_motif else np.zeros(len(tokens))
+    q_exp, q_out, q_conf = _occupancies(tokens, params)
     expected = _expected_counts(q_exp, q_out, q_conf, random_confounder.astype(np.float64), params)
     labels = anscombe(rng.poisson(np.maximum(expected, 0.0))).astype(np.float32)
     return np.stack([q_exp, q_out, q_conf], axis=1), expected, labels
