@@ -169,13 +169,18 @@ def train_missing_members(
     return len(missing)
 
 
+def simulated_seq_id(row: int) -> str:
+    """The sequence id of row ``row`` of a simulation in the stores dmr_ray writes: ``simNNNNN``."""
+    return f"sim{row:05d}"
+
+
 def write_demo_stores(sim, audit: np.ndarray, calibration: np.ndarray, out: Path) -> None:
     """Write ``sequences.zarr`` (rows ``audit``), ``calibration.zarr`` and ``calibration_labels.npy``
     (rows ``calibration``) of a simulation into ``out``; stores already there are kept (resume).
     Sequence ids are ``simNNNNN``, the row index in ``sim``."""
     from dmr_ray.store import write_sequence_store
 
-    ids = np.array([f"sim{i:05d}" for i in range(len(sim.tokens))])
+    ids = np.array([simulated_seq_id(i) for i in range(len(sim.tokens))])
     for name, rows in (("sequences.zarr", audit), ("calibration.zarr", calibration)):
         if not (out / name).exists():
             write_sequence_store(

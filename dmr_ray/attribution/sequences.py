@@ -49,7 +49,7 @@ from dmr_ray._atomic import write_text_atomic
 from dmr_ray._checks import is_int
 from dmr_ray.alphabet import N_TOKEN, check_tokens, decode, tokens_to_onehot
 from dmr_ray.attribution.sequence_metrics import Spread, per_sequence, spread
-from dmr_ray.demo import OUTPUTS
+from dmr_ray.demo import OUTPUTS, simulated_seq_id
 from dmr_ray.errors import InputError
 from dmr_ray.ism import saturation_mutagenesis
 from dmr_ray.models import OutputSelector
@@ -658,7 +658,7 @@ def run_simulated_benchmark(
         sim.tokens[held_out],
         simulation_truth(sim, held_out),
         methods=methods,
-        seq_ids=[f"sim{i:05d}" for i in held_out],
+        seq_ids=[simulated_seq_id(i) for i in held_out],
         ig_steps=ig_steps,
         baseline=baseline,
     )

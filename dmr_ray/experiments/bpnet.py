@@ -123,7 +123,7 @@ def run_bpnet_experiment(
     """
     from dmr_ray.deepmr.config import DeepMRConfig
     from dmr_ray.deepmr.pipeline import run_audit
-    from dmr_ray.demo import subset_simulation, write_demo_stores
+    from dmr_ray.demo import simulated_seq_id, subset_simulation, write_demo_stores
     from dmr_ray.engine import connect
     from dmr_ray.sim.bpnet_grammar import local_true_effects, simulate_bpnet_grammar
 
@@ -157,7 +157,7 @@ def run_bpnet_experiment(
         echo=lambda line: echo(f"[bpnet] {line}"),
         run_info={"simulation": {"experiment": "bpnet", "grammar": asdict(settings.grammar)}},
     )
-    ids = [f"sim{i:05d}" for i in audit]
+    ids = [simulated_seq_id(i) for i in audit]
     pairs = score_pairs(work / "audit", truth, ids, settings.grammar)
     summary = {
         **identity,

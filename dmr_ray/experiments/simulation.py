@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dmr_ray._atomic import write_text_atomic
-from dmr_ray.demo import DemoSettings
+from dmr_ray.demo import DemoSettings, simulated_seq_id
 from dmr_ray.errors import InputError
 from dmr_ray.experiments.directory import check_experiment_directory, claim_experiment_directory
 from dmr_ray.experiments.model_truth import MotifSpans, model_local_effects
@@ -319,7 +319,7 @@ def rescore_round(out: Path, index: int, *, scenario: str, size: ExperimentSize,
     path = round_file(out, index)
     draw, _, sim = _simulate_round(scenario, index, size=size, seed=seed)
     audit_dir = Path(DeepMRConfig.load(path.parent / "audit.yaml").out)
-    rows = {_seq_id(i): i for i in range(len(sim.tokens))}
+    rows = {simulated_seq_id(i): i for i in range(len(sim.tokens))}
     stored = EffectsStore.open(str(audit_dir / "effects.zarr")).read()["seq_id"]
     audit = np.array([rows[str(seq_id)] for seq_id in stored], dtype=np.int64)
     record = round_record(index, draw, sim, audit, audit_dir)
@@ -346,10 +346,6 @@ def _simulate_round(scenario: str, index: int, *, size: ExperimentSize, seed: in
     return draw, round_seed, sim
 
 
-def _seq_id(row: int) -> str:
-    return f"sim{row:05d}"
-
-
 def round_record(index: int, draw: RoundDraw, sim: Any, audit: np.ndarray, audit_dir: Path) -> dict[str, Any]:
     """Score the audit in ``audit_dir`` of ``sim``'s rows ``audit`` against both truths: the round's record.
 
@@ -363,7 +359,7 @@ def round_record(index: int, draw: RoundDraw, sim: Any, audit: np.ndarray, audit
     from dmr_ray.sim.tf_coop import EXPOSURE_MOTIF, OUTCOME_MOTIF
 
     audited = subset_simulation(sim, audit)
-    ids = [_seq_id(i) for i in audit]
+    ids = [simulated_seq_id(i) for i in audit]
     truth = dict(zip(ids, local_true_effects(audited, context="sequence").tolist(), strict=True))
     unconfounded = dict(zip(ids, local_true_effects(audited, context="unconfounded").tolist(), strict=True))
     spans = {
