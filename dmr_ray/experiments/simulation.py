@@ -373,7 +373,6 @@ def round_record(index: int, draw: RoundDraw, sim: Any, audit: np.ndarray, audit
         "true_global": float(np.nanmean(list(truth.values()))),
         "true_global_unconfounded": float(np.nanmean(list(unconfounded.values()))),
         **score_round(audit_dir, truth, spans, unconfounded=unconfounded),
-        "local": local_estimates(audit_dir, truth, unconfounded),
     }
 
 
@@ -399,7 +398,9 @@ def score_round(
         power and the number of local estimates, local and global coverage of the
         ``unconfounded`` truths (``*_unconfounded``); ``model``: the median ratio of the model's
         local effect to the truth and the mean of its reverse local effects (planted 0);
-        ``baseline``: the naive ratio-mean estimate and its 95 % interval.
+        ``baseline``: the naive ratio-mean estimate and its 95 % interval; ``local``: per method
+        the scored local estimates (``seq_id``, ``truth``, ``truth_unconfounded``, ``estimate``,
+        ``ci_low``, ``ci_high``).
     """
     import pyarrow.parquet as pq
 
@@ -416,11 +417,20 @@ def score_round(
     local = local_table.to_pylist()
     true_global = float(np.nanmean(list(truth.values())))
     true_unconfounded = float(np.nanmean(list(unconfounded.values())))
-    methods = {}
+    methods, estimates = {}, {}
     for method in METHODS:
         forward = global_rows[(EXPOSURE, OUTCOME, method)]
         reverse = global_rows[(OUTCOME, EXPOSURE, method)]
         rows = _scored_local(local, truth, method)
+        estimates[method] = [
+            {
+                "seq_id": r["seq_id"],
+                "truth": truth[r["seq_id"]],
+                "truth_unconfounded": unconfounded[r["seq_id"]],
+                **{k: r[k] for k in ("estimate", "ci_low", "ci_high")},
+            }
+            for r in rows
+        ]
         covered = [r["ci_low"] <= truth[r["seq_id"]] <= r["ci_high"] for r in rows]
         covered_model = [
             r["ci_low"] <= learned[r["seq_id"]][0] <= r["ci_high"]
@@ -462,6 +472,7 @@ def score_round(
         "model": model,
         "direction_call": direction_call(global_table, local_table),
         "baseline": naive_ratio_baseline(effects, true_global),
+        "local": estimates,
     }
 
 
@@ -484,28 +495,6 @@ def direction_call(global_table: pa.Table, local_table: pa.Table) -> str:
     if call.verdict != "supported":
         return call.verdict
     return "forward" if call.direction == (EXPOSURE, OUTCOME) else "reverse"
-
-
-def local_estimates(
-    audit: Path, truth: dict[str, float], unconfounded: Mapping[str, float]
-) -> dict[str, list[dict[str, Any]]]:
-    """Per method, the scored local estimates: ``seq_id``, ``truth``, ``truth_unconfounded``,
-    ``estimate``, ``ci_low``, ``ci_high``."""
-    from dmr_ray.deepmr.stages import read_local_effects
-
-    local = read_local_effects(audit / "local_effects.parquet").to_pylist()
-    return {
-        method: [
-            {
-                "seq_id": r["seq_id"],
-                "truth": truth[r["seq_id"]],
-                "truth_unconfounded": unconfounded[r["seq_id"]],
-                **{k: r[k] for k in ("estimate", "ci_low", "ci_high")},
-            }
-            for r in _scored_local(local, truth, method)
-        ]
-        for method in METHODS
-    }
 
 
 def _scored_local(local: list[dict[str, Any]], truth: dict[str, float], method: str) -> list[dict[str, Any]]:
