@@ -263,6 +263,18 @@ def pooled_moments(effects, path: Path) -> ExposureMoments:
     return moments
 
 
+def effect_sd(directory: Path) -> dict[str, float] | None:
+    """Each task's mutational SD (its effects' SD, ddof 0, pooled over the audit's substitutions)
+    from the moments recorded in ``directory`` (an audit's output directory), or None when none
+    are recorded; the report's dominance test standardizes with them
+    (:mod:`dmr_ray.stats.dominance`)."""
+    recorded = _read_record(Path(directory) / MOMENTS_FILE)
+    if not recorded:
+        return None
+    moments = ExposureMoments.from_dict(recorded)
+    return dict(zip(moments.tasks, moments.sd.tolist(), strict=True))
+
+
 def _read_record(path: Path) -> dict:
     """A JSON record, or an empty one when it is absent or unreadable (it is then rewritten)."""
     try:

@@ -14,6 +14,7 @@ from dmr_ray.deepmr.attribution_stage import ATTRIBUTION_FILE, read_attribution
 from dmr_ray.deepmr.calibration_stage import CALIBRATION_FILE, load_calibration
 from dmr_ray.deepmr.config import DeepMRConfig
 from dmr_ray.deepmr.local import LocalMROptions, region_rows
+from dmr_ray.deepmr.pipeline import effect_sd
 from dmr_ray.deepmr.stages import read_local_effects
 from dmr_ray.errors import DmrRayError
 from dmr_ray.report import CalibrationCurves, ScatterData, write_report
@@ -123,4 +124,5 @@ def build_report(
         run_info=info,
         primary_method=primary,
         attribution=attribution,
+        effect_sd=effect_sd(out),
     )

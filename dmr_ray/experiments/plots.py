@@ -39,7 +39,11 @@ LOCAL_SCORES = (
     ("local_ci_width", "median local CI width", ()),
     ("power", "power", ()),
 )
-DIRECTION_SCORES = (("false_direction_rate", "false-direction rate", (0.05,)),)
+DIRECTION_SCORES = (
+    ("false_direction_rate", "false-direction rate\n(unplanted direction a finding)", (0.05,)),
+    ("reverse_significant_rate", "unplanted direction\nsignificant", (0.05,)),
+    ("found_rate", "planted direction found", ()),
+)
 
 
 def write_experiment_figures(summaries: Sequence[Summary], out: Path) -> list[Path]:

@@ -47,6 +47,8 @@ from dmr_ray.experiments.tables import finite, fmt, mean_of, median_of, weighted
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from dmr_ray.stats.dominance import Dominance
+
 SCENARIOS: dict[str, dict[str, Any]] = {
     "none": {},
     "sequence": {"confounder_motif": True},
@@ -281,11 +283,13 @@ def _figure_names(out: Path) -> list[str]:
     return list(json.loads(summary.read_text()).get("figures", [])) if summary.exists() else []
 
 
-SCORING = 3
+SCORING = 4
 """Version of the scores in a round record (``round.json``'s ``scoring``). A record of another
 version is scored again from the round's stored audit (:func:`rescore_round`), without
 simulating afresh, training or auditing. Version 2 added the sequence-context truth, 3 the
-direction call with Holm's correction across methods."""
+direction call with Holm's correction across methods, 4 the dominance test: a direction is
+false only where the method presents it as a finding (significant and dominating its reverse,
+:func:`dmr_ray.report.direction.direction_status`)."""
 
 
 def run_round(scenario: str, index: int, work: Path, *, size: ExperimentSize, seed: int) -> dict[str, Any]:
@@ -393,6 +397,10 @@ def score_round(
     -------
     dict
         ``methods``: per method the forward global estimate, its CI and p, the reverse p,
+        whether each direction is a finding (``found``, and ``false_direction`` for the
+        unplanted one: significant and dominating its reverse, see
+        :func:`~dmr_ray.report.direction.direction_status`) and whether the reverse is
+        significant at all (``reverse_significant``), the dominance comparison (``dominance``),
         whether the CI (and the original's estimate ± 2τ) holds the true global effect, local
         coverage (of the truth, and of the model's own local effect), median local CI width,
         power and the number of local estimates, local and global coverage of the
@@ -404,7 +412,9 @@ def score_round(
     """
     import pyarrow.parquet as pq
 
+    from dmr_ray.deepmr.pipeline import effect_sd
     from dmr_ray.deepmr.stages import read_local_effects
+    from dmr_ray.report.direction import direction_status
     from dmr_ray.store import EffectsStore
 
     effects = EffectsStore.open(str(audit / "effects.zarr")).read()
@@ -413,6 +423,8 @@ def score_round(
 
     global_table = pq.read_table(audit / "global_effects.parquet")
     local_table = read_local_effects(audit / "local_effects.parquet")
+    scales = effect_sd(audit)
+    status = direction_status(global_table, scales, alpha=ALPHA)
     global_rows = {(r["exposure"], r["outcome"], r["method"]): r for r in global_table.to_pylist()}
     local = local_table.to_pylist()
     true_global = float(np.nanmean(list(truth.values())))
@@ -451,7 +463,10 @@ def score_round(
             "reverse_covers_model": None
             if model_reverse is None or not finite(reverse["ci_low"], reverse["ci_high"])
             else bool(reverse["ci_low"] <= model_reverse <= reverse["ci_high"]),
-            "false_direction": bool(reverse["p_value"] < ALPHA),
+            "reverse_significant": bool(reverse["p_value"] < ALPHA),
+            "false_direction": status[(OUTCOME, EXPOSURE, method)].status == "finding",
+            "found": status[(EXPOSURE, OUTCOME, method)].status == "finding",
+            "dominance": _dominance_record(status[(EXPOSURE, OUTCOME, method)].dominance),
             "n_local": len(rows),
             "local_coverage": mean_of(covered),
             "local_coverage_model": mean_of(covered_model),
@@ -470,10 +485,18 @@ def score_round(
     return {
         "methods": methods,
         "model": model,
-        "direction_call": direction_call(global_table, local_table),
+        "direction_call": direction_call(global_table, local_table, scales),
         "baseline": naive_ratio_baseline(effects, true_global),
         "local": estimates,
     }
+
+
+def _dominance_record(compared: Dominance | None) -> dict[str, float] | None:
+    """The planted direction's standardized effect against the reverse's and the one-sided
+    p-values of each dominating (:class:`~dmr_ray.stats.dominance.Dominance`), or None."""
+    if compared is None:
+        return None
+    return {k: getattr(compared, k) for k in ("forward", "reverse", "p_forward", "p_reverse")}
 
 
 def _median_ratio(learned: Mapping[str, tuple[float, float]], truth: Mapping[str, float]) -> float | None:
@@ -483,14 +506,15 @@ def _median_ratio(learned: Mapping[str, tuple[float, float]], truth: Mapping[str
     )
 
 
-def direction_call(global_table: pa.Table, local_table: pa.Table) -> str:
+def direction_call(global_table: pa.Table, local_table: pa.Table, effect_sd: Mapping[str, float] | None = None) -> str:
     """The report's direction call on the planted pair (:func:`dmr_ray.report.direction.direction_calls`
-    of an audit's ``global_effects`` and ``local_effects``): ``"forward"`` (EXPOSURE → OUTCOME is a
-    finding), ``"reverse"`` (the unplanted direction is), or the verdict when no direction is
-    called (``"both"``, ``"none"``, ``"sign_conflict"``, ``"untested"``)."""
+    of an audit's ``global_effects`` and ``local_effects``, with the tasks' mutational SDs):
+    ``"forward"`` (EXPOSURE → OUTCOME is a finding), ``"reverse"`` (the unplanted direction is),
+    or the verdict when no direction is called (``"both"``, ``"unresolved"``, ``"none"``,
+    ``"sign_conflict"``, ``"untested"``)."""
     from dmr_ray.report.direction import direction_calls
 
-    calls = direction_calls(global_table, local_table)
+    calls = direction_calls(global_table, local_table, effect_sd=effect_sd)
     call = next(c for c in calls if set(c.pair) == {EXPOSURE, OUTCOME})
     if call.verdict != "supported":
         return call.verdict
@@ -568,6 +592,8 @@ def aggregate(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "local_ci_width": median_of([s["local_ci_width"] for s in scores]),
             "power": weighted_mean([s["power"] for s in scores], weights),
             "false_direction_rate": mean_of([s["false_direction"] for s in scores]),
+            "reverse_significant_rate": mean_of([s.get("reverse_significant") for s in scores]),
+            "found_rate": mean_of([s.get("found") for s, r in zip(scores, rows, strict=True) if r["effect"] != 0]),
             "reverse_coverage_model": mean_of([s.get("reverse_covers_model") for s in scores]),
         }
     baseline = [r["baseline"] for r in rows]
@@ -596,9 +622,10 @@ def summary_table(summary: dict[str, Any]) -> str:
         "| scenario | method | global CE true (mean) | global CE estimated (mean) | global accuracy | "
         "global coverage (95 % CI) | global coverage (± 2τ) | global coverage of the original's truth | "
         "local coverage | local coverage of the original's truth | local coverage of the model's own "
-        "effect | median local CI width | power | false-direction rate | reverse CI covers the model's own reverse "
+        "effect | median local CI width | power | false-direction rate (unplanted direction a finding) | "
+        "unplanted direction significant | planted direction found | reverse CI covers the model's own reverse "
         "effect |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     true_mean = fmt(float(np.mean([r["true_global"] for r in summary["per_round"]])))
     for method in (*METHODS, "naive_ratio"):
@@ -622,6 +649,8 @@ def summary_table(summary: dict[str, Any]) -> str:
                     "local_ci_width",
                     "power",
                     "false_direction_rate",
+                    "reverse_significant_rate",
+                    "found_rate",
                     "reverse_coverage_model",
                 )
             ),

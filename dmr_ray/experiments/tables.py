@@ -30,6 +30,8 @@ SCORES = (
     "local_ci_width",
     "power",
     "false_direction_rate",
+    "reverse_significant_rate",
+    "found_rate",
     "global_accuracy",
     "global_coverage",
 )
@@ -40,7 +42,9 @@ SCORE_HEADERS = (
     "local coverage of the original's truth (confounders removed)",
     "median local CI width",
     "power",
-    "false-direction rate",
+    "false-direction rate (unplanted direction a finding)",
+    "unplanted direction significant",
+    "planted direction found",
     "global accuracy",
     "global coverage (95 % CI)",
 )

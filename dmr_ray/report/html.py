@@ -27,7 +27,7 @@ from dmr_ray._atomic import write_atomic, write_text_atomic
 from dmr_ray.errors import InputError
 from dmr_ray.report.attribution import METRIC_HEADER, example_tracks_figure, metric_rows, metrics_figure
 from dmr_ray.report.data import CalibrationCurves, ScatterData
-from dmr_ray.report.direction import direction_calls
+from dmr_ray.report.direction import DirectionStatus, direction_calls, direction_status
 from dmr_ray.report.figures import (
     SIGNIFICANCE_NOTE,
     calibration_figure,
@@ -77,6 +77,7 @@ def write_report(
     run_info: Mapping[str, Any] = MappingProxyType({}),
     primary_method: str | None = None,
     attribution: Mapping[str, Any] | None = None,
+    effect_sd: Mapping[str, float] | None = None,
 ) -> Path:
     """Write the report of an audit to ``out_dir/report``.
 
@@ -100,6 +101,9 @@ def write_report(
         else the first method of ``global_table``.
     attribution
         The attribution stage's summary (``attribution.json``), or None for no such section.
+    effect_sd
+        Each task's mutational SD (:func:`dmr_ray.deepmr.pipeline.effect_sd`), for the test of
+        which direction of a pair dominates; None for no such test.
 
     Returns
     -------
@@ -117,14 +121,15 @@ def write_report(
     primary = _primary_method(methods, primary_method)
     methods.sort(key=lambda m: m != primary)  # the primary method's heatmap first
     rows = filter_table(global_table, method=primary).to_pylist() if primary else []
+    status = direction_status(global_table, effect_sd, alpha=ALPHA)
     sections = [
-        _summary_section(rows, primary),
-        _direction_section(global_table, local_table),
+        _summary_section(rows, primary, status),
+        _direction_section(global_table, local_table, effect_sd),
         _how_to_read_section(),
         _heatmap_section(figures, global_table, methods),
         _forest_section(figures, rows, local_table, primary),
         _scatter_section(figures, scatter),
-        _global_table_section(global_table),
+        _global_table_section(global_table, status),
     ]
     if calibration is not None:
         sections.append(_calibration_section(figures, calibration))
@@ -242,22 +247,30 @@ def _primary_method(methods: list[str], requested: str | None) -> str | None:
 # --- sections ----------------------------------------------------------------------------------
 
 
-def _summary_section(rows: list[dict[str, Any]], primary: str | None) -> str:
+def _summary_section(
+    rows: list[dict[str, Any]], primary: str | None, status: Mapping[tuple[str, str, str], DirectionStatus]
+) -> str:
     if not rows:
         return _section("Summary", "summary", "<p>No global causal effects were estimated.</p>")
     significant = sorted((r for r in rows if _is_significant(r)), key=lambda r: r["p_value"])
+    dominated = [r for r in significant if status[_key(r)].status == "not_dominant"]
+    learned = [r for r in significant if status[_key(r)].status != "not_dominant"]
     missing = [r for r in rows if not _is_finite(r["estimate"])]
     rest = [r for r in rows if _is_finite(r["estimate"]) and not _is_significant(r)]
     meta = f"{_e(rows[0]['meta_method'])} random-effects pooling, {_e(rows[0]['test'])} test"
     parts = [
         f"<p>Primary MR method: <b>{_e(primary)}</b> ({meta}). "
         f"<b>{len(significant)}</b> of {len(rows)} exposure → outcome pairs have a pooled "
-        f"causal effect significant at p &lt; {ALPHA} (not adjusted for multiple testing).</p>"
+        f"causal effect significant at p &lt; {ALPHA} (not adjusted for multiple testing)"
+        + (f"; {len(dominated)} of them do not dominate their reverse direction" if dominated else "")
+        + ".</p>"
     ]
-    if significant:
+    if learned:
         replicate = all(r.get("inference") == "replicate" for r in rows)
         parts.append(
-            "<p>What the model learned (significant pairs, most significant first; replicate test):</p>"
+            "<p>What the model learned (significant pairs, most significant first; replicate test"
+            + ("; each dominates its reverse direction where both were audited" if replicate else "")
+            + "):</p>"
             if replicate
             else "<p>Significant under pooled inference (no replicate test, so not a direction finding; "
             "see Direction calls), most significant first:</p>"
@@ -274,10 +287,17 @@ def _summary_section(rows: list[dict[str, Any]], primary: str | None) -> str:
                         _p(r["p_value"]),
                         f"{r['k']} of {r['n_regions']}",
                     ]
-                    for r in significant
+                    for r in learned
                 ],
                 [False, False, True, True, True, True],
             )
+        )
+    if dominated:
+        parts.append(
+            "<p>Significant, but not a causal direction: the reverse direction's standardized "
+            "effect is as large or larger (see Direction calls): "
+            + "; ".join(_dominated_html(r, status[_key(r)]) for r in dominated)
+            + ".</p>"
         )
     if rest:
         parts.append(
@@ -290,15 +310,30 @@ def _summary_section(rows: list[dict[str, Any]], primary: str | None) -> str:
     return _section("Summary", "summary", "\n".join(parts))
 
 
-def _direction_section(global_table: pa.Table, local_table: pa.Table) -> str:
-    calls = direction_calls(global_table, local_table, alpha=ALPHA)
+def _key(row: Mapping[str, Any]) -> tuple[str, str, str]:
+    return row["exposure"], row["outcome"], row["method"]
+
+
+def _dominated_html(row: Mapping[str, Any], status: DirectionStatus) -> str:
+    d = status.dominance
+    assert d is not None  # not_dominant is decided by a dominance test
+    return (
+        f"{_pair(row)} ({format_value(row['estimate'])}, p = {_p(row['p_value'])}; standardized "
+        f"{format_value(d.forward)} against {format_value(d.reverse)} the other way)"
+    )
+
+
+def _direction_section(global_table: pa.Table, local_table: pa.Table, effect_sd: Mapping[str, float] | None) -> str:
+    calls = direction_calls(global_table, local_table, alpha=ALPHA, effect_sd=effect_sd)
     if not calls:
         return _section("Direction calls", "direction", "<p>No pair was audited in both directions.</p>")
     items = "\n".join(f'<li class="{"sig" if c.verdict == "supported" else "muted"}">{_e(c.text)}</li>' for c in calls)
     intro = (
         "<p>Per pair of tasks audited both ways, the direction the audit supports and on what "
         "evidence. A direction is a finding only under the replicate test (inference across "
-        "ensemble members), with no method significant the other way.</p>"
+        "ensemble members), and only where it dominates the other way: its effect, standardized by "
+        "the two tasks' mutational SDs, is significantly larger than the reverse's, paired over "
+        "the members (without recorded SDs: where no method is significant the other way).</p>"
     )
     return _section("Direction calls", "direction", f"{intro}<ul>\n{items}\n</ul>")
 
@@ -410,7 +445,10 @@ _GLOBAL_COLUMNS = (
 )
 
 
-def _global_table_section(global_table: pa.Table) -> str:
+_STATUS_TEXT = {"finding": "finding", "not_dominant": "not dominant", "significant": "significant"}
+
+
+def _global_table_section(global_table: pa.Table, status: Mapping[tuple[str, str, str], DirectionStatus]) -> str:
     title = "Global effects table"
     if not global_table.num_rows:
         return _section(title, "global-table", "<p>No global effects.</p>")
@@ -418,12 +456,14 @@ def _global_table_section(global_table: pa.Table) -> str:
     pooling = ", ".join(sorted({f"{r['meta_method']} / {r['test']}" for r in rows}))
     intro = (
         f"<p>Random-effects pooling (τ² estimator / test): {_e(pooling)}. PI: prediction "
-        f"interval for the effect in a new region. {_e(SIGNIFICANCE_NOTE)}.</p>"
+        f"interval for the effect in a new region. {_e(SIGNIFICANCE_NOTE)}. Direction: "
+        "finding (significant, and dominates the reverse direction), not dominant (significant, but "
+        "the reverse's standardized effect is as large), significant (no dominance testable).</p>"
     )
     table = _table(
-        [h for h, _, _ in _GLOBAL_COLUMNS],
-        [[cell(r) for _, cell, _ in _GLOBAL_COLUMNS] for r in rows],
-        [num for _, _, num in _GLOBAL_COLUMNS],
+        [*(h for h, _, _ in _GLOBAL_COLUMNS), "direction"],
+        [[*(cell(r) for _, cell, _ in _GLOBAL_COLUMNS), _STATUS_TEXT.get(status[_key(r)].status, "")] for r in rows],
+        [*(num for _, _, num in _GLOBAL_COLUMNS), False],
     )
     return _section(title, "global-table", intro + table)
 

@@ -24,7 +24,7 @@ from dmr_ray.errors import ConfigError, InputError, ResumeConflictError
 from dmr_ray.ism import saturation_mutagenesis
 from dmr_ray.models import load_model_spec, save_weights
 from dmr_ray.models.architectures import small_cnn
-from dmr_ray.report.direction import direction_calls, holm_significant
+from dmr_ray.report.direction import direction_calls, direction_status, holm_significant
 from dmr_ray.store import EffectsStore, write_sequence_store
 from dmr_ray.store import _zarr_io as zio
 from dmr_ray.uncertainty import ReplicateSubset, build_predictor
@@ -346,3 +346,62 @@ def test_direction_call_corrects_for_the_number_of_methods() -> None:
     assert "Holm across the 3 methods" in call.text and "smallest p = 0.031, ivw" in call.text
     strong = rows[:4] + [{**rows[4], "p_value": 0.001}, rows[5]]
     assert direction_calls(pa.Table.from_pylist(strong))[0].verdict == "both"
+
+
+def _replicated(exposure: str, outcome: str, method: str, replicates: list[float], p_value: float) -> dict:
+    return {
+        **_row(exposure, outcome, method, float(np.mean(replicates)), p_value, "replicate"),
+        "replicate_estimates": replicates,
+    }
+
+
+FORWARD = [0.70, 0.66, 0.72, 0.69, 0.68]
+LEAK = [0.08, 0.06, 0.07, 0.09, 0.05]
+SD = {"GATA": 2.0, "TAL1": 1.6}
+
+
+def test_a_significant_reverse_dominated_by_the_forward_direction_is_not_a_finding() -> None:
+    """The shared-layer leak of docs/direction.md §9: the reverse is significant for every method
+    (Holm rejects it), so without the mutational SDs no direction can be called; with them the
+    reverse's standardized effect (≈ 0.07 · 1.6 / 2) is far below the forward's (≈ 0.69 · 2 / 1.6)
+    and the planted direction is supported, the reverse named as dominated."""
+    rows = [
+        _replicated("GATA", "TAL1", "ivw", FORWARD, 1e-5),
+        _replicated("GATA", "TAL1", "weighted_median", FORWARD[::-1], 2e-5),
+        _replicated("TAL1", "GATA", "ivw", LEAK, 1e-3),
+        _replicated("TAL1", "GATA", "weighted_median", LEAK[::-1], 2e-3),
+    ]
+    table = pa.Table.from_pylist(rows)
+    assert direction_calls(table)[0].verdict == "both"
+    (call,) = direction_calls(table, effect_sd=SD)
+    assert call.verdict == "supported" and call.direction == ("GATA", "TAL1")
+    assert "TAL1 → GATA significant for ivw" in call.text and "dominated by the supported direction" in call.text
+    status = direction_status(table, SD)
+    assert status[("GATA", "TAL1", "ivw")].status == "finding"
+    assert status[("TAL1", "GATA", "ivw")].status == "not_dominant"
+    dominance = status[("GATA", "TAL1", "ivw")].dominance
+    assert dominance is not None and dominance.forward == pytest.approx(np.mean(FORWARD) * 2.0 / 1.6, rel=1e-12)
+    # without the SDs, or under pooled inference, a significant row is only "significant"
+    assert direction_status(table)[("TAL1", "GATA", "ivw")].status == "significant"
+
+
+def test_a_tie_is_unresolved_and_opposite_dominant_directions_are_both() -> None:
+    """Y = θ X with no variants of Y's own: the reverse reads 1/θ and both standardize to 1, so
+    significance either way is not a direction. Two methods that find opposite dominant
+    directions are reported as such."""
+    theta = [0.50, 0.51, 0.49, 0.52, 0.48]
+    sd = {"X": 2.0, "Y": 1.0}
+    tie = pa.Table.from_pylist(
+        [_replicated("X", "Y", "ivw", theta, 1e-4), _replicated("Y", "X", "ivw", [1 / t for t in theta[::-1]], 1e-4)]
+    )
+    (call,) = direction_calls(tie, effect_sd=sd)
+    assert call.verdict == "unresolved" and call.direction is None and "no direction dominates" in call.text
+    opposite = pa.Table.from_pylist(
+        [
+            _replicated("X", "Y", "ivw", FORWARD, 1e-4),
+            _replicated("Y", "X", "ivw", LEAK, 0.3),
+            _replicated("X", "Y", "weighted_median", LEAK, 0.4),
+            _replicated("Y", "X", "weighted_median", FORWARD, 1e-4),
+        ]
+    )
+    assert direction_calls(opposite, effect_sd={"X": 1.0, "Y": 1.0})[0].verdict == "both"

@@ -14,11 +14,11 @@ from ray_head import checkout
 
 from dmr_ray.config import load_config
 from dmr_ray.deepmr import pipeline
-from dmr_ray.deepmr.pipeline import run_audit
+from dmr_ray.deepmr.pipeline import effect_sd, run_audit
 from dmr_ray.deepmr.stages import part_path
 from dmr_ray.demo import DemoSettings, prepare_demo
 from dmr_ray.errors import ResumeConflictError
-from dmr_ray.report.direction import direction_calls
+from dmr_ray.report.direction import direction_calls, direction_status
 from dmr_ray.store import EffectsStore
 
 # The demo's training recipe (a weaker ensemble underfits the planted slope); fewer sequences.
@@ -69,9 +69,20 @@ def test_planted_effect_is_recovered_and_reverse_is_not(audited) -> None:
         # (docs/direction.md §8). It must stay well below the forward effect, and the report
         # must never call TAL1 -> GATA a finding.
         assert reverse["estimate"] < 0.5 * forward["estimate"], reverse
-    table = pq.read_table(config_path.parent / "audit" / "global_effects.parquet")
+    audit = config_path.parent / "audit"
+    table = pq.read_table(audit / "global_effects.parquet")
     calls = direction_calls(table)
     assert [c.direction for c in calls if c.verdict == "supported"] in ([], [("GATA", "TAL1")])
+    # With the tasks' mutational SDs, the reverse is dominated for every method: the planted
+    # direction is each method's finding and the report's call, the reverse no method's finding.
+    scales = effect_sd(audit)
+    status = direction_status(table, scales)
+    for method in ("deepmr", "ivw"):
+        assert status[("GATA", "TAL1", method)].status == "finding", status[("GATA", "TAL1", method)]
+        assert status[("TAL1", "GATA", method)].status != "finding", status[("TAL1", "GATA", method)]
+    assert [(c.verdict, c.direction) for c in direction_calls(table, effect_sd=scales)] == [
+        ("supported", ("GATA", "TAL1"))
+    ]
     assert [line.split("]")[0] for line in lines] == ["[calibration", "[ism", "[local MR", "[meta", "[report"]
 
 

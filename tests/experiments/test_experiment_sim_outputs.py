@@ -28,7 +28,9 @@ def _method(truth: float, estimate: float, coverage: float, reverse_p: float) ->
         "global_covered_2tau": bool(abs(estimate - truth) <= 0.2),
         "reverse_estimate": 0.01,
         "reverse_p_value": reverse_p,
+        "reverse_significant": reverse_p < 0.05,
         "false_direction": reverse_p < 0.05,
+        "found": True,
         "n_local": 4,
         "local_coverage": coverage,
         "local_coverage_unconfounded": coverage / 2,
@@ -101,8 +103,24 @@ def test_experiment_sim_summary_tables_and_figures(tmp_path) -> None:
     assert "| Sequence-based | deepmr | 2.33 ± 1.53 | 2.53 ± 1.53; r = 1 |" in markdown
     agg = summary["aggregate"]
     assert agg["ivw"]["false_direction_rate"] == 1.0 and agg["deepmr"]["false_direction_rate"] == 0.0
+    assert agg["ivw"]["reverse_significant_rate"] == 1.0 and agg["deepmr"]["found_rate"] == 1.0
     assert "local" not in summary["per_round"][0]  # kept in round.json only
     assert "local" in json.loads(round_file(tmp_path, 0).read_text())
+
+
+def test_found_rate_counts_only_rounds_with_a_planted_effect() -> None:
+    """A round whose drawn effect is 0 plants nothing: the planted direction cannot be found
+    there, so it does not count against ``found_rate`` (it does count in the false-direction rate)."""
+    estimates = dict.fromkeys(METHODS, 1.0)
+    coverage = dict.fromkeys(METHODS, 1.0)
+    rows = [_round(i, t, estimates, coverage) for i, t in enumerate(TRUTHS)]
+    rows[1]["effect"] = 0.0
+    for m in rows[1]["methods"].values():
+        m["found"] = False
+    rows[2]["methods"]["deepmr"]["found"] = False
+    agg = simulation.aggregate(rows)
+    assert agg["deepmr"]["found_rate"] == 0.5 and agg["ivw"]["found_rate"] == 1.0
+    assert agg["ivw"]["false_direction_rate"] == 1.0  # reverse p 0.01 in every round, the effect-0 one too
 
 
 def test_experiment_sim_representative_round_is_nearest_the_pooled_coverage(tmp_path, no_figures) -> None:
@@ -133,7 +151,7 @@ def test_experiment_sim_combined_table_across_scenarios(tmp_path, monkeypatch) -
     for name in result["figures"]:
         assert (out / name).read_bytes()[:8] == PNG
     markdown = (out / "summary.md").read_text()
-    assert "| none | quick | 3 | deepmr | 0.833 | 0.417 | 1 | 1 | 0 | 1 | 1 |" in markdown
+    assert "| none | quick | 3 | deepmr | 0.833 | 0.417 | 1 | 1 | 0 | 0 | 1 | 1 | 1 |" in markdown
     assert "| Both | ivw |" in markdown
 
 
