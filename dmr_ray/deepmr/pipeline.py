@@ -157,7 +157,10 @@ def run_audit(
     attribution_digest = _attribution(config, spec, audit, ism_digest, run)
     if config.report.enabled:
         info = {**(run_info or {}), "stages": dict(summary.stages)}
+        from dmr_ray.report import REPORT_VERSION
+
         identity = {
+            "version": REPORT_VERSION,
             "meta": meta_digest,
             "calibration": calibration_digest,
             "attribution": attribution_digest,

@@ -349,21 +349,25 @@ def score_pairs(audit: Path, truth: np.ndarray, ids: list[str], grammar: Grammar
     -------
     list of dict
         One row per (exposure, outcome): ``planted``, ``true_global`` (mean local truth) and per
-        method the global estimate, CI, p, ``significant``, ``call`` (``+``, ``−`` or ``0``),
-        ``correct`` (planted: significant and positive; unplanted: not significant),
+        method the global estimate, CI, p, ``significant``, ``direction`` (the report's
+        :func:`~dmr_ray.report.direction.direction_status`), ``call`` (``+`` or ``−`` for a
+        finding: significant and dominating the reverse pair; ``(+)`` or ``(−)`` significant
+        but not dominating it; ``0`` not significant), ``correct`` (planted: a positive finding;
+        unplanted: no finding),
         ``covered`` (the CI holds the true global effect), ``local_coverage``, the median
         local CI width and the number of local estimates.
     """
     import pyarrow.parquet as pq
 
+    from dmr_ray.deepmr.pipeline import effect_sd
     from dmr_ray.deepmr.stages import read_local_effects
+    from dmr_ray.report.direction import direction_status
     from dmr_ray.sim.bpnet_grammar import TASKS, planted_pairs
 
     planted = planted_pairs(grammar)
-    global_rows = {
-        (r["exposure"], r["outcome"], r["method"]): r
-        for r in pq.read_table(audit / "global_effects.parquet").to_pylist()
-    }
+    global_table = pq.read_table(audit / "global_effects.parquet")
+    global_rows = {(r["exposure"], r["outcome"], r["method"]): r for r in global_table.to_pylist()}
+    status = direction_status(global_table, effect_sd(audit), alpha=ALPHA)
     local = read_local_effects(audit / "local_effects.parquet").to_pylist()
     row_of = {seq_id: i for i, seq_id in enumerate(ids)}
     rows = []
@@ -384,15 +388,18 @@ def score_pairs(audit: Path, truth: np.ndarray, ids: list[str], grammar: Grammar
                     and finite(r["ci_low"], r["ci_high"], local_truth[r["seq_id"]])
                 ]
                 significant = finite(g["p_value"]) and g["p_value"] < ALPHA
-                call = ("+" if g["estimate"] > 0 else "−") if significant else "0"
+                direction = status[(exposure, outcome, method)].status
+                sign = "+" if g["estimate"] > 0 else "−"
+                call = "0" if not significant else sign if direction != "not_dominant" else f"({sign})"
                 methods[method] = {
                     "estimate": g["estimate"],
                     "ci_low": g["ci_low"],
                     "ci_high": g["ci_high"],
                     "p_value": g["p_value"],
                     "significant": bool(significant),
+                    "direction": direction,
                     "call": call,
-                    "correct": call == "+" if planted[(exposure, outcome)] else call == "0",
+                    "correct": call == "+" if planted[(exposure, outcome)] else call not in ("+", "−"),
                     "covered": bool(finite(g["ci_low"], g["ci_high"]) and g["ci_low"] <= true_global <= g["ci_high"]),
                     "n_local": len(fits),
                     "local_coverage": mean_of([r["ci_low"] <= local_truth[r["seq_id"]] <= r["ci_high"] for r in fits]),
@@ -411,10 +418,10 @@ def score_pairs(audit: Path, truth: np.ndarray, ids: list[str], grammar: Grammar
 
 
 def aggregate(pairs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per method: planted pairs found, unplanted pairs called significant, coverage.
+    """Per method: planted pairs found, unplanted pairs called (a finding) or significant, coverage.
 
-    ``asymmetry_recovered``: every pair from Oct4 or Sox2 to Nanog or Klf4 is called positive
-    and none of the reverse pairs is significant (the grammar's asymmetry).
+    ``asymmetry_recovered``: every pair from Oct4 or Sox2 to Nanog or Klf4 is a positive finding
+    and none of the reverse pairs is a finding (the grammar's asymmetry).
     """
     out = {}
     for method in METHODS:
@@ -426,12 +433,15 @@ def aggregate(pairs: list[dict[str, Any]]) -> dict[str, Any]:
         out[method] = {
             "planted_found": sum(p["methods"][method]["call"] == "+" for p in planted),
             "n_planted": len(planted),
+            "unplanted_called": [
+                f"{p['exposure']}→{p['outcome']}" for p in unplanted if p["methods"][method]["call"] in ("+", "−")
+            ],
             "unplanted_significant": [
                 f"{p['exposure']}→{p['outcome']}" for p in unplanted if p["methods"][method]["significant"]
             ],
             "n_unplanted": len(unplanted),
             "asymmetry_recovered": all(p["methods"][method]["call"] == "+" for p in forward)
-            and not any(p["methods"][method]["significant"] for p in reverse),
+            and not any(p["methods"][method]["call"] in ("+", "−") for p in reverse),
             "global_coverage": mean_of([s["covered"] for s in scores]),
             "local_coverage": weighted_mean([s["local_coverage"] for s in scores], [s["n_local"] for s in scores]),
         }
@@ -485,8 +495,10 @@ def summary_table(summary: dict[str, Any]) -> str:
     lines = [
         f"# BPNet-style experiment: size {summary['size']}, seed {summary['seed']}",
         "",
-        "Calls: `+`/`−` significant at 0.05 with that sign, `0` not significant; ✓ = the call matches the "
-        "planted truth (planted: `+`; unplanted: `0`).",
+        "Calls: `+`/`−` a finding (significant at 0.05 with that sign, and dominating the reverse pair: "
+        "standardized effects paired over members), `(+)`/`(−)` significant but not dominating the "
+        "reverse pair, `0` not significant; ✓ = the call matches the planted truth (planted: `+`; unplanted: no "
+        "finding).",
         "",
         "| exposure → outcome | planted | true global | "
         + " | ".join(f"{m} estimate [95 % CI] | {m} p | {m} call" for m in METHODS)
@@ -505,14 +517,16 @@ def summary_table(summary: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
-        "| method | planted pairs found | unplanted pairs significant | asymmetry recovered | "
-        "global coverage | local coverage |",
-        "|---|---|---|---|---|---|",
+        "| method | planted pairs found | unplanted pairs called | unplanted pairs significant | "
+        "asymmetry recovered | global coverage | local coverage |",
+        "|---|---|---|---|---|---|---|",
     ]
     for method, a in summary["aggregate"].items():
+        called = ", ".join(a["unplanted_called"]) or "none"
         wrong = ", ".join(a["unplanted_significant"]) or "none"
         lines.append(
-            f"| {method} | {a['planted_found']} / {a['n_planted']} | {len(a['unplanted_significant'])} / "
+            f"| {method} | {a['planted_found']} / {a['n_planted']} | {len(a['unplanted_called'])} / "
+            f"{a['n_unplanted']} ({called}) | {len(a['unplanted_significant'])} / "
             f"{a['n_unplanted']} ({wrong}) | {'yes' if a['asymmetry_recovered'] else 'no'} | "
             f"{fmt(a['global_coverage'])} | {fmt(a['local_coverage'])} |"
         )

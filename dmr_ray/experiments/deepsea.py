@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -47,6 +47,10 @@ KIND = "experiment_deepsea"
 DEEPSEA = "dmr_ray.models.architectures:deepsea"
 METHODS = ("deepmr", "ivw", "weighted_median")
 ALPHA = 0.05
+SCORING = 2
+"""Version of the summary's scoring, part of the summary stage's identity (a rerun scores an
+older summary again from the stored audit). 2: a significant direction that does not dominate
+its reverse pair is no finding (:func:`dmr_ray.report.direction.direction_status`)."""
 FIGURE_DPI = 110
 
 
@@ -160,7 +164,7 @@ def run_deepsea_experiment(
         Stage("audit", {"training": trained, "config": config}, ("audit.yaml", "audit"), resumable=True),
         lambda: run_deepsea_audit(out, config),
     )
-    identity = {"audit": audited, "alpha": ALPHA, "size": size, "seed": seed}
+    identity = {"audit": audited, "alpha": ALPHA, "scoring": SCORING, "size": size, "seed": seed}
     run(Stage("summary", identity, ("summary.json", "summary.md", "figures")), lambda: summarise(out, size, seed))
     return json.loads((out / "summary.json").read_text())
 
@@ -387,20 +391,23 @@ def summarise(out: Path, size: str, seed: int) -> str:
     """Score the audit against the planted truth; write ``summary.json``, ``summary.md`` and the figures."""
     import pyarrow.parquet as pq
 
+    from dmr_ray.deepmr.pipeline import effect_sd
     from dmr_ray.deepmr.stages import read_local_effects
-    from dmr_ray.report.direction import direction_calls
+    from dmr_ray.report.direction import direction_calls, direction_status
 
     audit = out / "audit"
     global_table = pq.read_table(audit / "global_effects.parquet")
     local_table = read_local_effects(audit / "local_effects.parquet")
+    scales = effect_sd(audit)
+    status = {key: s.status for key, s in direction_status(global_table, scales, alpha=ALPHA).items()}
     truth = {
         (r["seq_id"], r["exposure"], r["outcome"]): r["truth"]
         for r in pq.read_table(out / "data" / "truth.parquet").to_pylist()
     }
-    rows = score_pairs(global_table.to_pylist(), local_table.to_pylist(), truth)
+    rows = score_pairs(global_table.to_pylist(), local_table.to_pylist(), truth, status)
     calls = [
         {"pair": list(c.pair), "verdict": c.verdict, "direction": c.direction and list(c.direction), "text": c.text}
-        for c in direction_calls(global_table, local_table, alpha=ALPHA)
+        for c in direction_calls(global_table, local_table, alpha=ALPHA, effect_sd=scales)
     ]
     summary = {
         "experiment": "deepsea",
@@ -424,8 +431,12 @@ def score_pairs(
     global_rows: Sequence[dict[str, Any]],
     local_rows: Sequence[dict[str, Any]],
     truth: dict[tuple[str, str, str], float],
+    status: Mapping[tuple[str, str, str], str],
 ) -> list[dict[str, Any]]:
     """One row per (exposure, outcome, method) of the global table, scored against the truth.
+
+    ``status`` is each row's :func:`~dmr_ray.report.direction.direction_status` (``finding``,
+    ``not_dominant``, ...): a significant row that does not dominate its reverse pair is no finding.
 
     The planted global effect is the mean of the local truths over the regions the method's
     pooled estimate rests on (the local rows with a finite estimate); over every audited
@@ -462,7 +473,8 @@ def score_pairs(
                 "p_value": g["p_value"],
                 "significant": bool(significant),
                 "covers_planted": bool(finite(g["ci_low"], g["ci_high"]) and g["ci_low"] <= planted <= g["ci_high"]),
-                "outcome_of_test": _verdict(planted, g["estimate"], significant),
+                "direction": status[(exposure, outcome, method)],
+                "outcome_of_test": _verdict(planted, g["estimate"], significant, status[(exposure, outcome, method)]),
                 "n_local": len(local),
                 "local_coverage": mean_of(covered),
                 "local_ci_width": median_of([r["ci_high"] - r["ci_low"] for r in local]),
@@ -485,9 +497,13 @@ def _role(exposure: str, outcome: str) -> str:
     return "TF → TF (control)"
 
 
-def _verdict(planted: float, estimate: Any, significant: bool) -> str:
-    """``recovered`` / ``missed`` for a planted non-zero effect (significant with its sign or not);
-    ``false positive`` / ``true negative`` for a planted zero; ``wrong sign`` otherwise."""
+def _verdict(planted: float, estimate: Any, significant: bool, direction: str) -> str:
+    """``recovered`` / ``missed`` for a planted non-zero effect (a finding with its sign or not
+    significant); ``false positive`` / ``true negative`` for a planted zero (a finding or not
+    significant); ``not dominant`` where significant but not significantly larger than the
+    reverse pair once standardized (no finding); ``wrong sign`` otherwise."""
+    if significant and direction == "not_dominant":
+        return "not dominant"
     if not math.isfinite(planted) or planted == 0.0:
         return "false positive" if significant else "true negative"
     if not significant:
@@ -496,13 +512,15 @@ def _verdict(planted: float, estimate: Any, significant: bool) -> str:
 
 
 def _planted_direction(call: dict[str, Any], rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The planted direction of an unordered pair and whether the call matches it."""
+    """The planted direction of an unordered pair and whether the call matches it: the planted
+    direction supported, or, where none is planted, no direction called (``none``, or
+    ``unresolved``: significant without a dominant direction)."""
     a, b = call["pair"]
     nonzero = {(r["exposure"], r["outcome"]) for r in rows if math.isfinite(r["planted"]) and r["planted"] != 0}
     planted = [list(d) for d in ((a, b), (b, a)) if d in nonzero]
     expected = planted[0] if planted else None
     if expected is None:
-        correct = call["verdict"] == "none"
+        correct = call["verdict"] != "supported"  # no direction called where none is planted
     else:
         correct = call["verdict"] == "supported" and call["direction"] == expected
     return {"planted_direction": expected, "call_correct": correct}

@@ -6,9 +6,10 @@ functions return :class:`matplotlib.figure.Figure` objects and can be used on th
 
 from dmr_ray.report.data import CalibrationCurves, ScatterData
 from dmr_ray.report.figures import calibration_figure, forest_figure, heatmap_figure, scatter_figure
-from dmr_ray.report.html import write_report
+from dmr_ray.report.html import REPORT_VERSION, write_report
 
 __all__ = [
+    "REPORT_VERSION",
     "CalibrationCurves",
     "ScatterData",
     "calibration_figure",

@@ -258,7 +258,7 @@ def _call(
         text = f"{both}: methods find opposite dominant directions ({test}: {said}); no single direction can be called"
         return DirectionCall(forward, "both", None, f"{text}. {evidence}")
     if not directions and compared:
-        said = "; ".join(f"{_arrow(d)} for {_dominated(significant[d], status)}" for d in hits)
+        said = "; ".join(f"{_arrow(d)} for {_compared(significant[d], status)}" for d in hits)
         text = f"{both}: significant, but no direction dominates the other ({test}: {said}); no direction called"
         return DirectionCall(forward, "unresolved", None, f"{text}. {evidence}")
     if not directions:
@@ -273,12 +273,12 @@ def _call(
         text = f"{both}: methods significant in {_arrow(direction)} disagree in sign ({said}); no direction called"
         return DirectionCall(forward, "sign_conflict", None, f"{text}. {evidence}")
     other = [r for r in sides[direction] if not any(r is f for f in findings[direction])]
-    against = f"; not a finding for {_dominated(other, status) if compared else _methods(other)}" if other else ""
+    against = f"; not a finding for {_compared(other, status) if compared else _methods(other)}" if other else ""
     sign = "increases" if signs.pop() else "decreases"
-    said = _dominated(findings[direction], status) if compared else _methods(findings[direction])
+    said = _compared(findings[direction], status) if compared else _methods(findings[direction])
     if significant.get(opposite):
         reverse_text = (
-            f"{_arrow(opposite)} significant for {_dominated(significant[opposite], status)}: "
+            f"{_arrow(opposite)} significant for {_compared(significant[opposite], status)}: "
             "a dependence dominated by the supported direction, not a direction of its own"
         )
     else:
@@ -297,7 +297,7 @@ def _key(row: Mapping[str, Any]) -> tuple[str, str, str]:
     return row["exposure"], row["outcome"], row["method"]
 
 
-def _dominated(rows: Sequence[dict[str, Any]], status: Mapping[tuple[str, str, str], DirectionStatus]) -> str:
+def _compared(rows: Sequence[dict[str, Any]], status: Mapping[tuple[str, str, str], DirectionStatus]) -> str:
     """Each row's estimate and p with its dominance comparison (standardized effect of its own
     direction against the reverse's, and the one-sided p of its direction dominating)."""
     parts = []

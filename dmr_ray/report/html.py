@@ -44,6 +44,10 @@ from dmr_ray.report.figures import (
 ALPHA = 0.05
 """Significance level of the headline summary."""
 
+REPORT_VERSION = 2
+"""Version of the report's reading of an audit's tables, part of the report stage's identity so
+that a rerun rewrites the report of an older version. 2: direction calls test dominance."""
+
 PREFERRED_METHOD = "deepmr"
 """The primary method when none is named and this one is present."""
 
@@ -253,7 +257,7 @@ def _summary_section(
     if not rows:
         return _section("Summary", "summary", "<p>No global causal effects were estimated.</p>")
     significant = sorted((r for r in rows if _is_significant(r)), key=lambda r: r["p_value"])
-    dominated = [r for r in significant if status[_key(r)].status == "not_dominant"]
+    not_dominant = [r for r in significant if status[_key(r)].status == "not_dominant"]
     learned = [r for r in significant if status[_key(r)].status != "not_dominant"]
     missing = [r for r in rows if not _is_finite(r["estimate"])]
     rest = [r for r in rows if _is_finite(r["estimate"]) and not _is_significant(r)]
@@ -262,7 +266,7 @@ def _summary_section(
         f"<p>Primary MR method: <b>{_e(primary)}</b> ({meta}). "
         f"<b>{len(significant)}</b> of {len(rows)} exposure → outcome pairs have a pooled "
         f"causal effect significant at p &lt; {ALPHA} (not adjusted for multiple testing)"
-        + (f"; {len(dominated)} of them do not dominate their reverse direction" if dominated else "")
+        + (f"; {len(not_dominant)} of them do not dominate their reverse direction" if not_dominant else "")
         + ".</p>"
     ]
     if learned:
@@ -292,11 +296,11 @@ def _summary_section(
                 [False, False, True, True, True, True],
             )
         )
-    if dominated:
+    if not_dominant:
         parts.append(
-            "<p>Significant, but not a causal direction: the reverse direction's standardized "
-            "effect is as large or larger (see Direction calls): "
-            + "; ".join(_dominated_html(r, status[_key(r)]) for r in dominated)
+            "<p>Significant, but not a causal direction: the standardized effect is not "
+            "significantly larger than the reverse direction's (see Direction calls): "
+            + "; ".join(_not_dominant_html(r, status[_key(r)]) for r in not_dominant)
             + ".</p>"
         )
     if rest:
@@ -314,7 +318,7 @@ def _key(row: Mapping[str, Any]) -> tuple[str, str, str]:
     return row["exposure"], row["outcome"], row["method"]
 
 
-def _dominated_html(row: Mapping[str, Any], status: DirectionStatus) -> str:
+def _not_dominant_html(row: Mapping[str, Any], status: DirectionStatus) -> str:
     d = status.dominance
     assert d is not None  # not_dominant is decided by a dominance test
     return (
@@ -458,7 +462,8 @@ def _global_table_section(global_table: pa.Table, status: Mapping[tuple[str, str
         f"<p>Random-effects pooling (τ² estimator / test): {_e(pooling)}. PI: prediction "
         f"interval for the effect in a new region. {_e(SIGNIFICANCE_NOTE)}. Direction: "
         "finding (significant, and dominates the reverse direction), not dominant (significant, but "
-        "the reverse's standardized effect is as large), significant (no dominance testable).</p>"
+        "its standardized effect is not significantly larger than the reverse's), significant (no "
+        "dominance testable).</p>"
     )
     table = _table(
         [*(h for h, _, _ in _GLOBAL_COLUMNS), "direction"],

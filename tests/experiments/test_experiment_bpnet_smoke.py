@@ -41,11 +41,15 @@ def test_summary_scores_all_twelve_pairs_against_the_truth(experiment) -> None:
         assert (p["true_global"] > 0.05) if p["planted"] else (abs(p["true_global"]) < 0.02), pair
         for method in ("deepmr", "ivw", "weighted_median"):
             m = p["methods"][method]
-            assert m["call"] in {"+", "−", "0"} and m["n_local"] > 0
+            assert m["call"] in {"+", "−", "(+)", "(−)", "0"} and m["n_local"] > 0
             assert m["ci_low"] <= m["estimate"] <= m["ci_high"]
-            assert m["correct"] == (m["call"] == "+" if p["planted"] else m["call"] == "0")
+            assert m["correct"] == (m["call"] == "+" if p["planted"] else m["call"] not in {"+", "−"})
+            # a call in brackets is significant but does not dominate the reverse pair
+            assert (m["call"].startswith("(")) == (m["significant"] and m["direction"] == "not_dominant")
+            assert (m["call"] == "0") == (not m["significant"])
     for a in summary["aggregate"].values():
         assert 0 <= a["planted_found"] <= a["n_planted"] == 6 and a["n_unplanted"] == 6
+        assert set(a["unplanted_called"]) <= set(a["unplanted_significant"])
     for path in summary["figures"].values():
         assert (out / path).read_bytes().startswith(PNG)
     table = (out / "summary.md").read_text()

@@ -33,7 +33,9 @@ def test_summary_scores_every_pair_and_method(experiment) -> None:
         opener = r["outcome"] == "DNase" and r["exposure"] != "CEBPA"
         assert (r["planted"] > 0.05) if opener else (r["planted"] == 0.0), r
         assert r["significant"] == (r["p_value"] < 0.05)
-        assert r["outcome_of_test"] in {"recovered", "missed", "wrong sign", "false positive", "true negative"}
+        outcomes = {"recovered", "missed", "wrong sign", "false positive", "true negative", "not dominant"}
+        assert r["outcome_of_test"] in outcomes
+        assert (r["outcome_of_test"] == "not dominant") == (r["significant"] and r["direction"] == "not_dominant")
         assert r["local_coverage"] is None or 0.0 <= r["local_coverage"] <= 1.0
         assert isinstance(r["estimate"], float) and r["n_local"] <= 8  # NaN: no replicate estimate
     calls = summary["direction_calls"]

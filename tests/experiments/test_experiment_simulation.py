@@ -22,6 +22,8 @@ KEYS = {
     "local_ci_width",
     "power",
     "false_direction_rate",
+    "reverse_significant_rate",
+    "found_rate",
 }
 
 
@@ -33,7 +35,15 @@ def test_summary_has_every_method_and_fractions(experiment) -> None:
     for method in ("deepmr", "ivw", "weighted_median"):
         assert set(aggregate[method]) == KEYS
         assert aggregate[method]["global_accuracy"] is None  # fewer than 3 rounds
-        for key in ("global_coverage", "global_coverage_2tau", "local_coverage", "power", "false_direction_rate"):
+        for key in (
+            "global_coverage",
+            "global_coverage_2tau",
+            "local_coverage",
+            "power",
+            "false_direction_rate",
+            "reverse_significant_rate",
+            "found_rate",
+        ):
             assert 0.0 <= aggregate[method][key] <= 1.0, (method, key)
         assert aggregate[method]["local_ci_width"] > 0
     assert 0.0 <= aggregate["naive_ratio"]["global_coverage"] <= 1.0
@@ -44,7 +54,7 @@ def test_summary_has_every_method_and_fractions(experiment) -> None:
         "direction_calls",
     }
     calls = summary["model"]["direction_calls"]
-    assert set(calls) <= {"forward", "reverse", "both", "none", "sign_conflict", "untested"}
+    assert set(calls) <= {"forward", "reverse", "both", "unresolved", "none", "sign_conflict", "untested"}
     assert sum(calls.values()) == pytest.approx(1.0)
     assert math.isfinite(summary["model"]["local_ratio_median"])
     for row in summary["per_round"]:
@@ -53,6 +63,10 @@ def test_summary_has_every_method_and_fractions(experiment) -> None:
         assert row["true_global"] != pytest.approx(row["true_global_unconfounded"], rel=1e-3)
         assert row["scoring"] == simulation.SCORING
         assert row["methods"]["deepmr"]["n_local"] > 0
+        for scores in row["methods"].values():
+            # a false direction is a finding, so it is significant; dominance is tested (replicates)
+            assert scores["reverse_significant"] or not scores["false_direction"]
+            assert scores["dominance"] is not None and 0.0 <= scores["dominance"]["p_forward"] <= 1.0
     assert (out / "rounds" / "1" / "round.json").exists()
     assert "| random | deepmr |" in (out / "summary.md").read_text()
 
