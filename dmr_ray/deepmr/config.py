@@ -90,6 +90,22 @@ class InstrumentOptions(Options):
     its effects over every substitution of the region being fitted; ``reference``, its SD over
     the reference sequences (the first version, which truncates regions whose local slope
     exceeds the global ratio of SDs)."""
+    direction_against: Literal["outcome", "all"] = "outcome"
+    """What the direction filter compares an instrument's exposure effect with: ``outcome``
+    (Steiger-style, the pair's outcome only) or ``all`` (every other task of the effects store
+    as well, each on its own scale), so that a substitution that moves a third task more than
+    the exposure, an instrument of that task, is not taken as the exposure's. A third task
+    upstream of both (BPNet's Oct4-Sox2 composite moving Klf4 and Nanog through Oct4) is a
+    common cause that violates the exclusion restriction; a task downstream of the exposure
+    moves no more than the exposure on their own scales, so mediated instruments pass. Meant
+    for a few distinct tasks: among many near-duplicate outputs (a task in several cell
+    lines), ``all`` leaves few instruments."""
+
+    @model_validator(mode="after")
+    def _against_needs_filter(self) -> InstrumentOptions:
+        if self.direction_against == "all" and not self.direction_filter:
+            raise ValueError("instruments.direction_against: all needs instruments.direction_filter: true")
+        return self
 
 
 class RegionOptions(Options):

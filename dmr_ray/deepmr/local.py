@@ -86,6 +86,10 @@ class LocalMROptions:
         Each output's scale in the direction filter: ``"reference"`` (``direction_sd``) or
         ``"region"`` (the root mean square of its effects over the region's substitutions;
         :func:`dmr_ray.deepmr.instruments.region_rms`).
+    direction_against
+        ``"outcome"``: the direction filter compares the exposure with the outcome;
+        ``"all"``: with every other task as well (an instrument must move the exposure more
+        than any other task, each on its own scale).
     alpha, iterations, seed
         Confidence level and bootstrap settings of the estimators.
     inference
@@ -104,6 +108,7 @@ class LocalMROptions:
     region_width: int
     direction_sd: tuple[float, ...] = ()
     direction_scale: str = "reference"
+    direction_against: str = "outcome"
     alpha: float = 0.05
     iterations: int = 10_000
     seed: int = 314159265
@@ -135,7 +140,8 @@ def instrument_mask(
     beta: np.ndarray, se: np.ndarray, exposure: int, outcome: int, options: LocalMROptions
 ) -> np.ndarray:
     """``bool [n, L, 3]``: the substitutions that are instruments of one pair (usable, passing
-    the strength filter and, when on, the direction filter)."""
+    the strength filter and, when on, the direction filter: against the outcome, or against
+    every other task with ``direction_against: "all"``)."""
     bx, sx = beta[..., exposure], se[..., exposure]
     by, sy = beta[..., outcome], se[..., outcome]
     mean = options.moments_mean[exposure] if options.moments_mean else None
@@ -144,13 +150,17 @@ def instrument_mask(
         bx, sx, kind=options.filter, threshold=options.threshold, mean=mean, sd=sd
     )
     if options.direction_sd:
-        scale_x: float | np.ndarray
-        scale_y: float | np.ndarray
-        if options.direction_scale == "region":
-            scale_x, scale_y = region_rms(bx, options.region_width), region_rms(by, options.region_width)
-        else:
-            scale_x, scale_y = options.direction_sd[exposure], options.direction_sd[outcome]
-        keep &= passes_direction(bx, by, scale_x, scale_y)
+        against = range(beta.shape[-1]) if options.direction_against == "all" else (outcome,)
+
+        def scale(task: int) -> float | np.ndarray:
+            if options.direction_scale == "region":
+                return region_rms(beta[..., task], options.region_width)
+            return options.direction_sd[task]
+
+        scale_x = scale(exposure)
+        for task in against:
+            if task != exposure:
+                keep &= passes_direction(bx, beta[..., task], scale_x, scale(task))
     return keep
 
 

@@ -233,6 +233,7 @@ def local_options(config: DeepMRConfig, effects_path: Path, pairs: list[tuple[st
         region_width=config.regions.region_width(effects.length),
         direction_sd=tuple(moments.reference_sd.tolist()) if instruments.direction_filter else (),
         direction_scale=instruments.direction_scale,
+        direction_against=instruments.direction_against,
         inference="replicate" if config.meta.inference == "replicate" else "ensemble",
         alpha=methods.alpha,
         iterations=methods.iterations,

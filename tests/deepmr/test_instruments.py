@@ -165,3 +165,66 @@ def test_region_scale_keeps_steep_regions_mediated_instruments_out_of_the_revers
         assert rows["c", "X"]["n_instruments"] == 0
         assert rows["c", "Y"]["n_instruments"] == 48  # Y's own drivers and X's motif
         assert rows["c", "Y"]["estimate"] > 0.25  # a reverse effect nobody planted
+
+
+def _common_cause(seed: int = 0) -> np.ndarray:
+    """``[2, 40, 3, 3]`` effects of tasks (Z, X, Y) with no X → Y effect: Z's motif (positions
+    0-7) moves Z and, through Z, X (slope 0.6) and Y (0.5), a common upstream cause; X's own
+    motif (20-27) moves X only, Y's own motif (30-37) Y only; small noise elsewhere."""
+    rng = np.random.default_rng(seed)
+    beta = rng.normal(0, 0.01, (2, 40, 3, 3))
+    for i in range(2):
+        bz = -rng.uniform(1, 4, (8, 3))
+        beta[i, :8, :, 0] = bz
+        beta[i, :8, :, 1] = 0.6 * bz
+        beta[i, :8, :, 2] = 0.5 * bz
+        beta[i, 20:28, :, 1] = -rng.uniform(0.5, 1.5, (8, 3))
+        beta[i, 30:38, :, 2] = -rng.uniform(0.5, 1.5, (8, 3))
+    return beta
+
+
+@pytest.mark.parametrize("scale", ["region", "reference"])
+def test_direction_against_all_tasks_drops_a_third_tasks_instruments(scale) -> None:
+    """X → Y has no effect, but Z's substitutions move X more than Y (0.6 against 0.5), so the
+    pair-only filter takes them as X's instruments and IVW reads about 0.5 / 0.6 from a common
+    cause. Compared with every task, they move Z more than X and are dropped: X → Y reads 0
+    from X's own motif. The mediated pair Z → X keeps every Z-motif substitution either way."""
+    from dmr_ray.deepmr.local import LocalMROptions, local_effects_table
+
+    beta = _common_cause()
+    se = np.full(beta.shape, 0.05)
+    sd = tuple(float(v) for v in beta.reshape(-1, 3).std(axis=0))
+
+    def fits(against: str) -> dict:
+        options = LocalMROptions(
+            tasks=("Z", "X", "Y"),
+            pairs=(("X", "Y"), ("Z", "X")),
+            estimators=("ivw",),
+            filter="wald",
+            threshold=3.0,
+            moments_mean=(),
+            moments_sd=(),
+            region_width=40,
+            direction_sd=sd,
+            direction_scale=scale,
+            direction_against=against,
+        )
+        table = local_effects_table(beta, se, np.array(["a", "b"]), options)
+        return {(r["seq_id"], r["exposure"]): r for r in table.to_pylist()}
+
+    pair_only, every_task = fits("outcome"), fits("all")
+    for seq_id in "ab":
+        assert pair_only[seq_id, "X"]["estimate"] > 0.3  # the common cause read as X → Y
+        assert abs(every_task[seq_id, "X"]["estimate"]) < 0.02
+        assert every_task[seq_id, "X"]["n_instruments"] == 24  # X's own motif only
+        for fitted in (pair_only, every_task):
+            assert fitted[seq_id, "Z"]["n_instruments"] == 24
+            assert fitted[seq_id, "Z"]["estimate"] == pytest.approx(0.6, rel=0.01)
+
+
+def test_direction_against_all_needs_the_direction_filter() -> None:
+    from dmr_ray.deepmr.config import InstrumentOptions
+
+    assert InstrumentOptions(direction_filter=True, direction_against="all").direction_against == "all"
+    with pytest.raises(ValueError, match="direction_against: all needs instruments.direction_filter"):
+        InstrumentOptions(direction_against="all")
