@@ -316,18 +316,15 @@ class ProfileCountView(nn.Module):
 
 
 def _write_audit_config(work: Path, spec: Path, settings: BPNetSize) -> Path:
-    """The demo's audit configuration with this size's overrides; the direction filter compares
-    every instrument with all four count heads (``instruments.direction_against: all``), so that
-    the Oct4-Sox2 composite's substitutions, which move Klf4, Nanog and Sox2 through Oct4, are
-    Oct4's instruments and no one else's."""
+    """The demo's audit configuration with this size's overrides."""
     import yaml
 
     from dmr_ray.demo import audit_config
 
     path = audit_config(work, spec)
-    raw = yaml.safe_load(path.read_text())
-    raw["instruments"] = {**raw["instruments"], "direction_against": "all"}
-    write_text_atomic(path, yaml.safe_dump({**raw, **settings.audit_overrides}, sort_keys=False))
+    if settings.audit_overrides:
+        raw = {**yaml.safe_load(path.read_text()), **settings.audit_overrides}
+        write_text_atomic(path, yaml.safe_dump(raw, sort_keys=False))
     return path
 
 

@@ -164,3 +164,36 @@ def test_tasks_still_miscalibrated_after_the_map_are_called_out(calibration_curv
     worse = replace(calibration_curves, error_after=np.array([0.2, 0.01, RESIDUAL_ERROR + 0.001]))
     text = _residual_miscalibration(worse)
     assert "Still miscalibrated" in text and "GATA, CTCF" in text and "TAL1" not in text
+
+
+def test_a_significant_but_dominated_direction_is_not_presented_as_learned(tmp_path, global_row, local_table):
+    """GATA → TAL1 0.69 and a significant TAL1 → GATA leak 0.07 (replicate test): with the tasks'
+    mutational SDs the summary lists the leak apart, as not a causal direction, with both
+    standardized effects; the global table says finding / not dominant; without SDs the leak is
+    listed with what the model learned, as before."""
+    rows = [
+        global_row(
+            "GATA", "TAL1", "ivw", 0.69, 1e-5,
+            inference="replicate", n_replicates=5, replicate_estimates=[0.70, 0.66, 0.72, 0.69, 0.68],
+        ),
+        global_row(
+            "TAL1", "GATA", "ivw", 0.07, 1e-3,
+            inference="replicate", n_replicates=5, replicate_estimates=[0.08, 0.06, 0.07, 0.09, 0.05],
+        ),
+    ]  # fmt: skip
+    table = pa.Table.from_pylist(rows)
+    local = local_table("GATA", "TAL1", "ivw", [0.6, 0.7], [0.1, 0.1])
+    page = write_report(tmp_path, global_table=table, local_table=local, effect_sd={"GATA": 2.0, "TAL1": 1.6})
+    summary = _section(page.read_text(encoding="utf-8"), "summary")
+    learned, apart = summary.split("Significant, but not a causal direction")
+    assert "GATA → TAL1" in learned and "TAL1 → GATA" not in learned
+    # standardized: 0.07 · 1.6 / 2 = 0.056 against 0.69 · 2 / 1.6 = 0.8625
+    assert "TAL1 → GATA (0.07, p = 0.001; standardized 0.056 against 0.863 the other way)" in apart
+    assert "1 of them do not dominate their reverse direction" in summary
+    table_section = _section(page.read_text(encoding="utf-8"), "global-table")
+    assert "<td>finding</td>" in table_section and "<td>not dominant</td>" in table_section
+    calls = _section(page.read_text(encoding="utf-8"), "direction")
+    assert "GATA → TAL1 supported" in calls
+    plain = write_report(tmp_path / "plain", global_table=table, local_table=local)
+    plain_summary = _section(plain.read_text(encoding="utf-8"), "summary")
+    assert "not a causal direction" not in plain_summary and "TAL1 → GATA" in plain_summary
