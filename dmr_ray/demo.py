@@ -18,13 +18,18 @@ import numpy as np
 import yaml
 
 from dmr_ray._atomic import write_text_atomic
+from dmr_ray.errors import InputError
 
 if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
 
-SMALL_CNN = "dmr_ray.models.architectures:small_cnn"
+ARCHITECTURES = {
+    "small_cnn": "dmr_ray.models.architectures:small_cnn",
+    "pooled_cnn": "dmr_ray.models.architectures:pooled_cnn",
+}
+"""The networks a simulation ensemble can be (``DemoSettings.architecture``) and their entrypoints."""
 OUTPUTS = ("GATA", "TAL1")
 """The simulated outputs, in the models' output order."""
 
@@ -45,6 +50,22 @@ class DemoSettings:
     length: int = 100
     heads: str = "shared"
     """``small_cnn``'s dense layers: ``"shared"`` by the tasks (the original's) or ``"separate"`` towers."""
+    architecture: str = "small_cnn"
+    """The ensemble's network: ``small_cnn`` (the original's) or ``pooled_cnn`` (pooled over positions)."""
+
+
+LATER_SETTINGS = {"architecture": "small_cnn"}
+"""Settings added after demo directories were first written: at these defaults they are left out
+of a demo's identity, so that a directory written before they existed keeps its identity."""
+
+
+def demo_identity(seed: int, settings: DemoSettings) -> dict[str, Any]:
+    """What a demo directory is claimed with: the seed and the settings, less the
+    :data:`LATER_SETTINGS` at their defaults."""
+    from dataclasses import asdict
+
+    recorded = {k: v for k, v in asdict(settings).items() if LATER_SETTINGS.get(k, ...) != v}
+    return {"experiment": "demo", "seed": seed, "settings": recorded}
 
 
 def train_simulation_ensemble(
@@ -61,8 +82,9 @@ def train_simulation_ensemble(
     threads: int = 1,
     reuse: bool = False,
     heads: str = "shared",
+    architecture: str = "small_cnn",
 ) -> Path:
-    """Train the small CNN ensemble on simulated GATA/TAL1 counts and save it as a model spec.
+    """Train a CNN ensemble on simulated GATA/TAL1 counts and save it as a model spec.
 
     Parameters
     ----------
@@ -77,18 +99,27 @@ def train_simulation_ensemble(
         Torch threads while training (small batches: more threads cost more than they give).
     heads
         ``small_cnn``'s ``heads``: dense layers shared by both tasks or one tower per task.
+    architecture
+        ``small_cnn`` or ``pooled_cnn`` (:mod:`dmr_ray.models.architectures`; ``heads`` must
+        then be ``"shared"``).
 
     Returns
     -------
     The path of ``model.yaml``.
     """
-    from dmr_ray.models.architectures import small_cnn
+    from dmr_ray.models import architectures
 
+    if architecture not in ARCHITECTURES or (architecture != "small_cnn" and heads != "shared"):
+        raise InputError(
+            f"architecture {architecture!r} with heads {heads!r}: the architecture is one of "
+            f"{', '.join(ARCHITECTURES)}, and heads other than 'shared' are small_cnn's"
+        )
     kwargs: dict[str, Any] = {"length": length, "n_tasks": 2, **({"heads": heads} if heads != "shared" else {})}
+    network = getattr(architectures, architecture)
     weights = [model_dir / f"member{i}.safetensors" for i in range(members)]
     model_dir.mkdir(parents=True, exist_ok=True)
     train_missing_members(
-        lambda _: small_cnn(**kwargs),
+        lambda _: network(**kwargs),
         tokens,
         labels,
         weights,
@@ -100,7 +131,7 @@ def train_simulation_ensemble(
         lr=learning_rate,
     )
     spec = {
-        "entrypoint": SMALL_CNN,
+        "entrypoint": ARCHITECTURES[architecture],
         "kwargs": kwargs,
         "weights": [w.name for w in weights],
         "input_length": length,
@@ -252,6 +283,7 @@ def prepare_simulated_audit(sim, settings: DemoSettings, out: Path, seed: int) -
         threads=settings.train_threads,
         reuse=True,
         heads=settings.heads,
+        architecture=settings.architecture,
     )
     write_demo_stores(sim, audit, calibration, out)
     return audit_config(out, spec), audit
@@ -276,15 +308,13 @@ def prepare_demo(
     InputError
         For such a directory, naming it.
     """
-    from dataclasses import asdict
 
     from dmr_ray.experiments.directory import claim_experiment_directory
     from dmr_ray.sim import global_true_effect, simulate_tf_coop
     from dmr_ray.sim.jaspar import JASPAR_RELEASE
     from dmr_ray.sim.tf_coop import EXPOSURE_MATRIX, EXPOSURE_MOTIF, OUTCOME_MATRIX, OUTCOME_MOTIF
 
-    identity = {"experiment": "demo", "seed": seed, "settings": asdict(settings)}
-    claim_experiment_directory(out, identity, DEMO_OUTPUTS, overwrite=overwrite)
+    claim_experiment_directory(out, demo_identity(seed, settings), DEMO_OUTPUTS, overwrite=overwrite)
     sim = simulate_tf_coop(simulated_sequences(settings), length=settings.length, effect=settings.effect, seed=seed)
     config_path, audit = prepare_simulated_audit(sim, settings, out, seed)
     truth = {

@@ -10,7 +10,7 @@ from dmr_ray.config.commands import CommandGroup
 
 def register(commands: CommandGroup) -> None:
     """Add the ``experiment`` commands: ``simulation``, ``simulation-summary``, ``bpnet`` and ``deepsea``."""
-    from dmr_ray.experiments.simulation import HEADS, SCENARIOS, SIZES
+    from dmr_ray.experiments.simulation import HEADS, RECIPES, SCENARIOS, SIZES
 
     experiment = commands.group("experiment", help="ground-truth experiments with planted causal effects")
     simulation = experiment.command(
@@ -34,6 +34,13 @@ def register(commands: CommandGroup) -> None:
         default="shared",
         help="the ensemble's dense layers: shared by the two tasks (the original's model) or a separate tower "
         "per task (default: %(default)s)",
+    )
+    simulation.add_argument(
+        "--architecture",
+        choices=tuple(RECIPES),
+        default="small_cnn",
+        help="the ensemble's network: small_cnn (the original's) or pooled_cnn (convolutions pooled over "
+        "positions; docs/experiments.md) (default: %(default)s)",
     )
     simulation.add_argument(
         "--parallel",
@@ -86,6 +93,7 @@ def _simulation(args: argparse.Namespace) -> int:
         size=args.size,
         seed=args.seed,
         heads=args.heads,
+        architecture=args.architecture,
         parallel=args.parallel,
         overwrite=args.overwrite,
     )

@@ -102,10 +102,21 @@ as in the original's ``CountsRegressor``, or a ``separate`` tower per task after
 convolutions (docs/experiments.md: the shared layers teach GATA's output the TAL1 motif)."""
 
 
+RECIPES: dict[str, dict[str, Any]] = {"small_cnn": {}, "pooled_cnn": {"epochs": 100, "learning_rate": 1e-3}}
+"""Per audited architecture (``DemoSettings.architecture``), the training settings that differ
+from the size's: ``pooled_cnn`` learns with a smaller step for longer (early stopping ends it;
+docs/experiments.md)."""
+
+
 def round_size(identity: Mapping[str, Any]) -> ExperimentSize:
-    """The round size of an experiment identity: its ``size`` with its ``heads`` (default shared)."""
+    """The round size of an experiment identity: its ``size`` with its ``heads`` (default shared)
+    and ``architecture`` (default ``small_cnn``, with that architecture's :data:`RECIPES`)."""
     size = SIZES[identity["size"]]
-    return replace(size, settings=replace(size.settings, heads=identity.get("heads", "shared")))
+    architecture = identity.get("architecture", "small_cnn")
+    settings = replace(
+        size.settings, heads=identity.get("heads", "shared"), architecture=architecture, **RECIPES[architecture]
+    )
+    return replace(size, settings=settings)
 
 
 @dataclass(frozen=True)
@@ -133,6 +144,7 @@ def run_simulation_experiment(
     size: str = "quick",
     seed: int = 0,
     heads: str = "shared",
+    architecture: str = "small_cnn",
     parallel: int | None = None,
     overwrite: bool = False,
     echo: Callable[[str], None] = print,
@@ -144,6 +156,9 @@ def run_simulation_experiment(
     heads
         The audited ensemble's dense layers (:data:`HEADS`); part of the experiment's identity
         when not ``"shared"``.
+    architecture
+        The audited ensemble's network (:data:`RECIPES`; ``heads`` are ``small_cnn``'s); part of
+        the experiment's identity when not ``"small_cnn"``.
     parallel
         Rounds in flight at once (default: as many as the Ray cluster's CPUs hold at the
         size's ``round_cpus``); 1 runs them one after another.
@@ -169,10 +184,16 @@ def run_simulation_experiment(
         raise InputError(f"rounds: must be a positive integer, got {rounds!r}")
     if heads not in HEADS:
         raise InputError(f"heads: {heads!r} is not one of {', '.join(HEADS)}")
+    if architecture not in RECIPES:
+        raise InputError(f"architecture: {architecture!r} is not one of {', '.join(RECIPES)}")
+    if architecture != "small_cnn" and heads != "shared":
+        raise InputError(f"heads: {heads!r} is small_cnn's; {architecture} has one dense stack")
     check_parallel(parallel)
     identity = {"experiment": "simulation", "scenario": scenario, "size": size, "seed": seed}
     if heads != "shared":
         identity["heads"] = heads
+    if architecture != "small_cnn":
+        identity["architecture"] = architecture
     check_experiment_directory(out, identity, overwrite=overwrite)
     missing = [i for i in range(rounds) if overwrite or not round_file(out, i).exists()]
     if missing:

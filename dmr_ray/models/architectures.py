@@ -18,6 +18,9 @@ Names
 small_cnn
     The Deep MR simulation's ``CountsRegressor`` (valid convolutions, as the original);
     ``heads="separate"`` gives each task its own dense tower (:class:`TaskTowers`).
+pooled_cnn
+    Convolutions, then the mean and the max over positions (translation invariant, like a
+    motif's occupancy), then dense layers.
 bpnet
     BPNet-style dilated residual CNN with a profile and a count head ("same" padding).
 deepsea
@@ -124,6 +127,64 @@ class SmallCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[batch, 4, length]`` one-hot -> ``[batch, n_tasks]``."""
         return self.head(self.body(x))
+
+
+class PooledCNN(nn.Module):
+    """Convolutions summarised over positions, then dense layers.
+
+    Layer list::
+
+        body:  Conv1d(4 -> filters, kernel, padding 0), ReLU, Conv1d(filters -> filters, 1), ReLU
+        head:  concat(mean over positions, max over positions)  -> [batch, 2 * filters]
+               [Linear(-> hidden), ReLU] x n_dense, Linear(hidden -> n_tasks)
+
+    A motif's occupancy is a sum over the windows of a sequence; ``small_cnn``'s dense layer
+    over every position must learn that position by position, this network has it built in.
+    On the Deep MR simulation it learns the local slope within 10 % of the truth for more pair
+    sequences than ``small_cnn`` (docs/experiments.md).
+
+    Parameters
+    ----------
+    length
+        Input length (at least ``kernel``).
+    filters, kernel
+        Channels of both convolutions and the first one's width.
+    n_dense, hidden
+        Hidden dense layers (>= 0) and their width.
+    n_tasks
+        Outputs.
+    """
+
+    fast_ism_layout: ClassVar[str] = "body_head"
+
+    def __init__(
+        self,
+        length: int = 100,
+        filters: int = 64,
+        kernel: int = 11,
+        n_dense: int = 2,
+        hidden: int = 64,
+        n_tasks: int = 2,
+    ):
+        super().__init__()
+        _require(n_dense >= 0, f"need n_dense >= 0, got {n_dense}")
+        _valid_length(length, [kernel], [1])
+        self.input_length = length
+        self.body = nn.Sequential(
+            nn.Conv1d(ALPHABET_SIZE, filters, kernel), nn.ReLU(), nn.Conv1d(filters, filters, 1), nn.ReLU()
+        )
+        self.head = nn.Sequential(MeanMaxPool(), *dense_stack(2 * filters, [hidden] * n_dense, n_tasks, 0.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[batch, 4, length]`` one-hot -> ``[batch, n_tasks]``."""
+        return self.head(self.body(x))
+
+
+class MeanMaxPool(nn.Module):
+    """``[batch, C, L] -> [batch, 2C]``: the mean over positions, then the max, per channel."""
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.cat([h.mean(dim=-1), h.amax(dim=-1)], dim=1)
 
 
 class TaskTowers(nn.Module):
@@ -366,5 +427,6 @@ def _require(condition: bool, message: str) -> None:
 
 
 small_cnn = SmallCNN
+pooled_cnn = PooledCNN
 bpnet = BPNet
 deepsea = DeepSEA

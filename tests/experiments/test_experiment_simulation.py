@@ -158,3 +158,46 @@ def test_separate_heads_train_one_tower_per_task(tmp_path) -> None:
     assert yaml.safe_load(spec.read_text())["kwargs"]["heads"] == "separate"
     members = load_model_spec(spec).build_members()
     assert len(members) == 2 and all(len(m.head.towers) == 2 for m in members)
+
+
+def test_pooled_architecture_reaches_the_size_the_identity_and_the_spec(tmp_path) -> None:
+    """``--architecture pooled_cnn``: its recipe in the round's size, a trained spec of that
+    network, and refusals (unknown name, towers with it) before anything is written."""
+    import yaml
+
+    from dmr_ray.demo import train_simulation_ensemble
+    from dmr_ray.models import load_model_spec
+    from dmr_ray.models.architectures import PooledCNN
+    from dmr_ray.sim import simulate_tf_coop
+
+    pooled = simulation.round_size({"size": "tiny", "architecture": "pooled_cnn"}).settings
+    default = simulation.round_size({"size": "tiny"}).settings
+    assert (pooled.architecture, pooled.epochs, pooled.learning_rate) == ("pooled_cnn", 100, 1e-3)
+    assert (default.architecture, default.epochs) == ("small_cnn", simulation.SIZES["tiny"].settings.epochs)
+    sim = simulate_tf_coop(60, seed=1)
+    spec = train_simulation_ensemble(
+        sim.tokens, sim.labels, tmp_path / "model", members=2, epochs=1, batch_size=30, learning_rate=1e-3,
+        length=100, seed=0, architecture="pooled_cnn",
+    )  # fmt: skip
+    assert yaml.safe_load(spec.read_text())["entrypoint"] == "dmr_ray.models.architectures:pooled_cnn"
+    members = load_model_spec(spec).build_members()
+    assert len(members) == 2 and all(isinstance(m, PooledCNN) for m in members)
+    out = tmp_path / "never"
+    with pytest.raises(simulation.InputError, match="architecture: 'resnet'"):
+        simulation.run_simulation_experiment("none", 1, out, size="tiny", architecture="resnet")
+    with pytest.raises(simulation.InputError, match="heads: 'separate' is small_cnn's"):
+        simulation.run_simulation_experiment("none", 1, out, size="tiny", architecture="pooled_cnn", heads="separate")
+    assert not out.exists()
+
+
+def test_a_demo_identity_written_before_the_architecture_setting_is_kept() -> None:
+    """Settings added later are left out of the demo's identity at their defaults."""
+    from dataclasses import replace
+
+    from dmr_ray.demo import DemoSettings, demo_identity
+
+    recorded = demo_identity(0, DemoSettings())["settings"]
+    assert "architecture" not in recorded and recorded["heads"] == "shared"
+    assert (
+        demo_identity(0, replace(DemoSettings(), architecture="pooled_cnn"))["settings"]["architecture"] == "pooled_cnn"
+    )
