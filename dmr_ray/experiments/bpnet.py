@@ -361,12 +361,12 @@ def score_pairs(audit: Path, truth: np.ndarray, ids: list[str], grammar: Grammar
 
     from dmr_ray.deepmr.pipeline import effect_sd
     from dmr_ray.deepmr.stages import read_local_effects
-    from dmr_ray.report.direction import direction_status
+    from dmr_ray.report.direction import direction_status, row_key
     from dmr_ray.sim.bpnet_grammar import TASKS, planted_pairs
 
     planted = planted_pairs(grammar)
     global_table = pq.read_table(audit / "global_effects.parquet")
-    global_rows = {(r["exposure"], r["outcome"], r["method"]): r for r in global_table.to_pylist()}
+    global_rows = {row_key(r): r for r in global_table.to_pylist()}
     status = direction_status(global_table, effect_sd(audit), alpha=ALPHA)
     local = read_local_effects(audit / "local_effects.parquet").to_pylist()
     row_of = {seq_id: i for i, seq_id in enumerate(ids)}

@@ -140,7 +140,7 @@ def direction_status(
     alpha
         Level of both the effect's test and the dominance test (one method alone: no Holm).
     """
-    rows = {(r["exposure"], r["outcome"], r["method"]): r for r in global_table.to_pylist()}
+    rows = {row_key(r): r for r in global_table.to_pylist()}
     out = {}
     for key, row in rows.items():
         compared = _dominance(row, rows.get((key[1], key[0], key[2])), effect_sd)
@@ -246,9 +246,9 @@ def _call(
     if not hits:
         ps = ", ".join(f"{_arrow(d)} smallest p = {_smallest_p(rs)}" for d, rs in sides.items())
         return DirectionCall(forward, "none", None, f"{both}: no direction supported ({test}; {ps}). {evidence}")
-    compared = all(status[_key(r)].dominance is not None for d in hits for r in significant[d])
+    compared = all(status[row_key(r)].dominance is not None for d in hits for r in significant[d])
     if compared:
-        findings = {d: [r for r in significant[d] if status[_key(r)].status == "finding"] for d in hits}
+        findings = {d: [r for r in significant[d] if status[row_key(r)].status == "finding"] for d in hits}
         test += "; dominance: standardized effects paired over members"
     else:
         findings = significant if len(hits) == 1 else {}
@@ -293,7 +293,8 @@ def _call(
     return DirectionCall(forward, "supported", direction, text)
 
 
-def _key(row: Mapping[str, Any]) -> tuple[str, str, str]:
+def row_key(row: Mapping[str, Any]) -> tuple[str, str, str]:
+    """``(exposure, outcome, method)`` of a ``global_effects`` row: the key of :func:`direction_status`."""
     return row["exposure"], row["outcome"], row["method"]
 
 
@@ -302,7 +303,7 @@ def _compared(rows: Sequence[dict[str, Any]], status: Mapping[tuple[str, str, st
     direction against the reverse's, and the one-sided p of its direction dominating)."""
     parts = []
     for r in rows:
-        d = status[_key(r)].dominance
+        d = status[row_key(r)].dominance
         compared = (
             f"; standardized {d.forward:.2g} against {d.reverse:.2g} the other way, "
             f"p = {_p(d.p_forward)} that it dominates"

@@ -27,7 +27,7 @@ from dmr_ray._atomic import write_atomic, write_text_atomic
 from dmr_ray.errors import InputError
 from dmr_ray.report.attribution import METRIC_HEADER, example_tracks_figure, metric_rows, metrics_figure
 from dmr_ray.report.data import CalibrationCurves, ScatterData
-from dmr_ray.report.direction import DirectionStatus, direction_calls, direction_status
+from dmr_ray.report.direction import DirectionStatus, direction_calls, direction_status, row_key
 from dmr_ray.report.figures import (
     SIGNIFICANCE_NOTE,
     calibration_figure,
@@ -257,8 +257,8 @@ def _summary_section(
     if not rows:
         return _section("Summary", "summary", "<p>No global causal effects were estimated.</p>")
     significant = sorted((r for r in rows if _is_significant(r)), key=lambda r: r["p_value"])
-    not_dominant = [r for r in significant if status[_key(r)].status == "not_dominant"]
-    learned = [r for r in significant if status[_key(r)].status != "not_dominant"]
+    not_dominant = [r for r in significant if status[row_key(r)].status == "not_dominant"]
+    learned = [r for r in significant if status[row_key(r)].status != "not_dominant"]
     missing = [r for r in rows if not _is_finite(r["estimate"])]
     rest = [r for r in rows if _is_finite(r["estimate"]) and not _is_significant(r)]
     meta = f"{_e(rows[0]['meta_method'])} random-effects pooling, {_e(rows[0]['test'])} test"
@@ -300,7 +300,7 @@ def _summary_section(
         parts.append(
             "<p>Significant, but not a causal direction: the standardized effect is not "
             "significantly larger than the reverse direction's (see Direction calls): "
-            + "; ".join(_not_dominant_html(r, status[_key(r)]) for r in not_dominant)
+            + "; ".join(_not_dominant_html(r, status[row_key(r)]) for r in not_dominant)
             + ".</p>"
         )
     if rest:
@@ -312,10 +312,6 @@ def _summary_section(
     if missing:
         parts.append("<p>Not estimable (no region with an estimate): " + "; ".join(_pair(r) for r in missing) + ".</p>")
     return _section("Summary", "summary", "\n".join(parts))
-
-
-def _key(row: Mapping[str, Any]) -> tuple[str, str, str]:
-    return row["exposure"], row["outcome"], row["method"]
 
 
 def _not_dominant_html(row: Mapping[str, Any], status: DirectionStatus) -> str:
@@ -467,7 +463,7 @@ def _global_table_section(global_table: pa.Table, status: Mapping[tuple[str, str
     )
     table = _table(
         [*(h for h, _, _ in _GLOBAL_COLUMNS), "direction"],
-        [[*(cell(r) for _, cell, _ in _GLOBAL_COLUMNS), _STATUS_TEXT.get(status[_key(r)].status, "")] for r in rows],
+        [[*(cell(r) for _, cell, _ in _GLOBAL_COLUMNS), _STATUS_TEXT.get(status[row_key(r)].status, "")] for r in rows],
         [*(num for _, _, num in _GLOBAL_COLUMNS), False],
     )
     return _section(title, "global-table", intro + table)
