@@ -54,6 +54,21 @@ class DemoSettings:
     """The ensemble's network: ``small_cnn`` (the original's) or ``pooled_cnn`` (pooled over positions)."""
 
 
+def check_architecture(architecture: str, heads: str) -> None:
+    """Refuse an ``architecture`` not in :data:`ARCHITECTURES`, or ``heads`` other than
+    ``"shared"`` with another architecture than ``small_cnn`` (whose option they are).
+
+    Raises
+    ------
+    InputError
+        Naming the value.
+    """
+    if architecture not in ARCHITECTURES:
+        raise InputError(f"architecture: {architecture!r} is not one of {', '.join(ARCHITECTURES)}")
+    if architecture != "small_cnn" and heads != "shared":
+        raise InputError(f"heads: {heads!r} is small_cnn's; {architecture} has one dense stack")
+
+
 LATER_SETTINGS = {"architecture": "small_cnn"}
 """Settings added after demo directories were first written: at these defaults they are left out
 of a demo's identity, so that a directory written before they existed keeps its identity."""
@@ -109,11 +124,7 @@ def train_simulation_ensemble(
     """
     from dmr_ray.models import architectures
 
-    if architecture not in ARCHITECTURES or (architecture != "small_cnn" and heads != "shared"):
-        raise InputError(
-            f"architecture {architecture!r} with heads {heads!r}: the architecture is one of "
-            f"{', '.join(ARCHITECTURES)}, and heads other than 'shared' are small_cnn's"
-        )
+    check_architecture(architecture, heads)
     kwargs: dict[str, Any] = {"length": length, "n_tasks": 2, **({"heads": heads} if heads != "shared" else {})}
     network = getattr(architectures, architecture)
     weights = [model_dir / f"member{i}.safetensors" for i in range(members)]

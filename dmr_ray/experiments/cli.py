@@ -10,7 +10,8 @@ from dmr_ray.config.commands import CommandGroup
 
 def register(commands: CommandGroup) -> None:
     """Add the ``experiment`` commands: ``simulation``, ``simulation-summary``, ``bpnet`` and ``deepsea``."""
-    from dmr_ray.experiments.simulation import HEADS, RECIPES, SCENARIOS, SIZES
+    from dmr_ray.demo import ARCHITECTURES
+    from dmr_ray.experiments.simulation import HEADS, SCENARIOS, SIZES
 
     experiment = commands.group("experiment", help="ground-truth experiments with planted causal effects")
     simulation = experiment.command(
@@ -37,7 +38,7 @@ def register(commands: CommandGroup) -> None:
     )
     simulation.add_argument(
         "--architecture",
-        choices=tuple(RECIPES),
+        choices=tuple(ARCHITECTURES),
         default="small_cnn",
         help="the ensemble's network: small_cnn (the original's) or pooled_cnn (convolutions pooled over "
         "positions; docs/experiments.md) (default: %(default)s)",

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dmr_ray._atomic import write_text_atomic
-from dmr_ray.demo import DemoSettings, simulated_seq_id
+from dmr_ray.demo import DemoSettings, check_architecture, simulated_seq_id
 from dmr_ray.errors import InputError
 from dmr_ray.experiments.directory import check_experiment_directory, claim_experiment_directory
 from dmr_ray.experiments.model_truth import MotifSpans, model_local_effects
@@ -102,10 +102,10 @@ as in the original's ``CountsRegressor``, or a ``separate`` tower per task after
 convolutions (docs/experiments.md: the shared layers teach GATA's output the TAL1 motif)."""
 
 
-RECIPES: dict[str, dict[str, Any]] = {"small_cnn": {}, "pooled_cnn": {"epochs": 100, "learning_rate": 1e-3}}
-"""Per audited architecture (``DemoSettings.architecture``), the training settings that differ
-from the size's: ``pooled_cnn`` learns with a smaller step for longer (early stopping ends it;
-docs/experiments.md)."""
+RECIPES: dict[str, dict[str, Any]] = {"pooled_cnn": {"epochs": 100, "learning_rate": 1e-3}}
+"""Per audited architecture (``DemoSettings.architecture``, :data:`dmr_ray.demo.ARCHITECTURES`),
+the training settings that differ from the size's: ``pooled_cnn`` learns with a smaller step for
+longer (early stopping ends it; docs/experiments.md)."""
 
 
 def round_size(identity: Mapping[str, Any]) -> ExperimentSize:
@@ -114,7 +114,7 @@ def round_size(identity: Mapping[str, Any]) -> ExperimentSize:
     size = SIZES[identity["size"]]
     architecture = identity.get("architecture", "small_cnn")
     settings = replace(
-        size.settings, heads=identity.get("heads", "shared"), architecture=architecture, **RECIPES[architecture]
+        size.settings, heads=identity.get("heads", "shared"), architecture=architecture, **RECIPES.get(architecture, {})
     )
     return replace(size, settings=settings)
 
@@ -157,7 +157,8 @@ def run_simulation_experiment(
         The audited ensemble's dense layers (:data:`HEADS`); part of the experiment's identity
         when not ``"shared"``.
     architecture
-        The audited ensemble's network (:data:`RECIPES`; ``heads`` are ``small_cnn``'s); part of
+        The audited ensemble's network (:data:`dmr_ray.demo.ARCHITECTURES`; ``heads`` are
+        ``small_cnn``'s); part of
         the experiment's identity when not ``"small_cnn"``.
     parallel
         Rounds in flight at once (default: as many as the Ray cluster's CPUs hold at the
@@ -184,10 +185,7 @@ def run_simulation_experiment(
         raise InputError(f"rounds: must be a positive integer, got {rounds!r}")
     if heads not in HEADS:
         raise InputError(f"heads: {heads!r} is not one of {', '.join(HEADS)}")
-    if architecture not in RECIPES:
-        raise InputError(f"architecture: {architecture!r} is not one of {', '.join(RECIPES)}")
-    if architecture != "small_cnn" and heads != "shared":
-        raise InputError(f"heads: {heads!r} is small_cnn's; {architecture} has one dense stack")
+    check_architecture(architecture, heads)
     check_parallel(parallel)
     identity = {"experiment": "simulation", "scenario": scenario, "size": size, "seed": seed}
     if heads != "shared":
