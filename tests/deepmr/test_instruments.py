@@ -133,29 +133,32 @@ def _chain(slopes: tuple[float, ...], seed: int = 0) -> np.ndarray:
     return beta
 
 
-@pytest.mark.parametrize("scale", ["region", "reference"])
-def test_region_scale_keeps_steep_regions_mediated_instruments_out_of_the_reverse(scale) -> None:
+def _ivw_fits(beta: np.ndarray, seq_ids: str, tasks: tuple, pairs: tuple, **direction) -> dict:
+    """IVW local effects of ``beta`` (SE 0.05 everywhere; Wald filter at 3; one 40 bp region per
+    sequence) under the ``direction`` filter options, keyed by (seq_id, exposure)."""
     from dmr_ray.deepmr.local import LocalMROptions, local_effects_table
 
-    slopes = (0.5, 0.5, 2.5)  # the reference SDs give one ratio for all, between the slopes
-    beta = _chain(slopes)
-    se = np.full(beta.shape, 0.05)
     options = LocalMROptions(
-        tasks=("X", "Y"),
-        pairs=(("X", "Y"), ("Y", "X")),
+        tasks=tasks,
+        pairs=pairs,
         estimators=("ivw",),
         filter="wald",
         threshold=3.0,
         moments_mean=(),
         moments_sd=(),
         region_width=40,
-        direction_sd=(1.0, 1.2),
-        direction_scale=scale,
+        **direction,
     )
-    rows = {
-        (r["seq_id"], r["exposure"]): r
-        for r in local_effects_table(beta, se, np.array(["a", "b", "c"]), options).to_pylist()
-    }
+    table = local_effects_table(beta, np.full(beta.shape, 0.05), np.array(list(seq_ids)), options)
+    return {(r["seq_id"], r["exposure"]): r for r in table.to_pylist()}
+
+
+@pytest.mark.parametrize("scale", ["region", "reference"])
+def test_region_scale_keeps_steep_regions_mediated_instruments_out_of_the_reverse(scale) -> None:
+    slopes = (0.5, 0.5, 2.5)  # the reference SDs give one ratio for all, between the slopes
+    rows = _ivw_fits(
+        _chain(slopes), "abc", ("X", "Y"), (("X", "Y"), ("Y", "X")), direction_sd=(1.0, 1.2), direction_scale=scale
+    )
     if scale == "region":
         for seq_id, slope in zip("abc", slopes, strict=True):
             assert rows[seq_id, "X"]["estimate"] == pytest.approx(slope, rel=0.01)
@@ -189,28 +192,14 @@ def test_direction_against_all_tasks_drops_a_third_tasks_instruments(scale) -> N
     pair-only filter takes them as X's instruments and IVW reads about 0.5 / 0.6 from a common
     cause. Compared with every task, they move Z more than X and are dropped: X → Y reads 0
     from X's own motif. The mediated pair Z → X keeps every Z-motif substitution either way."""
-    from dmr_ray.deepmr.local import LocalMROptions, local_effects_table
-
     beta = _common_cause()
-    se = np.full(beta.shape, 0.05)
     sd = tuple(float(v) for v in beta.reshape(-1, 3).std(axis=0))
 
     def fits(against: str) -> dict:
-        options = LocalMROptions(
-            tasks=("Z", "X", "Y"),
-            pairs=(("X", "Y"), ("Z", "X")),
-            estimators=("ivw",),
-            filter="wald",
-            threshold=3.0,
-            moments_mean=(),
-            moments_sd=(),
-            region_width=40,
-            direction_sd=sd,
-            direction_scale=scale,
-            direction_against=against,
-        )
-        table = local_effects_table(beta, se, np.array(["a", "b"]), options)
-        return {(r["seq_id"], r["exposure"]): r for r in table.to_pylist()}
+        return _ivw_fits(
+            beta, "ab", ("Z", "X", "Y"), (("X", "Y"), ("Z", "X")),
+            direction_sd=sd, direction_scale=scale, direction_against=against,
+        )  # fmt: skip
 
     pair_only, every_task = fits("outcome"), fits("all")
     for seq_id in "ab":
