@@ -2,8 +2,9 @@
 
 The original audited a ``bpnet9`` ensemble trained on mESC ChIP-nexus (Oct4, Sox2, Nanog,
 Klf4) on all 12 ordered pairs of the count heads averaged over strands. Here the data come
-from :mod:`dmr_ray.sim.bpnet_grammar` (JASPAR motifs; Oct4-Sox2 recruits Nanog and Klf4,
-nothing raises Oct4 or Sox2), so every pair's causal effect is known:
+from :mod:`dmr_ray.sim.bpnet_grammar` (JASPAR motifs; Oct4 anchors the Oct4-Sox2 composite with
+Sox2 as its partner, the composite and Sox2's own motif recruit Nanog and Klf4, nothing raises
+Oct4, nor Sox2 through its partner), so every pair's causal effect is known:
 
 1. simulate training, calibration and audit sequences (the audited ones hold all four
    motifs, so every pair has instruments and a local truth);
@@ -14,8 +15,8 @@ nothing raises Oct4 or Sox2), so every pair's causal effect is known:
    count heads, which are audited, are trained as in BPNet). Members train in parallel, one
    Ray task each, and are saved one by one;
 3. run the whole Deep MR audit (:func:`dmr_ray.deepmr.pipeline.run_audit`, engine on Ray)
-   with the demo's configuration (:func:`dmr_ray.demo.audit_config`) on all 12 pairs of the
-   count heads (``select: counts``, each task's two strands averaged);
+   with the demo's configuration (:func:`dmr_ray.demo.audit_config`) and :data:`INSTRUMENTS`
+   on all 12 pairs of the count heads (``select: counts``, each task's two strands averaged);
 4. score each pair's global and local estimates against the oracle truth
    (:func:`dmr_ray.sim.bpnet_grammar.local_true_effects`, joined on ``seq_id``).
 
@@ -57,6 +58,13 @@ OUTPUTS = ("work", "figures", "summary.json", "summary.md")
 GRAMMAR = GrammarParams(length=100, affinity_margin=1.0, sharpness=3.0)
 """The simulation of every size: 100 bp, consensus-like sites binding with probability 0.73."""
 
+INSTRUMENTS = {"direction_against": "all"}
+"""The audit's instrument settings that differ from the demo's: a substitution is an instrument
+of the exposure only if it moves the exposure more than every other task (each standardized by
+its reference SD). The composite moves Oct4, Sox2, Nanog and Klf4 together, Oct4 the most; the
+default, which compares only with the outcome, lets it instrument Klf4 → Nanog (a common cause,
+not an effect; docs/experiments.md)."""
+
 
 @dataclass(frozen=True)
 class BPNetSize:
@@ -95,7 +103,7 @@ class BPNetSize:
 
 
 SIZES: dict[str, BPNetSize] = {
-    "quick": BPNetSize(n_train=3000, n_calibration=500, n_audit=24, members=5, epochs=30, filters=32, n_layers=4),
+    "quick": BPNetSize(n_train=3000, n_calibration=500, n_audit=24, members=5, epochs=60, filters=32, n_layers=4),
     "full": BPNetSize(n_train=20_000, n_calibration=2000, n_audit=100, members=5, epochs=40, filters=64, n_layers=5),
     "tiny": BPNetSize(
         n_train=200, n_calibration=60, n_audit=3, members=2, epochs=1, filters=4, n_layers=1, profile_kernel=5,
@@ -131,9 +139,9 @@ def run_bpnet_experiment(
         raise InputError(f"size: {size!r} is not one of {', '.join(SIZES)}")
     if not is_int(seed) or seed < 0:
         raise InputError(f"seed: must be an integer >= 0, got {seed!r}")
-    identity = {"experiment": "bpnet", "size": size, "seed": seed}
-    claim_experiment_directory(out, identity, OUTPUTS, overwrite=overwrite)
     settings = SIZES[size]
+    identity = {"experiment": "bpnet", "size": size, "seed": seed, "settings": _settings_record(settings)}
+    claim_experiment_directory(out, identity, OUTPUTS, overwrite=overwrite)
     work = out / "work"
     work.mkdir(exist_ok=True)
 
@@ -161,7 +169,6 @@ def run_bpnet_experiment(
     pairs = score_pairs(work / "audit", truth, ids, settings.grammar)
     summary = {
         **identity,
-        "settings": _settings_record(settings),
         "aggregate": aggregate(pairs),
         "pairs": pairs,
         "figures": write_heatmaps(pairs, out / "figures"),
@@ -180,7 +187,10 @@ def _n_simulated(settings: BPNetSize) -> int:
 
 
 def _settings_record(settings: BPNetSize) -> dict[str, Any]:
-    return {k: v for k, v in asdict(settings).items() if k != "audit_overrides"}
+    """What of ``settings`` determines the results (the grammar, the data and training sizes),
+    with the audit's instrument settings (:data:`INSTRUMENTS`)."""
+    record = {k: v for k, v in asdict(settings).items() if k != "audit_overrides"}
+    return {**record, "instruments": INSTRUMENTS}
 
 
 # --- training -----------------------------------------------------------------------------------
@@ -316,15 +326,15 @@ class ProfileCountView(nn.Module):
 
 
 def _write_audit_config(work: Path, spec: Path, settings: BPNetSize) -> Path:
-    """The demo's audit configuration with this size's overrides."""
+    """The demo's audit configuration with :data:`INSTRUMENTS` and this size's overrides."""
     import yaml
 
     from dmr_ray.demo import audit_config
 
     path = audit_config(work, spec)
-    if settings.audit_overrides:
-        raw = {**yaml.safe_load(path.read_text()), **settings.audit_overrides}
-        write_text_atomic(path, yaml.safe_dump(raw, sort_keys=False))
+    raw = yaml.safe_load(path.read_text())
+    raw = {**raw, "instruments": {**raw["instruments"], **INSTRUMENTS}, **settings.audit_overrides}
+    write_text_atomic(path, yaml.safe_dump(raw, sort_keys=False))
     return path
 
 

@@ -66,13 +66,25 @@ def check_experiment_directory(out: Path, identity: dict[str, Any], *, overwrite
             )
         recorded = json.loads(marker.read_text())
         if recorded != identity and not overwrite:
-            differ = sorted(set(recorded) | set(identity), key=str)
+            old, new = _flat(recorded), _flat(identity)
             said = ", ".join(
-                f"{key} {recorded.get(key)!r} (asked: {identity.get(key)!r})"
-                for key in differ
-                if recorded.get(key) != identity.get(key)
+                f"{key} {old.get(key)!r} (asked: {new.get(key)!r})"
+                for key in sorted(set(old) | set(new))
+                if old.get(key) != new.get(key)
             )
             raise InputError(
                 f"{out} holds the experiment {recorded.get('experiment')!r} with other inputs: {said}; "
                 "use --overwrite or another --out"
             )
+
+
+def _flat(identity: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as one level of dotted keys (``settings.grammar.length``), so that a
+    refusal names only the entries that differ."""
+    flat: dict[str, Any] = {}
+    for key, value in identity.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

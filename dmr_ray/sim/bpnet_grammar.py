@@ -20,16 +20,17 @@ Generative process, per sequence of length ``L``:
 4. expected reads per TF (both strands together) are ``c_t = baseline + Σ_m R[t, m] q_m``,
    the grammar ``R`` (reads per unit occupancy; rows TFs, columns motifs)::
 
-                 Oct4-Sox2     Sox2   Nanog   Klf4
-       Oct4      own           0      0       0
-       Sox2      partner       own    0       0
-       Nanog     recruited     0      own     0
-       Klf4      recruited     0      0       own
+                 Oct4-Sox2     Sox2             Nanog   Klf4
+       Oct4      own           0                0       0
+       Sox2      partner       own              0       0
+       Nanog     recruited     sox2_recruited   own     0
+       Klf4      recruited     sox2_recruited   0       own
 
-   Oct4 and Sox2 bind the composite as a heterodimer (Sox2 also binds its own motif);
-   Nanog and Klf4 bind their own motifs and are *recruited* to bound Oct4-Sox2 composites,
-   so Oct4-Sox2 presence raises their binding, while nothing Nanog or Klf4 bind changes
-   Oct4 or Sox2;
+   Oct4 anchors the composite and Sox2 binds it as Oct4's heterodimer *partner*; Sox2 also
+   binds its own motif. Nanog and Klf4 bind their own motifs and are *recruited* to bound
+   Oct4-Sox2 composites and, more weakly, to bound Sox2 motifs (BPNet found Nanog binding
+   helped by nearby Sox2 motifs), so Oct4-Sox2 presence raises their binding, while nothing
+   Nanog or Klf4 bind changes Oct4 or Sox2;
 5. profiles: each motif's reads are spread over its windows in proportion to their site
    probability and drawn as a footprint, a Gaussian (SD ``footprint_sd``) centred
    ``footprint_shift`` bp upstream of the site centre on the + strand and downstream on the
@@ -39,12 +40,18 @@ Generative process, per sequence of length ``L``:
 The count heads of a BPNet regress ``log(1 + strand total)``; the oracle count head of TF t
 is its expectation ``E[log(1 + Poisson(c_t / 2))]`` (the same on both strands, so also their
 mean). The **true local effect** of X on Y in a sequence (deep_mr.md §9 transposed): every
-substitution inside the embedded sites that X binds directly (:data:`DIRECT_SITES`) is run
-through the oracle, and the effect is the slope through the origin of Δ head_Y on Δ head_X.
-Nanog and Klf4 bind only their own motifs, which no other TF reads, so their effects on every
-other TF are 0 (up to chance windows straddling a site); Oct4's and Sox2's effects on Nanog
-and Klf4 are positive when ``recruited > 0``; Oct4 ↔ Sox2 are positive through the shared
-composite (:func:`planted_pairs`).
+substitution inside X's *own* embedded motifs (:data:`DIRECT_SITES`, the ``own`` entries of
+the grammar) is run through the oracle, and the effect is the slope through
+the origin of Δ head_Y on Δ head_X. Oct4's effects on Sox2 (partner), Nanog and Klf4
+(recruited) come from the composite; Sox2's on Nanog and Klf4 from its own motif (when
+``sox2_recruited > 0``). Nothing else is planted (:func:`planted_pairs`): Nanog and Klf4 bind
+only their own motifs, which no other TF reads, and Sox2's own motif carries no Oct4 reads, so
+those effects are 0 (up to chance windows straddling a site).
+
+Sox2's reads at the composite follow Oct4's occupancy there exactly as Nanog's and Klf4's do
+(one occupancy ``q`` moves all four), so no substitution separates a "Sox2 → Oct4" effect from
+Oct4's own: declaring the composite a Sox2 site as well would plant effects that no
+perturbation of the sequence can identify (docs/experiments.md, BPNet).
 """
 
 from __future__ import annotations
@@ -69,8 +76,9 @@ MOTIFS = ("Oct4-Sox2", "Sox2", "Nanog", "Klf4")
 MATRIX_IDS = {"Oct4-Sox2": "MA0142.1", "Sox2": "MA0143.5", "Nanog": "MA2339.1", "Klf4": "MA0039.5"}
 """JASPAR2024 matrix of each motif."""
 
-DIRECT_SITES = {"Oct4": ("Oct4-Sox2",), "Sox2": ("Oct4-Sox2", "Sox2"), "Nanog": ("Nanog",), "Klf4": ("Klf4",)}
-"""The motifs each TF binds directly: the instruments of the true effects."""
+DIRECT_SITES = {"Oct4": ("Oct4-Sox2",), "Sox2": ("Sox2",), "Nanog": ("Nanog",), "Klf4": ("Klf4",)}
+"""Each TF's own motifs (its ``own`` entries of the grammar): the instruments
+of the true effects."""
 
 _OS, _SOX, _NANOG, _KLF = range(4)
 _TRUTH_CHUNK = 256
@@ -95,6 +103,9 @@ class GrammarParams:
     recruited
         Nanog and Klf4 reads per unit occupancy of the composite (the planted grammar; 0
         removes it).
+    sox2_recruited
+        Nanog and Klf4 reads per unit occupancy of Sox2's own motif (0 removes Sox2's
+        effects on them).
     sharpness
         Instances are drawn from the matrix raised to this power, renormalised (≥ 1).
     affinity_margin
@@ -116,6 +127,7 @@ class GrammarParams:
     own: float = 40.0
     partner: float = 40.0
     recruited: float = 30.0
+    sox2_recruited: float = 20.0
     sharpness: float = 2.0
     affinity_margin: float = 2.0
     footprint_shift: int = 5
@@ -146,6 +158,8 @@ class GrammarParams:
         grammar[TASKS.index("Sox2"), _OS] = self.partner
         grammar[TASKS.index("Nanog"), _OS] = self.recruited
         grammar[TASKS.index("Klf4"), _OS] = self.recruited
+        grammar[TASKS.index("Nanog"), _SOX] = self.sox2_recruited
+        grammar[TASKS.index("Klf4"), _SOX] = self.sox2_recruited
         return grammar
 
 
@@ -402,9 +416,10 @@ def _free_starts(occupied: np.ndarray, k: int, rng: np.random.Generator) -> np.n
 def planted_pairs(params: GrammarParams) -> dict[tuple[str, str], bool]:
     """Whether the grammar plants a non-zero effect for each ordered pair (exposure, outcome).
 
-    X → Y is planted when a motif X binds directly also carries reads of Y: Oct4 ↔ Sox2
-    (the composite, unless ``partner`` or ``own`` is 0) and Oct4, Sox2 → Nanog, Klf4 (unless
-    ``recruited`` is 0). Nothing is planted from Nanog or Klf4.
+    X → Y is planted when one of X's own motifs also carries reads of Y: Oct4 → Sox2
+    (the composite's partner, unless ``partner`` or ``own`` is 0), Oct4 → Nanog, Klf4 (unless
+    ``recruited`` is 0) and Sox2 → Nanog, Klf4 (unless ``sox2_recruited`` is 0). Nothing is
+    planted from Nanog or Klf4, nor Sox2 → Oct4.
     """
     reads = params.reads
     planted = {}
@@ -420,8 +435,8 @@ def planted_pairs(params: GrammarParams) -> dict[tuple[str, str], bool]:
 def local_true_effects(data: GrammarData) -> np.ndarray:
     """True local effect of every TF on every other, per sequence.
 
-    For exposure X, every substitution inside the embedded motifs X binds directly
-    (:data:`DIRECT_SITES`) is run through :func:`oracle_count_heads`; the effect on Y is the
+    For exposure X, every substitution inside X's own embedded motifs (:data:`DIRECT_SITES`)
+    is run through :func:`oracle_count_heads`; the effect on Y is the
     slope through the origin ``Σ Δ_X Δ_Y / Σ Δ_X²``.
 
     Returns

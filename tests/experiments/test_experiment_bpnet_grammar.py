@@ -100,30 +100,45 @@ def test_oct4_sox2_raises_the_others_and_nothing_raises_oct4_or_sox2(data) -> No
         assert np.median(np.abs(after[:, 1] - before[:, 1])) < 0.25
 
 
+def test_sox2_motif_recruits_nanog_and_klf4_but_not_oct4(data) -> None:
+    destroyed = _destroy(data, "Sox2")
+    lost = bg.expected_counts(data.tokens, PARAMS) - bg.expected_counts(destroyed, PARAMS)
+    q_lost = data.occupancy[:, 1] - bg.binding(destroyed, PARAMS)[0][:, 1]
+    assert np.median(q_lost) > 0.4  # the destroyed sites bound
+    # Nanog and Klf4 lose sox2_recruited reads per unit of Sox2 occupancy lost, Sox2 its own 40
+    # (in the median: in some rows the replaced bases form chance Nanog or Klf4 windows)
+    for tf, per_unit in [(1, PARAMS.own), (2, PARAMS.sox2_recruited), (3, PARAMS.sox2_recruited)]:
+        assert np.median(np.abs(lost[:, tf] - per_unit * q_lost)) < 0.05, bg.TASKS[tf]
+    np.testing.assert_allclose(lost[:, 0], 0.0, atol=0.05)  # Oct4 reads no Sox2 motif
+
+
 def test_local_truth_is_planted_one_way(data) -> None:
     truth = bg.local_true_effects(data)
     o, s, n, k = (bg.TASKS.index(t) for t in ("Oct4", "Sox2", "Nanog", "Klf4"))
-    bound = data.occupancy[:, 0] > 0.5
-    assert (truth[bound, o, n] > 0.05).all() and (truth[bound, o, k] > 0.05).all()
-    for x in (n, k):
-        for y in range(4):
-            if y != x:
-                assert np.nanmax(np.abs(truth[:, x, y])) < 0.02, (bg.TASKS[x], bg.TASKS[y])  # chance windows only
+    for x, y in [(o, s), (o, n), (o, k), (s, n), (s, k)]:
+        bound = data.occupancy[:, bg.MOTIFS.index(bg.DIRECT_SITES[bg.TASKS[x]][0])] > 0.5
+        assert (truth[bound, x, y] > 0.05).all(), (bg.TASKS[x], bg.TASKS[y])
+    for x, y in [(s, o)] + [(x, y) for x in (n, k) for y in range(4) if y != x]:
+        assert np.nanmax(np.abs(truth[:, x, y])) < 0.02, (bg.TASKS[x], bg.TASKS[y])  # chance windows only
     assert np.isnan(truth[:, o, o]).all()
-    planted = bg.planted_pairs(PARAMS)
-    assert sum(planted.values()) == 6 and not any(planted[(x, y)] for x, y in planted if x in ("Nanog", "Klf4"))
+    planted = {pair for pair, yes in bg.planted_pairs(PARAMS).items() if yes}
+    assert planted == {("Oct4", "Sox2"), ("Oct4", "Nanog"), ("Oct4", "Klf4"), ("Sox2", "Nanog"), ("Sox2", "Klf4")}
 
 
 def test_without_recruitment_nothing_reaches_nanog_or_klf4() -> None:
-    params = replace(PARAMS, recruited=0.0)
+    params = replace(PARAMS, recruited=0.0, sox2_recruited=0.0)
     data = simulate_all_sites(params, seed=7)
     truth = bg.local_true_effects(subset_simulation(data, np.arange(10)))
     assert np.nanmax(np.abs(truth[:, :2, 2:])) < 0.02
-    assert not bg.planted_pairs(params)[("Oct4", "Nanog")]
+    planted = bg.planted_pairs(params)
+    assert not planted[("Oct4", "Nanog")] and not planted[("Sox2", "Klf4")] and planted[("Oct4", "Sox2")]
+    assert bg.planted_pairs(replace(PARAMS, sox2_recruited=0.0))[("Oct4", "Nanog")]
 
 
 def test_bad_parameters_are_named() -> None:
     with pytest.raises(ConfigError, match="recruited"):
         bg.GrammarParams(recruited=-1.0)
+    with pytest.raises(ConfigError, match="sox2_recruited"):
+        bg.GrammarParams(sox2_recruited=float("nan"))
     with pytest.raises(ConfigError, match="length"):
         bg.GrammarParams(length=20)

@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from dmr_ray.alphabet import tokens_to_onehot
 from dmr_ray.cli import main
@@ -36,7 +37,7 @@ def test_summary_scores_all_twelve_pairs_against_the_truth(experiment) -> None:
     pairs = {(p["exposure"], p["outcome"]): p for p in summary["pairs"]}
     assert set(pairs) == {(x, y) for x in TASKS for y in TASKS if x != y}
     planted = {pair for pair, p in pairs.items() if p["planted"]}
-    assert planted == {(x, y) for x in ("Oct4", "Sox2") for y in TASKS if y != x}
+    assert planted == {("Oct4", y) for y in TASKS if y != "Oct4"} | {("Sox2", "Nanog"), ("Sox2", "Klf4")}
     for pair, p in pairs.items():
         assert (p["true_global"] > 0.05) if p["planted"] else (abs(p["true_global"]) < 0.02), pair
         for method in ("deepmr", "ivw", "weighted_median"):
@@ -48,13 +49,13 @@ def test_summary_scores_all_twelve_pairs_against_the_truth(experiment) -> None:
             assert (m["call"].startswith("(")) == (m["significant"] and m["direction"] == "not_dominant")
             assert (m["call"] == "0") == (not m["significant"])
     for a in summary["aggregate"].values():
-        assert 0 <= a["planted_found"] <= a["n_planted"] == 6 and a["n_unplanted"] == 6
+        assert 0 <= a["planted_found"] <= a["n_planted"] == 5 and a["n_unplanted"] == 7
         assert set(a["unplanted_called"]) <= set(a["unplanted_significant"])
     for path in summary["figures"].values():
         assert (out / path).read_bytes().startswith(PNG)
     table = (out / "summary.md").read_text()
-    assert len(re.findall(r"^\| \w+ → \w+ \| yes \|", table, re.M)) == 6
-    assert len(re.findall(r"^\| \w+ → \w+ \| no \|", table, re.M)) == 6
+    assert len(re.findall(r"^\| \w+ → \w+ \| yes \|", table, re.M)) == 5
+    assert len(re.findall(r"^\| \w+ → \w+ \| no \|", table, re.M)) == 7
 
 
 def test_rerun_trains_nothing_and_reuses_the_audit(experiment, monkeypatch, capsys) -> None:
@@ -84,6 +85,18 @@ def test_overwrite_removes_only_what_the_experiment_wrote(tmp_path) -> None:
     claim_experiment_directory(tmp_path, {**identity, "seed": 1}, bpnet.OUTPUTS, overwrite=True)
     assert not (tmp_path / "work").exists() and not (tmp_path / "summary.md").exists()
     assert (tmp_path / "mine.txt").read_text() == "user data"
+
+
+def test_a_directory_of_another_grammar_is_refused_naming_what_changed(experiment, tmp_path) -> None:
+    out, _ = experiment
+    marker = json.loads((out / ".dmr_ray" / "experiment.json").read_text())
+    assert marker["settings"]["instruments"] == bpnet.INSTRUMENTS
+    assert yaml.safe_load((out / "work" / "audit.yaml").read_text())["instruments"]["direction_against"] == "all"
+    marker["settings"]["grammar"]["sox2_recruited"] = 0.0  # as if trained on an earlier grammar
+    (tmp_path / ".dmr_ray").mkdir()
+    (tmp_path / ".dmr_ray" / "experiment.json").write_text(json.dumps(marker))
+    with pytest.raises(InputError, match=r"other inputs: settings\.grammar\.sox2_recruited 0\.0 \(asked: 20\.0\); use"):
+        bpnet.run_bpnet_experiment(tmp_path, size="tiny")
 
 
 def test_foreign_directory_and_bad_size_are_refused_before_output(tmp_path, capsys) -> None:
