@@ -28,9 +28,10 @@ Generative process, per sequence of length ``L``:
 
    Oct4 anchors the composite and Sox2 binds it as Oct4's heterodimer *partner*; Sox2 also
    binds its own motif. Nanog and Klf4 bind their own motifs and are *recruited* to bound
-   Oct4-Sox2 composites and, more weakly, to bound Sox2 motifs (BPNet found Nanog binding
-   helped by nearby Sox2 motifs), so Oct4-Sox2 presence raises their binding, while nothing
-   Nanog or Klf4 bind changes Oct4 or Sox2;
+   Oct4-Sox2 composites and, more weakly, to bound Sox2 motifs (Avsec et al. 2021 validated
+   that Sox2 enhances Nanog binding and not the reverse; Klf4 is recruited there too, so that
+   Sox2 drives both), so Oct4-Sox2 presence raises their binding, while nothing Nanog or Klf4
+   bind changes Oct4 or Sox2;
 5. profiles: each motif's reads are spread over its windows in proportion to their site
    probability and drawn as a footprint, a Gaussian (SD ``footprint_sd``) centred
    ``footprint_shift`` bp upstream of the site centre on the + strand and downstream on the
