@@ -24,7 +24,7 @@ def test_minimal_config_resolves_paths_against_the_file(tmp_path: Path) -> None:
     cfg = load_config(path)
     assert cfg.store == str(tmp_path / "seqs.zarr")
     assert cfg.model == tmp_path / "model.yaml"
-    assert cfg.methods.estimators == ("deepmr",)
+    assert cfg.methods.estimators == ("weighted_median",)
     assert cfg.meta.method == "DL" and cfg.meta.test == "z"
     assert cfg.instruments.filter == "zscore" and cfg.instruments.threshold == 1.0
 

@@ -28,6 +28,12 @@ _JOB_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(I
 MR_METHODS = ("deepmr", "egger", "egger_robust", "ivw", "weighted_median", "mbe", "steiger")
 """Per-region estimators. ``deepmr`` reproduces the original: robust Egger above 10
 instruments, plain Egger for 3-10, skipped for 2 or fewer."""
+DEFAULT_ESTIMATOR = "weighted_median"
+"""The estimator when none is named, and the report's primary method: of the methods whose local
+95 % intervals cover the planted truths ≥ 0.90 of the time in all four scenarios of the
+simulation study (over 50 rounds each), the one with the narrowest intervals
+(docs/experiments.md). Robust Egger (``deepmr``) fits an intercept, and on a model that learned a
+curved exposure-outcome relation its slope is another quantity than the local effect."""
 
 
 class IsmOptions(Options):
@@ -128,7 +134,7 @@ class RegionOptions(Options):
 class MethodOptions(Options):
     """Estimators to run per region, and their bootstrap settings."""
 
-    estimators: tuple[str, ...] = ("deepmr",)
+    estimators: tuple[str, ...] = (DEFAULT_ESTIMATOR,)
     alpha: float = Field(default=0.05, gt=0, lt=1)
     iterations: int = Field(default=10_000, gt=0)
     seed: int = 314159265

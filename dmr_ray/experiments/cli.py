@@ -11,7 +11,7 @@ from dmr_ray.config.commands import CommandGroup
 def register(commands: CommandGroup) -> None:
     """Add the ``experiment`` commands: ``simulation``, ``simulation-summary``, ``bpnet`` and ``deepsea``."""
     from dmr_ray.demo import ARCHITECTURES
-    from dmr_ray.experiments.simulation import HEADS, SCENARIOS, SIZES
+    from dmr_ray.experiments.simulation import DEFAULT_ARCHITECTURE, HEADS, SCENARIOS, SIZES
 
     experiment = commands.group("experiment", help="ground-truth experiments with planted causal effects")
     simulation = experiment.command(
@@ -25,7 +25,12 @@ def register(commands: CommandGroup) -> None:
     simulation.add_argument("--scenario", required=True, help=f"confounding scenario: {', '.join(SCENARIOS)}")
     simulation.add_argument("--rounds", type=int, required=True, help="number of rounds (each seeded by its index)")
     simulation.add_argument(
-        "--quick", action="store_const", const="quick", dest="size", help="small rounds (about a minute on 2 cores)"
+        "--quick",
+        action="store_const",
+        const="quick",
+        dest="size",
+        help="small rounds (pooled_cnn: about 2.5 min a round on one core, so 1.25 min a round on 2 cores two at "
+        "a time; small_cnn: about half that)",
     )
     simulation.add_argument("--size", choices=tuple(SIZES), default="full", help=argparse.SUPPRESS)
     simulation.add_argument("--seed", type=int, default=0, help="seed of the round draws")
@@ -39,9 +44,9 @@ def register(commands: CommandGroup) -> None:
     simulation.add_argument(
         "--architecture",
         choices=tuple(ARCHITECTURES),
-        default="small_cnn",
-        help="the ensemble's network: small_cnn (the original's) or pooled_cnn (convolutions pooled over "
-        "positions; docs/experiments.md) (default: %(default)s)",
+        default=DEFAULT_ARCHITECTURE,
+        help="the ensemble's network: pooled_cnn (convolutions pooled over positions, whose intervals cover the "
+        "local truths in every scenario) or small_cnn (the original's; docs/experiments.md) (default: %(default)s)",
     )
     simulation.add_argument(
         "--parallel",

@@ -141,14 +141,17 @@ def representative_round(summary: Summary, method: str) -> Mapping[str, Any] | N
 def local_scatter_figure(summaries: Sequence[Summary]) -> Figure:
     """Local estimate (95 % CI) vs local truth per sequence: a row per scenario, a panel per method.
 
-    Each row shows one representative round (:func:`representative_round` of the first
-    method); a CI that misses the truth is drawn in red.
+    Each row shows one representative round (:func:`representative_round` of the audit's
+    default estimator, else the first method); a CI that misses the truth is drawn in red.
     """
+    from dmr_ray.deepmr.config import DEFAULT_ESTIMATOR
+
     methods = methods_of(summaries[0])
+    chooser = DEFAULT_ESTIMATOR if DEFAULT_ESTIMATOR in methods else methods[0]
     figure = Figure(figsize=(3.3 * len(methods), 3.2 * len(summaries)))
     axes = figure.subplots(len(summaries), len(methods), squeeze=False)
     for row_axes, summary in zip(axes, summaries, strict=True):
-        chosen = representative_round(summary, methods[0])
+        chosen = representative_round(summary, chooser)
         for ax, method in zip(row_axes, methods, strict=True):
             if chosen is None:
                 ax.text(0.5, 0.5, f"{summary['scenario']}: no local estimates", ha="center", transform=ax.transAxes)

@@ -93,8 +93,9 @@ SIZES: dict[str, ExperimentSize] = {
     "full": ExperimentSize(DemoSettings(n_train=10_000, n_calibration=1000, n_audit=100, members=5, epochs=50)),
     "tiny": ExperimentSize(DemoSettings(n_train=300, n_calibration=100, n_audit=6, members=2, epochs=1)),
 }
-"""Round sizes: ``quick`` (about a minute on 2 cores), ``full`` (the README command's
-training set, 10,000 sequences), ``tiny`` (tests only)."""
+"""Round sizes: ``quick`` (a round takes about 2.5 min on one core with ``pooled_cnn``, half
+that with ``small_cnn``), ``full`` (the README command's training set, 10,000 sequences),
+``tiny`` (tests only)."""
 
 HEADS = ("shared", "separate")
 """The audited ensemble's dense layers (``small_cnn``'s ``heads``): ``shared`` by GATA and TAL1
@@ -102,21 +103,46 @@ as in the original's ``CountsRegressor``, or a ``separate`` tower per task after
 convolutions (docs/experiments.md: the shared layers teach GATA's output the TAL1 motif)."""
 
 
-RECIPES: dict[str, dict[str, Any]] = {"pooled_cnn": {"epochs": 100, "learning_rate": 1e-3}}
+DEFAULT_ARCHITECTURE = "pooled_cnn"
+"""The study's audited network when none is named: the one whose ensembles the MR intervals
+cover the local truths with in all four scenarios (docs/experiments.md). An experiment identity
+without an ``architecture`` is ``small_cnn``'s (the original's, the default before)."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How an audited architecture trains, relative to the size's recipe.
+
+    Attributes
+    ----------
+    epoch_factor
+        Epochs = the size's epochs × this (early stopping may end training sooner).
+    learning_rate
+        Adam's step, replacing the size's.
+    """
+
+    epoch_factor: int = 1
+    learning_rate: float | None = None
+
+    def apply(self, settings: DemoSettings) -> DemoSettings:
+        """``settings`` with this recipe's epochs and learning rate."""
+        rate = settings.learning_rate if self.learning_rate is None else self.learning_rate
+        return replace(settings, epochs=settings.epochs * self.epoch_factor, learning_rate=rate)
+
+
+RECIPES: dict[str, Recipe] = {"pooled_cnn": Recipe(epoch_factor=4, learning_rate=1e-3)}
 """Per audited architecture (``DemoSettings.architecture``, :data:`dmr_ray.demo.ARCHITECTURES`),
-the training settings that differ from the size's: ``pooled_cnn`` learns with a smaller step for
-longer (early stopping ends it; docs/experiments.md)."""
+how its training differs from the size's: ``pooled_cnn`` learns with a smaller step for
+four times as many epochs (100 at ``--quick``; early stopping ends it; docs/experiments.md)."""
 
 
 def round_size(identity: Mapping[str, Any]) -> ExperimentSize:
     """The round size of an experiment identity: its ``size`` with its ``heads`` (default shared)
-    and ``architecture`` (default ``small_cnn``, with that architecture's :data:`RECIPES`)."""
+    and ``architecture`` (absent: ``small_cnn``), trained by that architecture's :data:`RECIPES`."""
     size = SIZES[identity["size"]]
     architecture = identity.get("architecture", "small_cnn")
-    settings = replace(
-        size.settings, heads=identity.get("heads", "shared"), architecture=architecture, **RECIPES.get(architecture, {})
-    )
-    return replace(size, settings=settings)
+    settings = replace(size.settings, heads=identity.get("heads", "shared"), architecture=architecture)
+    return replace(size, settings=RECIPES.get(architecture, Recipe()).apply(settings))
 
 
 @dataclass(frozen=True)
@@ -144,7 +170,7 @@ def run_simulation_experiment(
     size: str = "quick",
     seed: int = 0,
     heads: str = "shared",
-    architecture: str = "small_cnn",
+    architecture: str = DEFAULT_ARCHITECTURE,
     parallel: int | None = None,
     overwrite: bool = False,
     echo: Callable[[str], None] = print,
@@ -158,8 +184,8 @@ def run_simulation_experiment(
         when not ``"shared"``.
     architecture
         The audited ensemble's network (:data:`dmr_ray.demo.ARCHITECTURES`; ``heads`` are
-        ``small_cnn``'s); part of
-        the experiment's identity when not ``"small_cnn"``.
+        ``small_cnn``'s); part of the experiment's identity when not ``"small_cnn"``, so that
+        directories written before ``pooled_cnn`` became the default keep their identity.
     parallel
         Rounds in flight at once (default: as many as the Ray cluster's CPUs hold at the
         size's ``round_cpus``); 1 runs them one after another.
@@ -689,10 +715,17 @@ def summary_table(summary: dict[str, Any]) -> str:
         + (", ".join(f"{call} {share:.2f}" for call, share in model.get("direction_calls", {}).items()) or "–")
         + ".",
     ]
-    lines += ["", "Per round (deepmr):", "", "| round | α | effect | true global | estimate | 95 % CI | reverse p |"]
+    from dmr_ray.deepmr.config import DEFAULT_ESTIMATOR
+
+    lines += [
+        "",
+        f"Per round ({DEFAULT_ESTIMATOR}, the default estimator):",
+        "",
+        "| round | α | effect | true global | estimate | 95 % CI | reverse p |",
+    ]
     lines.append("|---|---|---|---|---|---|---|")
     for r in summary["per_round"]:
-        m = r["methods"]["deepmr"]
+        m = r["methods"][DEFAULT_ESTIMATOR]
         lines.append(
             f"| {r['round']} | {r['alpha']:.1f} | {r['effect']:.2f} | {fmt(r['true_global'])} | {fmt(m['estimate'])} "
             f"| {fmt(m['ci_low'])} – {fmt(m['ci_high'])} | {fmt(m['reverse_p_value'])} |"

@@ -48,8 +48,10 @@ REPORT_VERSION = 2
 """Version of the report's reading of an audit's tables, part of the report stage's identity so
 that a rerun rewrites the report of an older version. 2: direction calls test dominance."""
 
-PREFERRED_METHOD = "deepmr"
-"""The primary method when none is named and this one is present."""
+PREFERRED_METHOD = "weighted_median"
+"""The primary method when none is named and this one is present: the Deep MR audit's default
+estimator (``dmr_ray.deepmr.config.DEFAULT_ESTIMATOR``; the report, a building block, does not
+import the pipeline's configuration)."""
 
 FIGURE_DPI = 110
 

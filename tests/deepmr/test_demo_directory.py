@@ -35,3 +35,15 @@ def test_a_directory_the_demo_did_not_write_is_refused(tmp_path, capsys) -> None
     assert main(["demo", "--out", str(tmp_path)]) == 2
     assert "not a dmr_ray demo" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data.csv"]
+
+
+def test_the_demo_audit_reports_three_methods_the_default_estimator_first(tmp_path) -> None:
+    import yaml
+
+    from dmr_ray.deepmr.config import DEFAULT_ESTIMATOR
+    from dmr_ray.demo import REPORTED_ESTIMATORS, audit_config
+
+    (tmp_path / "model").mkdir()
+    path = audit_config(tmp_path, tmp_path / "model" / "model.yaml")
+    estimators = yaml.safe_load(path.read_text())["methods"]["estimators"]
+    assert estimators[0] == DEFAULT_ESTIMATOR and sorted(estimators) == sorted(REPORTED_ESTIMATORS)

@@ -170,10 +170,13 @@ def test_pooled_architecture_reaches_the_size_the_identity_and_the_spec(tmp_path
     from dmr_ray.models.architectures import PooledCNN
     from dmr_ray.sim import simulate_tf_coop
 
+    tiny = simulation.SIZES["tiny"].settings
     pooled = simulation.round_size({"size": "tiny", "architecture": "pooled_cnn"}).settings
-    default = simulation.round_size({"size": "tiny"}).settings
-    assert (pooled.architecture, pooled.epochs, pooled.learning_rate) == ("pooled_cnn", 100, 1e-3)
-    assert (default.architecture, default.epochs) == ("small_cnn", simulation.SIZES["tiny"].settings.epochs)
+    legacy = simulation.round_size({"size": "tiny"}).settings
+    quick = simulation.round_size({"size": "quick", "architecture": "pooled_cnn"}).settings
+    assert (pooled.architecture, pooled.epochs, pooled.learning_rate) == ("pooled_cnn", 4 * tiny.epochs, 1e-3)
+    assert (quick.epochs, quick.n_train) == (100, 4000)  # the recipe the 50-round study ran
+    assert (legacy.architecture, legacy.epochs, legacy.learning_rate) == ("small_cnn", tiny.epochs, tiny.learning_rate)
     sim = simulate_tf_coop(60, seed=1)
     spec = train_simulation_ensemble(
         sim.tokens, sim.labels, tmp_path / "model", members=2, epochs=1, batch_size=30, learning_rate=1e-3,

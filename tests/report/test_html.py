@@ -197,3 +197,17 @@ def test_a_significant_but_dominated_direction_is_not_presented_as_learned(tmp_p
     plain = write_report(tmp_path / "plain", global_table=table, local_table=local)
     plain_summary = _section(plain.read_text(encoding="utf-8"), "summary")
     assert "not a causal direction" not in plain_summary and "TAL1 → GATA" in plain_summary
+
+
+def test_the_default_estimator_is_primary_when_none_is_named(tmp_path, global_table, global_row, local_table):
+    """With robust Egger listed first, the headline and forest plots still follow the audit's
+    default estimator (the weighted median) when it is present."""
+    from dmr_ray.deepmr.config import DEFAULT_ESTIMATOR
+    from dmr_ray.report.html import PREFERRED_METHOD
+
+    assert PREFERRED_METHOD == DEFAULT_ESTIMATOR
+
+    rows = [global_row("A", "B", method, 0.5, 1e-4) for method in ("deepmr", "ivw", DEFAULT_ESTIMATOR)]
+    local = pa.concat_tables([local_table("A", "B", r["method"], [0.5, 0.6], [0.1, 0.1]) for r in rows])
+    page = write_report(tmp_path, global_table=global_table(rows), local_table=local).read_text(encoding="utf-8")
+    assert f"Primary MR method: <b>{DEFAULT_ESTIMATOR}</b>" in page
