@@ -5,7 +5,8 @@ drives task 1 with effect 0.5 and the others share pleiotropic variants. The z-s
 threshold 3 (the BPNet setting) keeps tens of instruments per sequence and pair. Compared side
 by side: :func:`dmr_ray.deepmr.local.local_effects_table` (batched estimators over all
 sequences of the chunk) against a loop over (sequence, pair) calling the scalar estimators on
-the same instruments, as the original implementation did. Prints one JSON document; timings
+the same instruments, as the original implementation did; then the audit's default estimator
+(the weighted median), IVW and ``deepmr`` each alone at the audit's bootstrap size. Prints one JSON document; timings
 are wall-clock medians over ``--repeats`` runs, on one process.
 
 Usage::
@@ -25,6 +26,7 @@ from itertools import permutations
 
 import numpy as np
 
+from dmr_ray.deepmr.config import DEFAULT_ESTIMATOR, MethodOptions
 from dmr_ray.deepmr.local import ROBUST_ABOVE, LocalMROptions, local_effects_table, region_rows
 from dmr_ray.errors import InsufficientInstrumentsError
 from dmr_ray.stats import mr
@@ -44,7 +46,7 @@ def _effects(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
     return base.astype(np.float32), se.astype(np.float32)
 
 
-def _options(beta: np.ndarray, estimators: tuple[str, ...]) -> LocalMROptions:
+def _options(beta: np.ndarray, estimators: tuple[str, ...], iterations: int = 1000) -> LocalMROptions:
     pooled = beta.reshape(-1, beta.shape[-1]).astype(np.float64)
     return LocalMROptions(
         tasks=TASKS,
@@ -55,7 +57,7 @@ def _options(beta: np.ndarray, estimators: tuple[str, ...]) -> LocalMROptions:
         moments_mean=tuple(pooled.mean(axis=0)),
         moments_sd=tuple(pooled.std(axis=0)),
         region_width=LENGTH,
-        iterations=1000,
+        iterations=iterations,
     )
 
 
@@ -100,6 +102,15 @@ def main() -> None:
     loop_s = _median_time(lambda: _scalar_loop(beta, se, default), max(1, opts.repeats // 2))
     all_methods = _options(beta, ("deepmr", "ivw", "weighted_median", "mbe", "steiger"))
     all_s = _median_time(lambda: local_effects_table(beta, se, seq_ids, all_methods), 1)
+    # Each estimator alone at the audit's own bootstrap size (methods.iterations' default).
+    audit_iterations = MethodOptions().iterations
+    alone = {
+        method: _median_time(
+            lambda m=method: local_effects_table(beta, se, seq_ids, _options(beta, (m,), audit_iterations)),
+            opts.repeats,
+        )
+        for method in dict.fromkeys((DEFAULT_ESTIMATOR, "ivw", "deepmr"))
+    }
     report = {
         "machine": {"cpus": os.cpu_count(), "load_average_1_5_15": os.getloadavg()},
         "sequences": opts.sequences,
@@ -118,6 +129,11 @@ def main() -> None:
             "bootstrap_iterations": all_methods.iterations,
             "wall_s": all_s,
             "sequences_per_s": opts.sequences / all_s,
+        },
+        "each_estimator_at_audit_iterations": {
+            "bootstrap_iterations": audit_iterations,
+            "default_estimator": DEFAULT_ESTIMATOR,
+            **{m: {"wall_median_s": t, "sequences_per_s": opts.sequences / t} for m, t in alone.items()},
         },
     }
     print(json.dumps(report, indent=2))
