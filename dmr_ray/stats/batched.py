@@ -447,7 +447,9 @@ class _Normals:
     """Standard normal bootstrap draws ``[regions, iterations, width, J_max]``, block by block.
 
     An ``int`` seed gives every region R's stream after ``set.seed(seed)``: iteration ``b``
-    uses draws ``b * width * J + c * J + j`` of it (``rnorm`` calls in R's order).
+    uses draws ``b * width * J + c * J + j`` of it (``rnorm`` calls in R's order), where ``j``
+    counts a region's instruments only (its rank among the mask's True entries, so that a
+    mask with gaps draws what R draws for the instruments alone).
     """
 
     def __init__(self, seed: Seed, iterations: int, width: int, n: np.ndarray):
@@ -459,7 +461,10 @@ class _Normals:
         else:
             self.source = seed if isinstance(seed, np.random.Generator) else np.random.default_rng()
 
-    def block(self, n: np.ndarray, width_j: int) -> np.ndarray:
+    def block(self, valid: np.ndarray) -> np.ndarray:
+        """The draws of the regions whose instrument masks are ``valid [block, J_max]``."""
+        n = valid.sum(axis=1)
+        width_j = valid.shape[1]
         shape = (n.size, self.iterations, self.width, width_j)
         if isinstance(self.source, np.random.Generator):
             return self.source.standard_normal(shape)
@@ -468,9 +473,9 @@ class _Normals:
             return np.broadcast_to(self.source[:size].reshape(shape[1:]), shape)
         b = np.arange(self.iterations)[None, :, None, None]
         c = np.arange(self.width)[None, None, :, None]
-        j = np.arange(width_j)[None, None, None, :]
+        j = (np.cumsum(valid, axis=1) - 1)[:, None, None, :]  # each instrument's rank
         nj = n[:, None, None, None]
-        index = np.where(j < nj, (b * self.width + c) * nj + j, 0)
+        index = np.where(valid[:, None, None, :], (b * self.width + c) * nj + j, 0)
         return self.source[index]
 
 
@@ -497,7 +502,7 @@ def _bootstrap(
     step = max(1, BOOTSTRAP_BUDGET // max(1, iterations * width * width_j))
     for start in range(0, regions.size, step):
         block = regions[start : start + step]
-        out[block] = summary(replicate(block, normals.block(rows.n[block], width_j)))
+        out[block] = summary(replicate(block, normals.block(rows.valid[block])))
     return out
 
 
