@@ -19,7 +19,7 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Literal, TypedDict, TypeVar, Unpack, overload
+from typing import TypedDict, TypeVar, Unpack, overload
 
 import numpy as np
 from scipy import special
@@ -461,6 +461,14 @@ class _Normals:
         else:
             self.source = seed if isinstance(seed, np.random.Generator) else np.random.default_rng()
 
+    def region(self, n: int) -> np.ndarray:
+        """The draws ``[iterations, width, n]`` of one region's ``n`` instruments (for an
+        ``int`` seed a view of the stream: no copy)."""
+        shape = (self.iterations, self.width, n)
+        if isinstance(self.source, np.random.Generator):
+            return self.source.standard_normal(shape)
+        return self.source[: self.iterations * self.width * n].reshape(shape)
+
     def block(self, valid: np.ndarray) -> np.ndarray:
         """The draws of the regions whose instrument masks are ``valid [block, J_max]``."""
         n = valid.sum(axis=1)
@@ -487,17 +495,26 @@ def _bootstrap(
     seed: Seed,
     replicate: Callable[[np.ndarray, np.ndarray], np.ndarray],
     summary: Callable[[np.ndarray], np.ndarray],
+    *,
+    per_region: bool = False,
 ) -> np.ndarray:
     """``summary`` over draws of ``replicate(regions, z)`` (``[block, iterations]``), per region.
 
     Regions not ``ok`` get NaN. Blocks keep ``regions x iterations x width x J`` near
-    :data:`BOOTSTRAP_BUDGET`.
+    :data:`BOOTSTRAP_BUDGET`; ``per_region`` instead calls ``replicate`` once per region with
+    that region's own draws, ``z [1, iterations, width, n]`` for its ``n`` instruments in mask
+    order (no padding gathered).
     """
     if not is_int(iterations) or iterations < 2:
         raise InputError(f"iterations={iterations!r}; a bootstrap needs an integer of at least 2")
     out = np.full(rows.n.shape, np.nan)
     regions = np.flatnonzero(ok)
     normals = _Normals(seed, iterations, width, rows.n[regions])
+    if per_region:
+        for region in regions:
+            one = np.array([region])
+            out[region] = summary(replicate(one, normals.region(int(rows.n[region]))[None]))[0]
+        return out
     width_j = rows.bx.shape[1]
     step = max(1, BOOTSTRAP_BUDGET // max(1, iterations * width * width_j))
     for start in range(0, regions.size, step):
@@ -510,18 +527,16 @@ def _sd(draws: np.ndarray) -> np.ndarray:
     return np.std(draws, axis=1, ddof=1)
 
 
-def _weighted_median_rows(
-    theta: np.ndarray, w: np.ndarray, valid: np.ndarray, kind: Literal["stable", "quicksort"] = "stable"
-) -> np.ndarray:
+def _weighted_median_rows(theta: np.ndarray, w: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """MendelianRandomization's ``weighted.median`` along the last axis (padding ignored).
 
-    ``kind="stable"`` orders ties as R's ``order()`` does; bootstrap draws, which tie with
-    probability 0, use the faster quicksort.
+    A stable sort orders ties as R's ``order()`` does (the bootstrap draws, which tie with
+    probability 0, go through :func:`_weighted_median_draws`).
     """
     key = np.where(valid, theta, np.inf)
     if key.shape[-1] == 0:
         return np.full(key.shape[:-1], np.nan)
-    order = np.argsort(key, axis=-1, kind=kind)
+    order = np.argsort(key, axis=-1, kind="stable")
     ts = take_last(key, order)
     ws = take_last(np.where(valid, w, 0.0), order)
     cs = (np.cumsum(ws, axis=-1) - 0.5 * ws) / ws.sum(axis=-1, keepdims=True)
@@ -582,14 +597,16 @@ def _bootstrapped(
     replicate: Callable[[np.ndarray, np.ndarray], np.ndarray],
     summary: Callable[[np.ndarray], np.ndarray],
     *,
+    per_region: bool = False,
     distribution: str = "normal",
     alpha: float = 0.05,
     iterations: int = 10000,
     seed: Seed = 314159265,
 ) -> BatchedMRResult:
-    """Finish a bootstrap estimator: SE = ``summary`` of the replicates, Wald inference."""
+    """Finish a bootstrap estimator: SE = ``summary`` of the replicates, Wald inference
+    (``per_region`` as for :func:`_bootstrap`)."""
     check_options(distribution=(distribution, ("normal", "t-dist")))
-    se = _bootstrap(rows, reason == Reason.OK, iterations, width, seed, replicate, summary)
+    se = _bootstrap(rows, reason == Reason.OK, iterations, width, seed, replicate, summary, per_region=per_region)
     inference = wald_inference(est, se, rows.n - 1, distribution, alpha)
     return _result(method, rows, reason, est, se, inference)
 
@@ -613,28 +630,24 @@ def _weighted_median(
     reason = _reason(rows, "weighted_median")
 
     def replicate(block: np.ndarray, z: np.ndarray) -> np.ndarray:
-        if not rows.valid[block].all():
-            bx = rows.bxse[block, None, :] * z[:, :, 0]
-            bx += rows.bx[block, None, :]
-            ratio = rows.byse[block, None, :] * z[:, :, 1]
-            ratio += rows.by[block, None, :]
-            ratio /= bx
-            return _weighted_median_rows(ratio, w[block, None, :], rows.valid[block, None, :], "quicksort")
+        """One region (``block [1]``) on its own instruments, ``z [1, iterations, 2, n]``. One
+        thread: the chunks take ~1 ms each, and on a shared machine a second thread that waits
+        for a core costs more than it saves."""
+        region = int(block[0])
+        cols = np.flatnonzero(rows.valid[region])
+        bx0, bxse, by0, byse, weights = (a[region, cols] for a in (rows.bx, rows.bxse, rows.by, rows.byse, w))
         out = np.empty(z.shape[:2])
-        # One thread: the chunks take ~1 ms each, and on a shared machine a second thread that
-        # waits for a core costs more than it saves.
-        for i, region in enumerate(block):  # R: bx* ~ N(bx, bxse), by* ~ N(by, byse), by* / bx*
-            for start in range(0, z.shape[1], _DRAW_CHUNK):
-                zc = z[i, start : start + _DRAW_CHUNK]
-                bx = np.multiply(rows.bxse[region], zc[:, 0], out=scratch("wm_bx", zc[:, 0].shape))
-                bx += rows.bx[region]
-                ratio = np.multiply(rows.byse[region], zc[:, 1], out=scratch("wm_ratio", bx.shape))
-                ratio += rows.by[region]
-                ratio /= bx
-                out[i, start : start + _DRAW_CHUNK] = _weighted_median_draws(ratio, w[region])
+        for start in range(0, z.shape[1], _DRAW_CHUNK):  # R: bx* ~ N(bx, bxse), by* ~ N(by, byse), by* / bx*
+            zc = z[0, start : start + _DRAW_CHUNK]
+            bx = np.multiply(bxse, zc[:, 0], out=scratch("wm_bx", (zc.shape[0], cols.size)))
+            bx += bx0
+            ratio = np.multiply(byse, zc[:, 1], out=scratch("wm_ratio", bx.shape))
+            ratio += by0
+            ratio /= bx
+            out[0, start : start + _DRAW_CHUNK] = _weighted_median_draws(ratio, weights)
         return out
 
-    return _bootstrapped("weighted_median", rows, reason, est, 2, replicate, _sd, **bootstrap)
+    return _bootstrapped("weighted_median", rows, reason, est, 2, replicate, _sd, per_region=True, **bootstrap)
 
 
 def _bandwidth(theta: np.ndarray, valid: np.ndarray | None, phi: float) -> np.ndarray:

@@ -237,7 +237,7 @@ def test_bootstrap_kernels_equal_their_masked_forms():
     w = rng.random(31)
     valid = np.ones((1, 1, 31), dtype=bool)
     fast = batched._weighted_median_draws(theta, w)
-    masked = batched._weighted_median_rows(theta[None], w[None, None, :], valid, "quicksort")[0]
+    masked = batched._weighted_median_rows(theta[None], w[None, None, :], valid)[0]
     np.testing.assert_allclose(fast, masked, rtol=1e-13, atol=1e-15)
     for j in (3, 25, 27, 31):  # bit for bit, whatever J (numpy's power loop for J^(1/5))
         rows = np.ascontiguousarray(theta[:, :j])
