@@ -618,6 +618,9 @@ def aggregate(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     (None with fewer than 3 rounds); ``global_coverage`` the fraction of rounds whose global
     95 % CI holds the true global effect, ``global_coverage_2tau`` the original's check
     (truth within estimate ± 2τ); the local scores pool every round's local estimates.
+    ``false_direction_rate`` counts rounds where TAL1 → GATA is the method's finding;
+    ``unplanted_finding_rate`` also counts GATA → TAL1 as a finding in a round whose drawn
+    effect is 0 (nothing planted either way).
     """
     truth = [r["true_global"] for r in rows]
     out: dict[str, Any] = {}
@@ -637,6 +640,12 @@ def aggregate(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "local_ci_width": median_of([s["local_ci_width"] for s in scores]),
             "power": weighted_mean([s["power"] for s in scores], weights),
             "false_direction_rate": mean_of([s["false_direction"] for s in scores]),
+            "unplanted_finding_rate": mean_of(
+                [
+                    bool(s["false_direction"]) or (r["effect"] == 0 and bool(s.get("found")))
+                    for s, r in zip(scores, rows, strict=True)
+                ]
+            ),
             "reverse_significant_rate": mean_of([s.get("reverse_significant") for s in scores]),
             "found_rate": mean_of([s.get("found") for s, r in zip(scores, rows, strict=True) if r["effect"] != 0]),
             "reverse_coverage_model": mean_of([s.get("reverse_covers_model") for s in scores]),
@@ -668,9 +677,9 @@ def summary_table(summary: dict[str, Any]) -> str:
         "global coverage (95 % CI) | global coverage (± 2τ) | global coverage of the original's truth | "
         "local coverage | local coverage of the original's truth | local coverage of the model's own "
         "effect | median local CI width | power | false-direction rate (unplanted direction a finding) | "
-        "unplanted direction significant | planted direction found | reverse CI covers the model's own reverse "
-        "effect |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "any unplanted finding (also GATA → TAL1 where nothing is planted) | unplanted direction significant | "
+        "planted direction found | reverse CI covers the model's own reverse effect |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     true_mean = fmt(float(np.mean([r["true_global"] for r in summary["per_round"]])))
     for method in (*METHODS, "naive_ratio"):
@@ -694,6 +703,7 @@ def summary_table(summary: dict[str, Any]) -> str:
                     "local_ci_width",
                     "power",
                     "false_direction_rate",
+                    "unplanted_finding_rate",
                     "reverse_significant_rate",
                     "found_rate",
                     "reverse_coverage_model",

@@ -121,6 +121,11 @@ def test_found_rate_counts_only_rounds_with_a_planted_effect() -> None:
     agg = simulation.aggregate(rows)
     assert agg["deepmr"]["found_rate"] == 0.5 and agg["ivw"]["found_rate"] == 1.0
     assert agg["ivw"]["false_direction_rate"] == 1.0  # reverse p 0.01 in every round, the effect-0 one too
+    assert agg["deepmr"]["unplanted_finding_rate"] == 0.0
+    rows[1]["methods"]["deepmr"]["found"] = True  # GATA → TAL1 a finding where nothing is planted
+    agg = simulation.aggregate(rows)
+    assert agg["deepmr"]["unplanted_finding_rate"] == pytest.approx(1 / 3)
+    assert agg["deepmr"]["false_direction_rate"] == 0.0 and agg["deepmr"]["found_rate"] == 0.5
 
 
 def test_experiment_sim_representative_round_is_nearest_the_pooled_coverage(tmp_path, no_figures) -> None:
@@ -151,7 +156,7 @@ def test_experiment_sim_combined_table_across_scenarios(tmp_path, monkeypatch) -
     for name in result["figures"]:
         assert (out / name).read_bytes()[:8] == PNG
     markdown = (out / "summary.md").read_text()
-    assert "| none | quick | 3 | deepmr | 0.833 | 0.417 | 1 | 1 | 0 | 0 | 1 | 1 | 1 |" in markdown
+    assert "| none | quick | 3 | deepmr | 0.833 | 0.417 | 1 | 1 | 0 | 0 | 0 | 1 | 1 | 1 |" in markdown
     assert "| Both | ivw |" in markdown
 
 

@@ -22,6 +22,7 @@ KEYS = {
     "local_ci_width",
     "power",
     "false_direction_rate",
+    "unplanted_finding_rate",
     "reverse_significant_rate",
     "found_rate",
 }
@@ -41,6 +42,7 @@ def test_summary_has_every_method_and_fractions(experiment) -> None:
             "local_coverage",
             "power",
             "false_direction_rate",
+            "unplanted_finding_rate",
             "reverse_significant_rate",
             "found_rate",
         ):
