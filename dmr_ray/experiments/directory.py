@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +49,14 @@ def claim_experiment_directory(out: Path, identity: dict[str, Any], outputs: Seq
     write_text_atomic(marker, json.dumps(identity))
 
 
-def check_experiment_directory(out: Path, identity: dict[str, Any], *, overwrite: bool) -> None:
+def check_experiment_directory(
+    out: Path, identity: dict[str, Any], *, overwrite: bool, absent_hints: Mapping[str, str] | None = None
+) -> None:
     """Refuse an ``out`` that is neither empty nor marked (:data:`MARKER`) with ``identity``;
-    writes nothing. With ``overwrite``, any marked directory is accepted.
+    writes nothing. With ``overwrite``, any marked directory is accepted. The refusal names
+    each differing entry (a dotted key; ``absent`` where one side lacks it) and adds the
+    ``absent_hints`` of the keys the directory's identity lacks (entries added to an
+    experiment's identity after the directory was written).
 
     Raises
     ------
@@ -67,15 +72,18 @@ def check_experiment_directory(out: Path, identity: dict[str, Any], *, overwrite
         recorded = json.loads(marker.read_text())
         if recorded != identity and not overwrite:
             old, new = _flat(recorded), _flat(identity)
-            said = ", ".join(
-                f"{key} {old.get(key)!r} (asked: {new.get(key)!r})"
-                for key in sorted(set(old) | set(new))
-                if old.get(key) != new.get(key)
-            )
+            differing = [key for key in sorted(set(old) | set(new)) if old.get(key, ...) != new.get(key, ...)]
+            said = ", ".join(f"{key} {_shown(old, key)} (asked: {_shown(new, key)})" for key in differing)
+            hints = absent_hints or {}
+            hinted = "".join(f" ({hints[key]})" for key in differing if key in hints and key not in old)
             raise InputError(
-                f"{out} holds the experiment {recorded.get('experiment')!r} with other inputs: {said}; "
+                f"{out} holds the experiment {recorded.get('experiment')!r} with other inputs: {said}{hinted}; "
                 "use --overwrite or another --out"
             )
+
+
+def _shown(entries: Mapping[str, Any], key: str) -> str:
+    return repr(entries[key]) if key in entries else "absent"
 
 
 def _flat(identity: dict[str, Any], prefix: str = "") -> dict[str, Any]:

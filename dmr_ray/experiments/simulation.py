@@ -109,6 +109,13 @@ cover the local truths with in all four scenarios (docs/experiments.md). An expe
 without an ``architecture`` is ``small_cnn``'s (the original's, the default before)."""
 
 
+ABSENT_HINTS = {
+    "architecture": "a directory without an architecture holds small_cnn rounds, the default before "
+    "pooled_cnn: add --architecture small_cnn to resume it"
+}
+"""What a refusal adds when the directory's identity lacks these entries (:func:`check_experiment_directory`)."""
+
+
 @dataclass(frozen=True)
 class Recipe:
     """How an audited architecture trains, relative to the size's recipe.
@@ -218,7 +225,7 @@ def run_simulation_experiment(
         identity["heads"] = heads
     if architecture != "small_cnn":
         identity["architecture"] = architecture
-    check_experiment_directory(out, identity, overwrite=overwrite)
+    check_experiment_directory(out, identity, overwrite=overwrite, absent_hints=ABSENT_HINTS)
     missing = [i for i in range(rounds) if overwrite or not round_file(out, i).exists()]
     if missing:
         _run_missing(out, identity, missing, parallel=parallel, overwrite=overwrite, echo=echo)

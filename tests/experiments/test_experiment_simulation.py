@@ -135,6 +135,27 @@ def test_foreign_directory_is_refused(tmp_path) -> None:
     assert (tmp_path / "user.txt").read_text() == "mine"
 
 
+def test_a_small_cnn_directory_of_before_the_default_changed_is_refused_with_the_flag_to_resume_it(tmp_path) -> None:
+    """A directory whose identity has no ``architecture`` holds small_cnn rounds: asked with the
+    pooled_cnn default, the refusal says how to resume it; the other way round it says nothing
+    of the kind. Nothing is written either time."""
+    from dmr_ray.experiments.directory import MARKER
+
+    marker = tmp_path / MARKER
+    marker.parent.mkdir(parents=True)
+    marker.write_text(json.dumps({"experiment": "simulation", "scenario": "none", "size": "tiny", "seed": 0}))
+    with pytest.raises(simulation.InputError) as refused:
+        simulation.run_simulation_experiment("none", 1, tmp_path, size="tiny")
+    assert "architecture absent (asked: 'pooled_cnn')" in str(refused.value)
+    assert "add --architecture small_cnn to resume it" in str(refused.value)
+    marker.write_text(json.dumps({"experiment": "simulation", "scenario": "none", "size": "tiny", "seed": 0,
+                                  "architecture": "pooled_cnn"}))  # fmt: skip
+    with pytest.raises(simulation.InputError) as refused:
+        simulation.run_simulation_experiment("none", 1, tmp_path, size="tiny", architecture="small_cnn")
+    assert "architecture 'pooled_cnn' (asked: absent)" in str(refused.value) and "resume" not in str(refused.value)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == [MARKER.parent.name, MARKER.name]
+
+
 def test_bad_heads_is_refused_before_any_output(tmp_path) -> None:
     out = tmp_path / "never"
     with pytest.raises(simulation.InputError, match="heads: 'towers'"):
