@@ -104,9 +104,9 @@ convolutions (docs/experiments.md: the shared layers teach GATA's output the TAL
 
 
 DEFAULT_ARCHITECTURE = "pooled_cnn"
-"""The study's audited network when none is named: the one whose ensembles the MR intervals
-cover the local truths with in all four scenarios (docs/experiments.md). An experiment identity
-without an ``architecture`` is ``small_cnn``'s (the original's, the default before)."""
+"""The study's audited network when none is named: the one whose ensembles let the MR
+intervals cover the local truths in all four scenarios (docs/experiments.md). An experiment
+identity without an ``architecture`` is ``small_cnn``'s (the original's, the default before)."""
 
 
 ABSENT_HINTS = {
