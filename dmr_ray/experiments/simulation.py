@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dmr_ray._atomic import write_text_atomic
-from dmr_ray.demo import DemoSettings, check_architecture, simulated_seq_id
+from dmr_ray.demo import REPORTED_ESTIMATORS, DemoSettings, check_architecture, simulated_seq_id
 from dmr_ray.errors import InputError
 from dmr_ray.experiments.directory import check_experiment_directory, claim_experiment_directory
 from dmr_ray.experiments.model_truth import MotifSpans, model_local_effects
@@ -57,7 +57,8 @@ SCENARIOS: dict[str, dict[str, Any]] = {
 }
 """The four scenarios of the original (REPRODUCIBILITY.md) as :func:`simulate_tf_coop` flags."""
 
-METHODS = ("deepmr", "ivw", "weighted_median")
+METHODS = REPORTED_ESTIMATORS
+"""The MR methods scored: those the demo's audit configuration (every round's audit) runs."""
 EXPOSURE, OUTCOME = "GATA", "TAL1"
 ALPHA = 0.05
 BASELINE_Z = 1.96
